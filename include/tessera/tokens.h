@@ -1,0 +1,36 @@
+// The token state of one image: how many tokens the sequence holds, which
+// leading tokens are protected (CLS), how many original patches each token
+// stands for, and which token covers each original patch (provenance). Stages
+// reorganize tokens only through remap(), so provenance stays exact however
+// stages compose. Sized once; remap() never allocates.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace tessera {
+
+struct TokenState {
+    int count = 0;   // tokens in the sequence, prefix included
+    int prefix = 0;  // leading tokens no stage may drop or merge (CLS)
+    int grid_h = 0, grid_w = 0;
+    bool proportional_attention = false;  // add log(size) to attention logits (ToMe)
+
+    std::vector<float> size;           // [capacity] original patches merged into each token
+    std::vector<int32_t> patch_owner;  // [grid_h * grid_w] token covering each patch, -1 once dropped
+    std::vector<int32_t> remap_scratch;
+
+    // Fresh state: `prefix` protected tokens followed by one token per patch in raster order.
+    void init(int prefix_tokens, int grid_height, int grid_width);
+    int patches() const { return grid_h * grid_w; }
+    int capacity() const { return int(size.size()); }
+
+    // Applies a reorganization. old_to_new[t] is the new index of old token t,
+    // or -1 when it was dropped; several old tokens may map to one new token
+    // (a merge or fusion: sizes add). Prefix tokens must keep their indices.
+    void remap(const int32_t* old_to_new, int new_count);
+
+    // Original patch indices (raster order) covered by a token.
+    std::vector<int32_t> patches_of(int token) const;
+};
+
+}  // namespace tessera

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian package Tessera's build, tests and reference tools need.
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libdnnl-dev          # matrix multiply primitives
+  libopencv-dev        # image resize helpers, report plots
+  libstb-dev           # image decoding
+  libyaml-cpp-dev      # pipeline / run / report configs
+  nlohmann-json3-dev   # config.json, safetensors headers, JSONL output
+  libcli11-dev         # command-line parsing
+  libgtest-dev libgmock-dev
+  python3-numpy python3-pil   # tools/ reference implementation
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "setup: all ${#packages[@]} packages present"

@@ -1,0 +1,189 @@
+#include "cli/commands.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "io/labels.h"
+#include "pipeline/config.h"
+#include "pipeline/runner.h"
+#include "tessera/classifier.h"
+#include "tessera/error.h"
+
+using nlohmann::json;
+
+namespace tessera::cli {
+
+namespace {
+
+void check_format(const std::string& format, std::initializer_list<const char*> allowed) {
+    for (const char* a : allowed)
+        if (format == a) return;
+    std::string list;
+    for (const char* a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    fail("--format", "expected one of " + list + ", got '" + format + "'");
+}
+
+std::string label_of(const std::vector<std::string>& names, int index) {
+    return index >= 0 && index < int(names.size()) ? names[size_t(index)] : "class " + std::to_string(index);
+}
+
+// A fixed synthetic input: the same pseudo-random pixels in every run.
+std::vector<float> synthetic_pixels(size_t n) {
+    std::vector<float> v(n);
+    uint32_t state = 12345u;
+    for (float& x : v) {
+        state = state * 1664525u + 1013904223u;
+        x = float(state >> 8) / float(1u << 24) * 2.0f - 1.0f;
+    }
+    return v;
+}
+
+}  // namespace
+
+void add_classify(CLI::App& app) {
+    struct Opts {
+        std::string model, pipeline, labels, format = "text";
+        int top = 5, threads = 0;
+        std::vector<std::string> images;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("classify", "Top-k ImageNet-style classification of image files");
+    cmd->add_option("--model", o->model, "Model folder (config.json + model.safetensors) or model name");
+    cmd->add_option("--pipeline", o->pipeline, "Pipeline YAML (stage chain)");
+    cmd->add_option("--top", o->top, "How many classes to print")->check(CLI::Range(1, 1000));
+    cmd->add_option("--format", o->format, "text or jsonl");
+    cmd->add_option("--labels", o->labels, "Class-name TSV (default: ImageNet-1k)");
+    cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_option("images", o->images, "Image files (JPEG, PNG, BMP)")->required();
+    cmd->callback([o] {
+        check_format(o->format, {"text", "jsonl"});
+        if (o->model.empty() && o->pipeline.empty()) fail("classify", "give --model (or a --pipeline with a 'model' key)");
+        Classifier clf({o->model, o->pipeline, o->threads, 1});
+        const std::vector<std::string> names = o->labels.empty() ? class_names_imagenet() : class_names_read(o->labels);
+        for (const std::string& image : o->images) {
+            Classification c = clf.classify_file(image, o->top);
+            if (o->format == "jsonl") {
+                json top = json::array();
+                for (const Prediction& p : c.top)
+                    top.push_back({{"class", p.class_index}, {"label", label_of(names, p.class_index)}, {"prob", p.prob}});
+                json line = {{"image", image}, {"top", top}, {"gmacs", double(c.macs) * 1e-9}, {"ms", c.ms},
+                             {"tokens", c.tokens}};
+                std::cout << line.dump() << "\n";
+            } else {
+                std::printf("%s\n", image.c_str());
+                for (size_t i = 0; i < c.top.size(); ++i)
+                    std::printf("  %2zu. %-32s %6.2f%%  (class %d)\n", i + 1, label_of(names, c.top[i].class_index).c_str(),
+                                100.0 * c.top[i].prob, c.top[i].class_index);
+                std::printf("  %.4f GMACs, %.2f ms, tokens %d -> %d\n", double(c.macs) * 1e-9, c.ms,
+                            c.tokens.empty() ? 0 : c.tokens.front(), c.tokens.empty() ? 0 : c.tokens.back());
+            }
+            std::fflush(stdout);
+        }
+    });
+}
+
+void add_bench(CLI::App& app) {
+    struct Opts {
+        std::string model, pipeline, format = "text";
+        int batch = 1, iters = 50, warmup = 5, threads = 0;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("bench", "Latency of the forward pass on a fixed synthetic input");
+    cmd->add_option("--model", o->model, "Model folder or name");
+    cmd->add_option("--pipeline", o->pipeline, "Pipeline YAML");
+    cmd->add_option("--batch", o->batch, "Images per forward pass")->check(CLI::Range(1, 4096));
+    cmd->add_option("--iters", o->iters, "Timed iterations")->check(CLI::Range(1, 1000000));
+    cmd->add_option("--warmup", o->warmup, "Untimed iterations first")->check(CLI::Range(0, 1000000));
+    cmd->add_option("--threads", o->threads, "Threads")->check(CLI::Range(0, 1024));
+    cmd->add_option("--format", o->format, "text or json");
+    cmd->callback([o] {
+        check_format(o->format, {"text", "json"});
+        if (o->model.empty() && o->pipeline.empty()) fail("bench", "give --model (or a --pipeline with a 'model' key)");
+        Classifier clf({o->model, o->pipeline, o->threads, o->batch});
+        std::vector<float> pixels = synthetic_pixels(size_t(clf.input_floats()) * size_t(o->batch));
+        std::vector<double> ms;
+        uint64_t macs = 0;
+        for (int i = 0; i < o->warmup + o->iters; ++i) {
+            auto start = std::chrono::steady_clock::now();
+            std::vector<Classification> r = clf.classify(pixels.data(), o->batch, 1);
+            double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+            if (i >= o->warmup) ms.push_back(t);
+            macs = r[0].macs;
+        }
+        json out = {{"ms_p50", percentile(ms, 50)}, {"ms_p90", percentile(ms, 90)}, {"gmacs", double(macs) * 1e-9},
+                    {"batch", o->batch}, {"threads", clf.threads()}, {"iters", o->iters}, {"model", clf.model_dir()}};
+        if (o->format == "json") {
+            std::cout << out.dump() << "\n";
+        } else {
+            std::printf("%s  batch %d  threads %d\n  p50 %.3f ms  p90 %.3f ms  (%d iterations)\n  %.4f GMACs/image\n",
+                        clf.model_dir().c_str(), o->batch, clf.threads(), percentile(ms, 50), percentile(ms, 90),
+                        o->iters, double(macs) * 1e-9);
+        }
+    });
+}
+
+void add_run(CLI::App& app) {
+    struct Opts {
+        std::string config, out;
+        int threads = 0;
+        bool no_progress = false;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("run", "Run a pipeline over a labelled image folder (resumable)");
+    cmd->add_option("config", o->config, "Run YAML (model, stages, dataset)")->required();
+    cmd->add_option("--out", o->out, "Output folder (results.jsonl, summary.json)")->required();
+    cmd->add_option("--threads", o->threads, "Threads (overrides the config)")->check(CLI::Range(0, 1024));
+    cmd->add_flag("--no-progress", o->no_progress, "Never draw the progress bar");
+    cmd->callback([o] {
+        RunSpec spec = run_config_read(o->config);
+        json summary = run_dataset(spec, {o->out, o->threads, !o->no_progress && isatty(STDERR_FILENO)});
+        std::cout << summary.dump(2) << "\n";
+    });
+}
+
+void add_inspect(CLI::App& app) {
+    struct Opts {
+        std::string model, pipeline, format = "text";
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("inspect", "Parameters, tensors and GMACs per image by component");
+    cmd->add_option("--model", o->model, "Model folder or name");
+    cmd->add_option("--pipeline", o->pipeline, "Pipeline YAML (GMACs with its stages)");
+    cmd->add_option("--format", o->format, "text or json");
+    cmd->callback([o] {
+        check_format(o->format, {"text", "json"});
+        if (o->model.empty() && o->pipeline.empty()) fail("inspect", "give --model (or a --pipeline with a 'model' key)");
+        Classifier clf({o->model, o->pipeline, 1, 1});
+        // MACs come from the ledger of one real forward pass, never from a formula.
+        std::vector<float> pixels = synthetic_pixels(size_t(clf.input_floats()));
+        Classification c = clf.classify(pixels.data(), 1, 1)[0];
+        const Ledger& ledger = clf.last_ledger();
+        json components = json::object();
+        for (int i = 0; i < int(Component::count_); ++i)
+            if (uint64_t v = ledger.by_component(Component(i)))
+                components[component_name(Component(i))] = double(v) * 1e-9;
+        json stages = json::object();
+        for (const auto& [name, v] : ledger.by_stage()) stages[name] = double(v) * 1e-9;
+        json out = {{"model", clf.model_dir()}, {"architecture", clf.architecture()}, {"parameters", clf.parameters()},
+                    {"tensors", clf.tensor_count()}, {"depth", clf.depth()}, {"num_classes", clf.num_classes()},
+                    {"gmacs", double(ledger.total()) * 1e-9}, {"gmacs_by_component", components},
+                    {"gmacs_by_stage", stages}, {"tokens", c.tokens}};
+        if (o->format == "json") {
+            std::cout << out.dump(2) << "\n";
+            return;
+        }
+        std::printf("%s (%s)\n", clf.model_dir().c_str(), clf.architecture().c_str());
+        std::printf("  parameters  %lld in %lld tensors\n", (long long)clf.parameters(), (long long)clf.tensor_count());
+        std::printf("  depth %d, classes %d\n", clf.depth(), clf.num_classes());
+        std::printf("  GMACs/image %.4f\n", double(ledger.total()) * 1e-9);
+        for (auto& [name, v] : components.items()) std::printf("    %-12s %.4f\n", name.c_str(), v.get<double>());
+        std::printf("  by stage\n");
+        for (auto& [name, v] : stages.items()) std::printf("    %-12s %.4f\n", name.c_str(), v.get<double>());
+    });
+}
+
+}  // namespace tessera::cli

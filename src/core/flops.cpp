@@ -1,0 +1,35 @@
+#include "tessera/flops.h"
+
+namespace tessera {
+
+const char* component_name(Component c) {
+    switch (c) {
+        case Component::patch_embed: return "patch_embed";
+        case Component::attention: return "attention";
+        case Component::mlp: return "mlp";
+        case Component::head: return "head";
+        case Component::projector: return "projector";
+        case Component::decoder: return "decoder";
+        case Component::other: return "other";
+        case Component::count_: break;
+    }
+    return "?";
+}
+
+void Ledger::add(Component c, uint64_t macs) {
+    per_component_[size_t(c)] += macs;
+    per_stage_[stage_] += macs;
+}
+
+uint64_t Ledger::total() const {
+    uint64_t t = 0;
+    for (uint64_t v : per_component_) t += v;
+    return t;
+}
+
+void Ledger::reset() {
+    per_component_.fill(0);
+    per_stage_.clear();
+}
+
+}  // namespace tessera

@@ -1,0 +1,388 @@
+#include "models/vit.h"
+
+#include <cmath>
+#include <cstring>
+#include <regex>
+#include <set>
+
+#include "io/safetensors.h"
+#include "kernels/attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "tessera/error.h"
+
+namespace tessera {
+
+// ---------------------------------------------------------------- variants
+
+namespace {
+
+struct VitSize {
+    const char* name;
+    int dim, depth, heads;
+};
+// timm's rows for the plain ViT / DeiT family (mlp_ratio 4).
+constexpr VitSize vit_sizes[] = {
+    {"tiny", 192, 12, 3}, {"small", 384, 12, 6}, {"medium", 512, 12, 8},
+    {"base", 768, 12, 12}, {"large", 1024, 24, 16}, {"huge", 1280, 32, 16},
+};
+
+}  // namespace
+
+VitHparams vit_hparams_from_timm(const TimmConfig& cfg) {
+    const std::string& where = cfg.path;
+    VitHparams hp;
+    // vit_tiny_patch16_224, deit_small_patch16_224, vit_base_patch32_384, ...
+    static const std::regex name_re(R"(^(vit|deit)_([a-z]+)_patch(\d+)_(\d+)$)");
+    std::smatch m;
+    bool named = std::regex_match(cfg.architecture, m, name_re);
+    if (cfg.architecture.find("distilled") != std::string::npos)
+        fail(where, "architecture '" + cfg.architecture + "' has a distillation token, which is not supported");
+    if (named) {
+        const VitSize* size = nullptr;
+        for (const VitSize& s : vit_sizes)
+            if (m[2] == s.name) size = &s;
+        if (size) {
+            hp.dim = size->dim, hp.depth = size->depth, hp.heads = size->heads;
+            hp.mlp_hidden = 4 * size->dim;
+        }
+        hp.patch = std::stoi(m[3]);
+        hp.img_h = hp.img_w = std::stoi(m[4]);
+        if (!size && cfg.model_args.empty())
+            fail(where, "unknown ViT size in architecture '" + cfg.architecture + "' and no model_args");
+    } else if (cfg.model_args.empty()) {
+        fail(where, "unknown architecture '" + cfg.architecture +
+                        "' (expected a timm vit_* or deit_* name) and no model_args to describe it");
+    }
+
+    const nlohmann::json& a = cfg.model_args;
+    const std::string args_where = where + ": model_args";
+    if (a.contains("img_size")) {
+        const auto& v = a["img_size"];
+        if (v.is_array() && v.size() == 2 && v[0].is_number_integer() && v[1].is_number_integer()) {
+            hp.img_h = v[0].get<int>(), hp.img_w = v[1].get<int>();
+        } else {
+            hp.img_h = hp.img_w = json_int(a, "img_size", hp.img_h, args_where);
+        }
+    }
+    hp.patch = json_int(a, "patch_size", hp.patch, args_where);
+    hp.dim = json_int(a, "embed_dim", hp.dim, args_where);
+    hp.depth = json_int(a, "depth", hp.depth, args_where);
+    hp.heads = json_int(a, "num_heads", hp.heads, args_where);
+    double mlp_ratio = json_number(a, "mlp_ratio", double(hp.mlp_hidden) / hp.dim, args_where);
+    hp.mlp_hidden = int(hp.dim * mlp_ratio);
+    hp.qkv_bias = json_bool(a, "qkv_bias", true, args_where);
+    hp.class_token = json_bool(a, "class_token", true, args_where);
+    hp.pre_norm = json_bool(a, "pre_norm", false, args_where);
+    hp.norm_eps = float(json_number(a, "norm_eps", 1e-6, args_where));
+    hp.num_classes = cfg.num_classes;
+    hp.global_pool = cfg.global_pool;
+    std::string act = json_string(a, "act_layer", "gelu", args_where);
+
+    auto bad = [&](const std::string& what) { fail(where, what); };
+    if (act != "gelu") bad("model_args.act_layer '" + act + "' is not supported (only exact GELU)");
+    if (hp.patch < 1 || hp.patch > 64) bad("model_args.patch_size must be in 1..64, got " + std::to_string(hp.patch));
+    if (hp.img_h < hp.patch || hp.img_w < hp.patch || hp.img_h % hp.patch || hp.img_w % hp.patch || hp.img_h > 4096 ||
+        hp.img_w > 4096)
+        bad("model_args.img_size " + std::to_string(hp.img_h) + "x" + std::to_string(hp.img_w) +
+            " must be a multiple of patch_size " + std::to_string(hp.patch) + " and at most 4096");
+    if (hp.dim < 1 || hp.dim > 16384) bad("model_args.embed_dim must be in 1..16384");
+    if (hp.depth < 1 || hp.depth > 256) bad("model_args.depth must be in 1..256");
+    if (hp.heads < 1 || hp.dim % hp.heads)
+        bad("model_args.num_heads " + std::to_string(hp.heads) + " must divide embed_dim " + std::to_string(hp.dim));
+    if (hp.mlp_hidden < 1 || hp.mlp_hidden > 16 * 16384) bad("model_args.mlp_ratio gives an invalid MLP width");
+    if (!(hp.norm_eps > 0.0f)) bad("model_args.norm_eps must be positive");
+    if (hp.global_pool != "token" && hp.global_pool != "avg")
+        bad("global_pool '" + hp.global_pool + "' is not supported (token or avg)");
+    if (hp.global_pool == "token" && !hp.class_token) bad("global_pool 'token' needs class_token");
+    return hp;
+}
+
+EncoderShape VitModel::encoder_shape() const {
+    return {hp.depth, hp.heads, hp.dim, hp.prefix(), hp.grid_h(), hp.grid_w()};
+}
+
+// ---------------------------------------------------------------- loading
+
+namespace {
+
+// Hands out f32 copies of the file's tensors, checking each shape, and
+// remembers which tensors were used so leftovers can be reported.
+class WeightReader {
+public:
+    WeightReader(const SafeTensors& file, Arena& arena) : file_(file), arena_(arena) {}
+
+    const float* take(const std::string& name, std::vector<int64_t> shape) {
+        int64_t n = 1;
+        for (int64_t d : shape) n *= d;
+        float* dst = arena_.alloc<float>(size_t(n));
+        file_.read_f32(name, shape, dst);
+        used_.insert(name);
+        parameters_ += n;
+        return dst;
+    }
+    const float* take_optional(const std::string& name, std::vector<int64_t> shape) {
+        return file_.find(name) ? take(name, std::move(shape)) : nullptr;
+    }
+    void check_all_used(const std::string& what) const {
+        for (const TensorInfo& t : file_.tensors())
+            if (!used_.count(t.name))
+                fail(file_.path(), "tensor '" + t.name + "' is not part of " + what +
+                                       " (config.json and the weights disagree)");
+    }
+    int64_t parameters() const { return parameters_; }
+    size_t used() const { return used_.size(); }
+
+private:
+    const SafeTensors& file_;
+    Arena& arena_;
+    std::set<std::string, std::less<>> used_;
+    int64_t parameters_ = 0;
+};
+
+}  // namespace
+
+void vit_load(VitModel& model, const std::string& dir) {
+    TimmConfig cfg = timm_config_read(dir + "/config.json");
+    SafeTensors file(dir + "/model.safetensors");
+    const VitHparams hp = vit_hparams_from_timm(cfg);
+    model.dir = dir;
+    model.architecture = cfg.architecture;
+    model.hp = hp;
+    model.preprocess = cfg.preprocess;
+    if (model.preprocess.input_height != hp.img_h || model.preprocess.input_width != hp.img_w)
+        fail(cfg.path, "pretrained_cfg.input_size " + std::to_string(model.preprocess.input_height) + "x" +
+                           std::to_string(model.preprocess.input_width) + " differs from the model's img_size " +
+                           std::to_string(hp.img_h) + "x" + std::to_string(hp.img_w));
+
+    size_t bytes = 0;
+    for (const TensorInfo& t : file.tensors()) bytes += size_t(t.numel()) * sizeof(float) + 64;
+    model.weights.reserve(bytes);
+    WeightReader r(file, model.weights);
+
+    const int64_t c = hp.dim, hidden = hp.mlp_hidden, n = hp.tokens();
+    model.patch_w = r.take("patch_embed.proj.weight", {c, 3, hp.patch, hp.patch});
+    model.patch_b = r.take("patch_embed.proj.bias", {c});
+    model.cls_token = hp.class_token ? r.take("cls_token", {1, 1, c}) : nullptr;
+    model.pos_embed = r.take("pos_embed", {1, n, c});
+    model.norm_pre_w = hp.pre_norm ? r.take("norm_pre.weight", {c}) : nullptr;
+    model.norm_pre_b = hp.pre_norm ? r.take("norm_pre.bias", {c}) : nullptr;
+    model.blocks.resize(size_t(hp.depth));
+    for (int i = 0; i < hp.depth; ++i) {
+        const std::string p = "blocks." + std::to_string(i) + ".";
+        VitBlock& b = model.blocks[size_t(i)];
+        b.norm1_w = r.take(p + "norm1.weight", {c});
+        b.norm1_b = r.take(p + "norm1.bias", {c});
+        b.qkv_w = r.take(p + "attn.qkv.weight", {3 * c, c});
+        b.qkv_b = hp.qkv_bias ? r.take(p + "attn.qkv.bias", {3 * c}) : nullptr;
+        b.proj_w = r.take(p + "attn.proj.weight", {c, c});
+        b.proj_b = r.take(p + "attn.proj.bias", {c});
+        b.ls1 = r.take_optional(p + "ls1.gamma", {c});
+        b.norm2_w = r.take(p + "norm2.weight", {c});
+        b.norm2_b = r.take(p + "norm2.bias", {c});
+        b.fc1_w = r.take(p + "mlp.fc1.weight", {hidden, c});
+        b.fc1_b = r.take(p + "mlp.fc1.bias", {hidden});
+        b.fc2_w = r.take(p + "mlp.fc2.weight", {c, hidden});
+        b.fc2_b = r.take(p + "mlp.fc2.bias", {c});
+        b.ls2 = r.take_optional(p + "ls2.gamma", {c});
+    }
+    // timm: avg pooling moves the final norm after pooling (fc_norm).
+    model.fc_norm_w = r.take_optional("fc_norm.weight", {c});
+    model.fc_norm_b = model.fc_norm_w ? r.take("fc_norm.bias", {c}) : nullptr;
+    model.norm_w = model.fc_norm_w ? r.take_optional("norm.weight", {c}) : r.take("norm.weight", {c});
+    model.norm_b = model.norm_w ? r.take("norm.bias", {c}) : nullptr;
+    model.head_w = hp.num_classes ? r.take("head.weight", {hp.num_classes, c}) : nullptr;
+    model.head_b = hp.num_classes ? r.take("head.bias", {hp.num_classes}) : nullptr;
+    r.check_all_used(cfg.architecture + " as config.json describes it (depth " + std::to_string(hp.depth) + ")");
+    model.parameters = r.parameters();
+    model.tensor_count = int64_t(r.used());
+}
+
+// ---------------------------------------------------------------- forward
+
+void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
+    const VitHparams& hp = model.hp;
+    const int64_t b = max_batch, n = hp.tokens(), c = hp.dim;
+    const int64_t grid = int64_t(hp.grid_h()) * hp.grid_w(), patch_len = 3 * hp.patch * hp.patch;
+    s.max_batch = max_batch;
+    s.stage_scratch_floats = n * (c + n) + 8 * n + 2 * c;
+    const int64_t floats = b * n * c * 3 + b * n * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
+                           attention_scratch_floats(hp.heads, n) + n + b * hp.heads * n + b * c +
+                           s.stage_scratch_floats;
+    s.arena.reserve(size_t(floats) * sizeof(float) + 16 * 64);
+    s.x = s.arena.alloc<float>(size_t(b * n * c));
+    s.xn = s.arena.alloc<float>(size_t(b * n * c));
+    s.qkv = s.arena.alloc<float>(size_t(b * n * 3 * c));
+    s.attn = s.arena.alloc<float>(size_t(b * n * c));
+    s.hidden = s.arena.alloc<float>(size_t(b * n * hp.mlp_hidden));
+    s.patches = s.arena.alloc<float>(size_t(b * grid * patch_len));
+    s.scores = s.arena.alloc<float>(size_t(attention_scratch_floats(hp.heads, n)));
+    s.key_bias = s.arena.alloc<float>(size_t(n));
+    s.cls_probs = s.arena.alloc<float>(size_t(b * hp.heads * n));
+    s.pooled = s.arena.alloc<float>(size_t(b * c));
+    s.stage_scratch = s.arena.alloc<float>(size_t(s.stage_scratch_floats));
+    s.tokens.assign(size_t(max_batch), TokenState{});
+    s.tokens_entering_block.assign(size_t(hp.depth), 0);
+}
+
+namespace {
+
+// Conv2d(3, dim, kernel=patch, stride=patch) as im2col + one product.
+void patch_embed(const VitModel& m, VitState& s, const float* pixels, int batch, Ledger* ledger) {
+    const VitHparams& hp = m.hp;
+    const int p = hp.patch, gh = hp.grid_h(), gw = hp.grid_w(), len = 3 * p * p;
+    const int64_t grid = int64_t(gh) * gw;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < batch; ++b)
+        for (int g = 0; g < int(grid); ++g) {
+            const int gy = g / gw, gx = g % gw;
+            float* dst = s.patches + (b * grid + g) * len;
+            for (int ch = 0; ch < 3; ++ch)
+                for (int ky = 0; ky < p; ++ky) {
+                    const float* src = pixels + ((int64_t(b) * 3 + ch) * hp.img_h + gy * p + ky) * hp.img_w + gx * p;
+                    std::memcpy(dst + (ch * p + ky) * p, src, size_t(p) * sizeof(float));
+                }
+        }
+    Ledger::ComponentScope scope(ledger, Component::patch_embed);
+    // Patch tokens land after the prefix of each image: run one product per image.
+    const int64_t n = hp.tokens(), c = hp.dim;
+    for (int b = 0; b < batch; ++b)
+        linear(ledger, s.x + (b * n + hp.prefix()) * c, s.patches + b * grid * len, m.patch_w, m.patch_b, grid, len, c);
+    for (int b = 0; b < batch; ++b) {
+        float* x = s.x + b * n * c;
+        if (m.cls_token) std::memcpy(x, m.cls_token, size_t(c) * sizeof(float));
+        for (int64_t i = 0; i < n * c; ++i) x[i] += m.pos_embed[i];
+    }
+}
+
+// y += gamma * t (layer scale), or y += t.
+void add_scaled(float* y, const float* t, const float* gamma, int64_t rows, int64_t c) {
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < c; ++i) y[r * c + i] += (gamma ? gamma[i] : 1.0f) * t[r * c + i];
+}
+
+}  // namespace
+
+void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch, Stage* const* stages,
+                 int stage_count, Ledger* ledger, float* logits) {
+    const VitHparams& hp = m.hp;
+    const int64_t c = hp.dim, hd = hp.head_dim(), heads = hp.heads, hidden = hp.mlp_hidden;
+    if (batch < 1 || batch > s.max_batch) fail("vit", "batch " + std::to_string(batch) + " outside 1.." + std::to_string(s.max_batch));
+    for (int b = 0; b < batch; ++b) s.tokens[size_t(b)].init(hp.prefix(), hp.grid_h(), hp.grid_w());
+
+    patch_embed(m, s, pixels, batch, ledger);
+    int64_t n = hp.tokens();
+    if (m.norm_pre_w) layer_norm(s.x, s.x, m.norm_pre_w, m.norm_pre_b, batch * n, c, hp.norm_eps);
+
+    for (int l = 0; l < hp.depth; ++l) {
+        const VitBlock& blk = m.blocks[size_t(l)];
+        s.tokens_entering_block[size_t(l)] = int(n);
+        bool want_cls = false;
+        for (int i = 0; i < stage_count; ++i) want_cls |= stages[i]->signals(l).cls_attention;
+
+        // y = x + Attn(LN1(x))
+        {
+            Ledger::ComponentScope scope(ledger, Component::attention);
+            layer_norm(s.xn, s.x, blk.norm1_w, blk.norm1_b, batch * n, c, hp.norm_eps);
+            linear(ledger, s.qkv, s.xn, blk.qkv_w, blk.qkv_b, batch * n, c, 3 * c);
+            for (int b = 0; b < batch; ++b) {
+                const TokenState& ts = s.tokens[size_t(b)];
+                if (ts.proportional_attention)
+                    for (int64_t j = 0; j < n; ++j) s.key_bias[j] = std::log(ts.size[size_t(j)]);
+                AttentionView view;
+                view.block = l, view.ledger = ledger, view.state = &ts;
+                view.qkv = s.qkv + b * n * 3 * c, view.out = s.attn + b * n * c;
+                view.tokens = int(n), view.heads = int(heads), view.head_dim = int(hd);
+                view.scale = 1.0f / std::sqrt(float(hd));
+                view.key_bias = ts.proportional_attention ? s.key_bias : nullptr;
+                view.cls_probs = want_cls ? s.cls_probs + b * heads * n : nullptr;
+                bool handled = false;
+                for (int i = 0; i < stage_count && !handled; ++i) {
+                    Ledger::StageScope stage_scope(ledger, stages[i]->name());
+                    handled = stages[i]->encoder_attention(view);
+                }
+                if (!handled) {
+                    AttentionArgs args{view.qkv, view.out, n, heads, hd, view.scale, view.key_bias, view.cls_probs,
+                                       s.scores};
+                    attention(ledger, args);
+                }
+            }
+            if (blk.ls1) {
+                linear(ledger, s.xn, s.attn, blk.proj_w, blk.proj_b, batch * n, c, c);
+                add_scaled(s.x, s.xn, blk.ls1, batch * n, c);
+            } else {
+                linear(ledger, s.x, s.attn, blk.proj_w, blk.proj_b, batch * n, c, c, Epilogue::residual);
+            }
+        }
+
+        // Stages between MHSA and FFN may shorten each image's sequence.
+        if (stage_count > 0) {
+            int64_t new_n = -1;
+            for (int b = 0; b < batch; ++b) {
+                BlockView view;
+                view.block = l, view.ledger = ledger, view.dim = int(c), view.heads = int(heads);
+                view.x = s.x + b * n * c;
+                view.qkv = s.qkv + b * n * 3 * c;
+                view.cls_attention = want_cls ? s.cls_probs + b * heads * n : nullptr;
+                view.state = &s.tokens[size_t(b)];
+                view.scratch = s.stage_scratch, view.scratch_floats = s.stage_scratch_floats;
+                for (int i = 0; i < stage_count; ++i) {
+                    Ledger::StageScope stage_scope(ledger, stages[i]->name());
+                    stages[i]->encoder_after_attention(view);
+                }
+                const int64_t count = view.state->count;
+                if (new_n >= 0 && count != new_n)
+                    fail("stage chain", "images of one batch left block " + std::to_string(l) +
+                                            " with different token counts");
+                new_n = count;
+                // Images sit at stride n; pack them at the new stride.
+                if (count != n && b > 0) std::memmove(s.x + b * count * c, view.x, size_t(count * c) * sizeof(float));
+            }
+            n = new_n;
+        }
+
+        // x = y + MLP(LN2(y))
+        {
+            Ledger::ComponentScope scope(ledger, Component::mlp);
+            layer_norm(s.xn, s.x, blk.norm2_w, blk.norm2_b, batch * n, c, hp.norm_eps);
+            linear(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, c, hidden, Epilogue::gelu_erf);
+            if (blk.ls2) {
+                linear(ledger, s.xn, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, hidden, c);
+                add_scaled(s.x, s.xn, blk.ls2, batch * n, c);
+            } else {
+                linear(ledger, s.x, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, hidden, c, Epilogue::residual);
+            }
+        }
+    }
+
+    if (m.norm_w) layer_norm(s.x, s.x, m.norm_w, m.norm_b, batch * n, c, hp.norm_eps);
+    for (int b = 0; b < batch; ++b) {
+        EncoderView view{ledger, s.x + b * n * c, int(c), &s.tokens[size_t(b)]};
+        for (int i = 0; i < stage_count; ++i) {
+            Ledger::StageScope stage_scope(ledger, stages[i]->name());
+            stages[i]->encoder_after_encoder(view);
+        }
+        if (view.state->count != n) fail("stage chain", "a stage changed the token count after the encoder");
+    }
+
+    // Pool: the CLS token, or the mean of the patch tokens.
+    for (int b = 0; b < batch; ++b) {
+        const float* x = s.x + b * n * c;
+        float* pooled = s.pooled + b * c;
+        if (hp.global_pool == "token") {
+            std::memcpy(pooled, x, size_t(c) * sizeof(float));
+        } else {
+            std::fill(pooled, pooled + c, 0.0f);
+            for (int64_t t = hp.prefix(); t < n; ++t)
+                for (int64_t i = 0; i < c; ++i) pooled[i] += x[t * c + i];
+            for (int64_t i = 0; i < c; ++i) pooled[i] /= float(n - hp.prefix());
+        }
+    }
+    if (m.fc_norm_w) layer_norm(s.pooled, s.pooled, m.fc_norm_w, m.fc_norm_b, batch, c, hp.norm_eps);
+    if (m.head_w) {
+        Ledger::ComponentScope scope(ledger, Component::head);
+        linear(ledger, logits, s.pooled, m.head_w, m.head_b, batch, c, hp.num_classes);
+    }
+}
+
+}  // namespace tessera

@@ -1,0 +1,113 @@
+// timm VisionTransformer / DeiT classifier (CLS token, pre-LN blocks), with
+// the block structure open to stages:
+//   x = patch_embed(img) ; x = [cls, x] + pos_embed ; x = norm_pre(x)
+//   for each block:   y = x + Attn(LN1(x))          <- hook: attention kernel
+//                     (stages)                       <- hook: after attention
+//                     x = y + MLP(LN2(y))
+//   x = norm(x)                                      <- hook: after encoder
+//   logits = head(fc_norm(pool(x)))
+#pragma once
+#include <string>
+#include <vector>
+
+#include "io/timm_config.h"
+#include "tessera/arena.h"
+#include "tessera/stage.h"
+
+namespace tessera {
+
+// One variant = one row of dimensions and flags.
+struct VitHparams {
+    int img_h = 224, img_w = 224, patch = 16;
+    int dim = 192, depth = 12, heads = 3, mlp_hidden = 768;
+    bool qkv_bias = true, class_token = true, pre_norm = false;
+    float norm_eps = 1e-6f;
+    int num_classes = 1000;
+    std::string global_pool = "token";  // "token" | "avg"
+
+    int grid_h() const { return img_h / patch; }
+    int grid_w() const { return img_w / patch; }
+    int prefix() const { return class_token ? 1 : 0; }
+    int tokens() const { return prefix() + grid_h() * grid_w(); }
+    int head_dim() const { return dim / heads; }
+};
+
+// Dimensions from the architecture name (timm's registry rows), overridden by
+// model_args. Throws naming the config file for unknown or inconsistent values.
+VitHparams vit_hparams_from_timm(const TimmConfig& cfg);
+
+struct VitBlock {
+    const float* norm1_w;  // [dim]
+    const float* norm1_b;  // [dim]
+    const float* qkv_w;    // [3 dim, dim]
+    const float* qkv_b;    // [3 dim] or null
+    const float* proj_w;   // [dim, dim]
+    const float* proj_b;   // [dim]
+    const float* ls1;      // [dim] layer scale or null
+    const float* norm2_w;  // [dim]
+    const float* norm2_b;  // [dim]
+    const float* fc1_w;    // [mlp_hidden, dim]
+    const float* fc1_b;    // [mlp_hidden]
+    const float* fc2_w;    // [dim, mlp_hidden]
+    const float* fc2_b;    // [dim]
+    const float* ls2;      // [dim] layer scale or null
+};
+
+struct VitModel {
+    std::string dir;
+    std::string architecture;
+    VitHparams hp;
+    PreprocessConfig preprocess;
+    int64_t parameters = 0;
+    int64_t tensor_count = 0;
+
+    Arena weights;               // every tensor, converted to f32
+    const float* patch_w;        // [dim, 3 * patch * patch] (conv weight, flattened c, ky, kx)
+    const float* patch_b;        // [dim]
+    const float* cls_token;      // [dim] or null
+    const float* pos_embed;      // [tokens, dim]
+    const float* norm_pre_w;     // [dim] or null
+    const float* norm_pre_b;
+    std::vector<VitBlock> blocks;
+    const float* norm_w;         // [dim] or null (avg pool with fc_norm)
+    const float* norm_b;
+    const float* fc_norm_w;      // [dim] or null
+    const float* fc_norm_b;
+    const float* head_w;         // [num_classes, dim] or null (num_classes 0: features)
+    const float* head_b;         // [num_classes]
+
+    EncoderShape encoder_shape() const;
+};
+
+// Loads DIR/config.json and DIR/model.safetensors; every tensor's shape is
+// checked against the config and every tensor in the file must be used.
+void vit_load(VitModel& model, const std::string& dir);
+
+// Activations for up to max_batch images, sized once for the full token count.
+struct VitState {
+    int max_batch = 0;
+    Arena arena;
+    float* x;         // [batch, tokens, dim] residual stream
+    float* xn;        // [batch, tokens, dim] normalized input of a sub-layer
+    float* qkv;       // [batch, tokens, 3 dim]
+    float* attn;      // [batch, tokens, dim] attention output before proj
+    float* hidden;    // [batch, tokens, mlp_hidden]
+    float* patches;   // [batch, grid, 3 patch^2]
+    float* scores;    // attention scratch
+    float* key_bias;  // [tokens]
+    float* cls_probs; // [batch, heads, tokens]
+    float* pooled;    // [batch, dim]
+    float* stage_scratch;
+    long stage_scratch_floats = 0;
+    std::vector<TokenState> tokens;           // per image
+    std::vector<int> tokens_entering_block;   // [depth], from the last forward
+};
+
+void vit_state_init(VitState& state, const VitModel& model, int max_batch);
+
+// pixels: [batch, 3, img_h, img_w] preprocessed; logits: [batch, num_classes].
+// Stages act at their hooks in list order.
+void vit_forward(const VitModel& model, VitState& state, const float* pixels, int batch, Stage* const* stages,
+                 int stage_count, Ledger* ledger, float* logits);
+
+}  // namespace tessera

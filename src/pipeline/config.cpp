@@ -1,0 +1,151 @@
+#include "pipeline/config.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "io/yaml_map.h"
+#include "stages/registry.h"
+#include "tessera/error.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+std::string config_path(const std::string& value, const std::string& base_dir) {
+    std::string out;
+    for (size_t i = 0; i < value.size(); ++i) {
+        if (value[i] == '$' && i + 1 < value.size() && value[i + 1] == '{') {
+            size_t close = value.find('}', i);
+            if (close == std::string::npos) fail(value, "unterminated ${...}");
+            std::string inner = value.substr(i + 2, close - i - 2), fallback;
+            if (size_t dash = inner.find(":-"); dash != std::string::npos) {
+                fallback = inner.substr(dash + 2);
+                inner = inner.substr(0, dash);
+            }
+            const char* env = std::getenv(inner.c_str());
+            out += env && *env ? env : fallback;
+            i = close;
+        } else {
+            out += value[i];
+        }
+    }
+    if (out.empty()) return out;
+    fs::path p(out);
+    return (p.is_relative() && !base_dir.empty() ? fs::path(base_dir) / p : p).lexically_normal().string();
+}
+
+std::string model_resolve(const std::string& spec) {
+    if (fs::is_directory(spec)) return spec;
+    if (spec.find('/') == std::string::npos && !spec.empty()) {
+        std::vector<std::string> roots;
+        if (const char* env = std::getenv("TESSERA_MODELS"))
+            for (size_t start = 0; start <= std::string(env).size();) {
+                std::string s(env);
+                size_t colon = s.find(':', start);
+                roots.push_back(s.substr(start, colon == std::string::npos ? std::string::npos : colon - start));
+                if (colon == std::string::npos) break;
+                start = colon + 1;
+            }
+        roots.push_back(std::string(TESSERA_SOURCE_DIR) + "/models");
+        if (const char* env = std::getenv("TESSERA_SHARED")) roots.push_back(std::string(env) + "/models");
+        roots.push_back(std::string(TESSERA_SOURCE_DIR) + "/../shared/models");
+        for (const std::string& root : roots)
+            if (!root.empty() && fs::is_directory(fs::path(root) / spec)) return (fs::path(root) / spec).lexically_normal().string();
+    }
+    fail(spec, "model folder not found (give a folder with config.json and model.safetensors, or a model name "
+               "found under $TESSERA_MODELS, models/ or the shared models folder)");
+}
+
+namespace {
+
+std::vector<StageSpec> read_stages(const YAML::Node& list, const std::string& file) {
+    std::vector<StageSpec> out;
+    if (!list || list.IsNull()) return out;
+    if (!list.IsSequence()) fail(yaml_where(file, list), "key 'stages': expected a list of stages");
+    if (list.size() > 64) fail(yaml_where(file, list), "key 'stages': at most 64 stages");
+    for (size_t i = 0; i < list.size(); ++i) {
+        const YAML::Node item = list[i];
+        StageSpec s;
+        s.file = file;
+        s.where = yaml_where(file, item);
+        if (item.IsScalar()) {  // "- noop" shorthand for "- noop: {}"
+            s.name = item.Scalar();
+        } else if (item.IsMap() && item.size() == 1) {
+            s.name = item.begin()->first.as<std::string>();
+            s.params = item.begin()->second;
+        } else {
+            fail(s.where, "key 'stages[" + std::to_string(i) + "]': expected one stage, written 'name: {settings}'");
+        }
+        s.context = "stages[" + std::to_string(i) + "]." + s.name;
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+// Keys shared by pipeline and run files.
+void read_pipeline_keys(YamlMap& doc, PipelineSpec& p, const std::string& base) {
+    if (doc.has("model")) p.model = config_path(doc.string("model", ""), base);
+    if (doc.has("stages")) p.stages = read_stages(doc.node("stages"), p.file);
+    p.threads = doc.integer("threads", p.threads, 0, 1024);
+    p.batch = doc.integer("batch", p.batch, 1, 4096);
+}
+
+std::string folder_of(const std::string& path) { return fs::path(path).parent_path().string(); }
+
+}  // namespace
+
+PipelineSpec pipeline_read(const std::string& path) {
+    YAML::Node root = yaml_load_file(path);
+    YamlMap doc(root, path, "");
+    PipelineSpec p;
+    p.file = path;
+    read_pipeline_keys(doc, p, folder_of(path));
+    doc.finish();
+    return p;
+}
+
+RunSpec run_config_read(const std::string& path) {
+    YAML::Node root = yaml_load_file(path);
+    YamlMap doc(root, path, "");
+    const std::string base = folder_of(path);
+    RunSpec r;
+    r.pipeline.file = path;
+    if (doc.has("pipeline")) {
+        if (doc.has("stages")) doc.error("pipeline", "give either 'pipeline' or 'stages', not both");
+        const std::string pipeline_file = config_path(doc.string("pipeline", ""), base);
+        PipelineSpec included = pipeline_read(pipeline_file);
+        r.pipeline.stages = included.stages;
+        r.pipeline.model = included.model;
+        r.pipeline.threads = included.threads;
+        r.pipeline.batch = included.batch;
+    }
+    read_pipeline_keys(doc, r.pipeline, base);
+    if (r.pipeline.model.empty()) fail(path, "key 'model' is missing");
+
+    if (!doc.has("dataset")) fail(path, "key 'dataset' is missing (images: DIR, labels: FILE)");
+    YamlMap ds(doc.node("dataset"), path, "dataset");
+    r.dataset.images = config_path(ds.string("images", ""), base);
+    r.dataset.labels = config_path(ds.string("labels", ""), base);
+    r.dataset.limit = ds.integer("limit", 0, 0, 100000000);
+    if (r.dataset.images.empty()) ds.error("images", "is missing");
+    if (r.dataset.labels.empty()) ds.error("labels", "is missing");
+    ds.finish();
+
+    r.class_names = config_path(doc.string("class_names", ""), base);
+    r.top_k = doc.integer("top_k", 5, 1, 1000);
+    doc.finish();
+    return r;
+}
+
+std::vector<std::unique_ptr<Stage>> stages_build(const std::vector<StageSpec>& specs, const EncoderShape& shape) {
+    std::vector<std::unique_ptr<Stage>> out;
+    for (const StageSpec& s : specs) {
+        YamlMap params(s.params, s.file, s.context);
+        std::unique_ptr<Stage> stage = stage_create(s.name, params, s.where);
+        stage->check(shape);
+        out.push_back(std::move(stage));
+    }
+    return out;
+}
+
+}  // namespace tessera

@@ -1,0 +1,7 @@
+#include "stages/noop.h"
+
+namespace tessera {
+
+NoopStage::NoopStage(YamlMap& params) {}
+
+}  // namespace tessera

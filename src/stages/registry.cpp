@@ -1,0 +1,44 @@
+#include "stages/registry.h"
+
+#include "stages/noop.h"
+#include "tessera/error.h"
+
+namespace tessera {
+
+namespace {
+
+struct StageEntry {
+    const char* name;
+    std::unique_ptr<Stage> (*make)(YamlMap& params);
+};
+
+template <class T>
+std::unique_ptr<Stage> make(YamlMap& params) {
+    return std::make_unique<T>(params);
+}
+
+constexpr StageEntry registry[] = {
+    {"noop", make<NoopStage>},
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> stage_create(const std::string& name, YamlMap& params, const std::string& where) {
+    for (const StageEntry& e : registry)
+        if (name == e.name) {
+            std::unique_ptr<Stage> stage = e.make(params);
+            params.finish();
+            return stage;
+        }
+    std::string known;
+    for (const StageEntry& e : registry) known += (known.empty() ? "" : ", ") + std::string(e.name);
+    fail(where, "unknown stage '" + name + "' (known: " + known + ")");
+}
+
+std::vector<std::string> stage_names() {
+    std::vector<std::string> names;
+    for (const StageEntry& e : registry) names.emplace_back(e.name);
+    return names;
+}
+
+}  // namespace tessera
