@@ -84,3 +84,90 @@ std::string reference_python() {
 }
 
 }  // namespace tessera::test
+
+#include <nlohmann/json.hpp>
+
+namespace tessera::test {
+
+std::vector<float> random_values(size_t n, uint32_t seed, float scale) {
+    std::vector<float> v(n);
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (float& x : v) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        x = (float(s >> 40) / float(1u << 24) * 2.0f - 1.0f) * scale;
+    }
+    return v;
+}
+
+std::string safetensors_bytes(const std::vector<NamedTensor>& tensors) {
+    nlohmann::json header = nlohmann::json::object();
+    std::string data;
+    for (const NamedTensor& t : tensors) {
+        size_t begin = data.size();
+        data.append(reinterpret_cast<const char*>(t.values.data()), t.values.size() * sizeof(float));
+        header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {begin, data.size()}}};
+    }
+    std::string h = header.dump();
+    uint64_t len = h.size();
+    std::string out(reinterpret_cast<const char*>(&len), 8);
+    return out + h + data;
+}
+
+std::vector<NamedTensor> tiny_vit_tensors(const TinyVit& v) {
+    const int64_t c = v.dim, hidden = 4 * v.dim, grid = (v.img / v.patch) * (v.img / v.patch);
+    uint32_t seed = v.seed * 1000;
+    std::vector<NamedTensor> t;
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, float offset = 0.0f) {
+        size_t n = 1;
+        for (int64_t d : shape) n *= size_t(d);
+        std::vector<float> values = random_values(n, ++seed, scale);
+        for (float& x : values) x += offset;
+        t.push_back({name, shape, values});
+    };
+    add("cls_token", {1, 1, c}, 0.5f);
+    add("pos_embed", {1, grid + 1, c}, 0.5f);
+    add("patch_embed.proj.weight", {c, 3, v.patch, v.patch}, 0.1f);
+    add("patch_embed.proj.bias", {c}, 0.1f);
+    for (int i = 0; i < v.depth; ++i) {
+        const std::string p = "blocks." + std::to_string(i) + ".";
+        add(p + "norm1.weight", {c}, 0.2f, 1.0f);
+        add(p + "norm1.bias", {c}, 0.1f);
+        add(p + "attn.qkv.weight", {3 * c, c}, 0.3f);
+        add(p + "attn.qkv.bias", {3 * c}, 0.1f);
+        add(p + "attn.proj.weight", {c, c}, 0.2f);
+        add(p + "attn.proj.bias", {c}, 0.1f);
+        add(p + "norm2.weight", {c}, 0.2f, 1.0f);
+        add(p + "norm2.bias", {c}, 0.1f);
+        add(p + "mlp.fc1.weight", {hidden, c}, 0.2f);
+        add(p + "mlp.fc1.bias", {hidden}, 0.1f);
+        add(p + "mlp.fc2.weight", {c, hidden}, 0.1f);
+        add(p + "mlp.fc2.bias", {c}, 0.1f);
+    }
+    add("norm.weight", {c}, 0.2f, 1.0f);
+    add("norm.bias", {c}, 0.1f);
+    add("head.weight", {v.classes, c}, 0.3f);
+    add("head.bias", {v.classes}, 0.1f);
+    return t;
+}
+
+std::string tiny_vit_config(const TinyVit& v) {
+    nlohmann::json cfg = {
+        {"architecture", "vit_tiny_test"},
+        {"num_classes", v.classes},
+        {"global_pool", "token"},
+        {"model_args",
+         {{"img_size", v.img}, {"patch_size", v.patch}, {"embed_dim", v.dim}, {"depth", v.depth},
+          {"num_heads", v.heads}, {"mlp_ratio", 4.0}, {"qkv_bias", true}, {"class_token", true}}},
+        {"pretrained_cfg",
+         {{"input_size", {3, v.img, v.img}}, {"interpolation", "bicubic"}, {"crop_pct", 0.875},
+          {"mean", {0.5, 0.5, 0.5}}, {"std", {0.5, 0.5, 0.5}}, {"num_classes", v.classes}}}};
+    return cfg.dump(2);
+}
+
+void write_tiny_vit(const std::string& dir, const TinyVit& v) {
+    fs::create_directories(dir);
+    write_file(dir + "/config.json", tiny_vit_config(v));
+    write_file(dir + "/model.safetensors", safetensors_bytes(tiny_vit_tensors(v)));
+}
+
+}  // namespace tessera::test

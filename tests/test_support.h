@@ -47,3 +47,28 @@ std::string reference_python();
         if (::tessera::test::reference_python().empty())                                          \
             GTEST_SKIP() << "python3 with numpy and Pillow not found (run scripts/setup.sh)";     \
     } while (0)
+
+namespace tessera::test {
+
+// A named tensor for write_safetensors (f32).
+struct NamedTensor {
+    std::string name;
+    std::vector<int64_t> shape;
+    std::vector<float> values;
+};
+std::string safetensors_bytes(const std::vector<NamedTensor>& tensors);
+
+// Writes DIR/config.json and DIR/model.safetensors for a small random timm
+// ViT (depth, width, heads, image size, patch, classes), deterministic in seed.
+struct TinyVit {
+    int img = 32, patch = 8, dim = 32, depth = 3, heads = 2, classes = 10;
+    uint32_t seed = 1;
+};
+std::vector<NamedTensor> tiny_vit_tensors(const TinyVit& v);
+std::string tiny_vit_config(const TinyVit& v);
+void write_tiny_vit(const std::string& dir, const TinyVit& v);
+
+// Deterministic uniform values in [-scale, scale].
+std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f);
+
+}  // namespace tessera::test

@@ -1,0 +1,184 @@
+// The tessera binary end to end: outputs, exit codes and one-line errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "io/image.h"
+#include "test_support.h"
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+std::string bin() { return std::string("'") + TESSERA_BINARY + "'"; }
+
+test::CommandResult tessera(const std::string& args) { return test::run_command(bin() + " " + args); }
+
+// One error line on stderr, non-zero exit.
+void expect_error(const test::CommandResult& r, const std::string& fragment, int code = 1) {
+    EXPECT_EQ(r.exit_code, code) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(fragment));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("tessera: error: ", 0), 0u) << r.err;
+}
+
+std::string write_png(const std::string& path, int w, int h, uint32_t seed) {
+    Image img;
+    img.width = w, img.height = h;
+    for (float v : test::random_values(size_t(w * h * 3), seed)) img.rgb.push_back(uint8_t((v + 1.0f) * 127.5f));
+    image_write_png(path, img);
+    return path;
+}
+
+struct CliFixture : ::testing::Test {
+    std::string dir, model;
+    void SetUp() override {
+        dir = test::temp_dir();
+        model = dir + "/tiny";
+        test::write_tiny_vit(model, {});
+    }
+};
+
+TEST(Cli, HelpListsSubcommandsAndExitsZero) {
+    auto r = tessera("--help");
+    EXPECT_EQ(r.exit_code, 0);
+    for (const char* cmd : {"classify", "bench", "run", "inspect"}) EXPECT_THAT(r.out, HasSubstr(cmd));
+    for (const char* cmd : {"classify", "bench", "run", "inspect"}) {
+        auto sub = tessera(std::string(cmd) + " --help");
+        EXPECT_EQ(sub.exit_code, 0) << cmd;
+        EXPECT_THAT(sub.out, HasSubstr("--")) << cmd;
+    }
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+    expect_error(tessera(""), "A subcommand is required", 2);
+    expect_error(tessera("classify --modle x a.png"), "--modle", 2);
+    expect_error(tessera("classify --model x"), "images is required", 2);
+    expect_error(tessera("classify --top 0 --model x a.png"), "--top", 2);
+}
+
+TEST_F(CliFixture, ClassifyJsonlHasEveryField) {
+    std::string img = write_png(dir + "/a.png", 40, 50, 1);
+    auto r = tessera("classify --model " + model + " --format jsonl --top 3 --labels /dev/null " + img + " " + img);
+    // an empty label file is an error naming it
+    expect_error(r, "/dev/null: no class names found");
+    test::write_file(dir + "/labels.tsv", "index\tname\n0\tzero\n1\tone\n2\ttwo\n3\tthree\n4\tfour\n5\tfive\n6\tsix\n7\tseven\n8\teight\n9\tnine\n");
+    r = tessera("classify --model " + model + " --format jsonl --top 3 --labels " + dir + "/labels.tsv " + img + " " + img);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::istringstream lines(r.out);
+    std::string line;
+    int count = 0;
+    while (std::getline(lines, line)) {
+        json j = json::parse(line);
+        EXPECT_EQ(j["image"], img);
+        ASSERT_EQ(j["top"].size(), 3u);
+        double prev = 1.0;
+        for (const json& t : j["top"]) {
+            EXPECT_LE(t["prob"].get<double>(), prev);
+            prev = t["prob"].get<double>();
+            const std::vector<std::string> names = {"zero", "one", "two", "three", "four",
+                                                    "five", "six", "seven", "eight", "nine"};
+            EXPECT_EQ(t["label"], names[t["class"].get<size_t>()]);
+        }
+        EXPECT_EQ(j["tokens"], (std::vector<int>{17, 17, 17}));
+        // patch embed + 3 blocks + head, counted by the kernels (see StageHooks for the formula)
+        EXPECT_NEAR(j["gmacs"].get<double>(), 1e-9 * (16 * 192 * 32 + 3 * (17 * 32 * 96 + 2 * 17 * 17 * 32 + 17 * 32 * 32 + 2 * 17 * 32 * 128) + 320), 1e-12);
+        EXPECT_GT(j["ms"].get<double>(), 0.0);
+        ++count;
+    }
+    EXPECT_EQ(count, 2);
+}
+
+TEST_F(CliFixture, ClassifyErrorsNameTheFile) {
+    std::string img = write_png(dir + "/a.png", 40, 50, 1);
+    expect_error(tessera("classify --model " + model + " " + dir + "/missing.png"), dir + "/missing.png: cannot open");
+    test::write_file(dir + "/bad.jpg", "definitely not a jpeg");
+    expect_error(tessera("classify --model " + model + " " + dir + "/bad.jpg"), dir + "/bad.jpg: not a JPEG, PNG or BMP image");
+    expect_error(tessera("classify --model " + dir + "/nope " + img), dir + "/nope: model folder not found");
+    expect_error(tessera("classify " + img), "give --model");
+    expect_error(tessera("classify --format xml --model " + model + " " + img), "--format: expected one of text, jsonl, got 'xml'");
+    test::write_file(dir + "/p.yaml", "stages:\n  - noop: {keep: 1}\n");
+    expect_error(tessera("classify --model " + model + " --pipeline " + dir + "/p.yaml " + img),
+                 dir + "/p.yaml:2: unknown key 'stages[0].noop.keep'");
+}
+
+TEST_F(CliFixture, BenchAndInspectReportJson) {
+    auto r = tessera("bench --model " + model + " --iters 3 --warmup 1 --threads 1 --format json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json j = json::parse(r.out);
+    for (const char* key : {"ms_p50", "ms_p90", "gmacs", "batch", "threads"}) EXPECT_TRUE(j.contains(key)) << key;
+    EXPECT_EQ(j["threads"], 1);
+    EXPECT_LE(j["ms_p50"].get<double>(), j["ms_p90"].get<double>());
+
+    r = tessera("inspect --model " + model + " --format json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    j = json::parse(r.out);
+    EXPECT_EQ(j["depth"], 3);
+    EXPECT_EQ(j["tensors"], 4 + 12 * 3 + 4);
+    EXPECT_EQ(j["gmacs_by_component"]["patch_embed"].get<double>(), 16 * 192 * 32 * 1e-9);
+    EXPECT_EQ(j["gmacs_by_component"]["head"].get<double>(), 320 * 1e-9);
+}
+
+TEST_F(CliFixture, RunIsResumableAndNeverDuplicates) {
+    std::filesystem::create_directories(dir + "/images");
+    std::string labels = "image\tclass_index\n";
+    for (int i = 0; i < 6; ++i) {
+        write_png(dir + "/images/img" + std::to_string(i) + ".png", 32 + i, 40, uint32_t(i + 10));
+        labels += "img" + std::to_string(i) + ".png\t" + std::to_string(i % 10) + "\n";
+    }
+    test::write_file(dir + "/labels.tsv", labels);
+    auto config = [&](int limit) {
+        return test::write_file(dir + "/run.yaml", "model: tiny\nstages: []\ndataset:\n  images: images\n  labels: labels.tsv\n  limit: " +
+                                                       std::to_string(limit) + "\n");
+    };
+    auto r = tessera("run " + config(3) + " --out " + dir + "/out");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["images"], 3);
+    std::string first = test::read_file(dir + "/out/results.jsonl");
+
+    // a run killed mid-line leaves a partial line: it is dropped, then redone
+    test::write_file(dir + "/out/results.jsonl", first + "{\"image\": \"img3.p");
+    r = tessera("run " + config(6) + " --out " + dir + "/out");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::string all = test::read_file(dir + "/out/results.jsonl");
+    EXPECT_EQ(all.substr(0, first.size()), first);  // finished lines untouched
+    std::istringstream lines(all);
+    std::string line;
+    std::set<std::string> images;
+    int count = 0;
+    while (std::getline(lines, line)) {
+        images.insert(json::parse(line)["image"].get<std::string>());
+        ++count;
+    }
+    EXPECT_EQ(count, 6);
+    EXPECT_EQ(images.size(), 6u);
+    json summary = json::parse(test::read_file(dir + "/out/summary.json"));
+    for (const char* key : {"images", "top1", "top5", "gmacs_per_image", "ms_p50", "ms_p90", "images_per_s"})
+        EXPECT_TRUE(summary.contains(key)) << key;
+    EXPECT_EQ(summary["images"], 6);
+
+    // the same folder with another chain is refused, and nothing is lost
+    test::write_file(dir + "/run2.yaml", "model: tiny\nstages: [noop]\ndataset: {images: images, labels: labels.tsv}\n");
+    expect_error(tessera("run " + dir + "/run2.yaml --out " + dir + "/out"), "holds results of a different run");
+    EXPECT_EQ(test::read_file(dir + "/out/results.jsonl"), all);
+}
+
+TEST(CliReal, ClassifiesARealImageWithViTTiny) {
+    TESSERA_REQUIRE_SHARED();
+    const std::string shared = test::shared_dir();
+    auto r = tessera("classify --model " + shared + "/models/vit_tiny_patch16_224.augreg_in21k_ft_in1k --top 2 " + shared +
+                     "/data/imagenet-val1300/images/ILSVRC2012_val_00000347.JPEG");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("1. canoe"));  // labels.tsv: class 472
+    EXPECT_THAT(r.out, HasSubstr("(class 472)"));
+    EXPECT_THAT(r.out, HasSubstr("1.2537 GMACs"));
+}
+
+}  // namespace
+}  // namespace tessera
