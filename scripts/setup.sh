@@ -13,6 +13,7 @@ packages=(
   libcli11-dev         # command-line parsing
   libgtest-dev libgmock-dev
   python3-numpy python3-pil   # tools/ reference implementation
+  libopenblas0-pthread        # makes the float64 reference ~15x faster
 )
 
 missing=()

@@ -1,0 +1,512 @@
+// Image decoding (stb_image for PNG and BMP; libjpeg-turbo through OpenCV for
+// JPEG, the decoder Pillow uses, so JPEG pixels match timm's bit for bit),
+// PNG writing with stb_image_write, and a bit-exact port of Pillow's Image.resize (libImaging/Resample.c for the
+// convolution filters, libImaging/Geometry.c ImagingScaleAffine for NEAREST).
+#include "io/image.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "tessera/error.h"
+
+// stb is compiled into this file, privately (static functions) and limited to
+// the three formats we accept, so behaviour does not depend on the version or
+// configuration of the system's shared libstb. The code is third-party: its
+// warnings are not ours to fix.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_NO_STDIO
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#define STBI_WRITE_NO_STDIO
+#if __has_include(<stb/stb_image.h>)
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+#else
+#include <stb_image.h>
+#include <stb_image_write.h>
+#endif
+#pragma GCC diagnostic pop
+
+// Pillow computes its filter weights in plain IEEE double arithmetic (its
+// builds do not fuse multiply-adds); a fused a*b+c rounds differently and can
+// move a fixed-point weight by one, so contraction stays off in this file.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace tessera {
+
+namespace {
+
+// ---------------------------------------------------------------- decoding
+
+enum class Format { unknown, jpeg, png, bmp };
+
+Format sniff_format(const uint8_t* p, size_t n) {
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (n >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return Format::jpeg;
+    if (n >= 8 && std::memcmp(p, png_sig, 8) == 0) return Format::png;
+    if (n >= 2 && p[0] == 'B' && p[1] == 'M') return Format::bmp;
+    return Format::unknown;
+}
+
+uint32_t read_be16(const uint8_t* p) { return uint32_t(p[0]) << 8 | p[1]; }
+uint32_t read_be32(const uint8_t* p) { return read_be16(p) << 16 | read_be16(p + 2); }
+uint32_t read_le16(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8; }
+uint32_t read_le32(const uint8_t* p) { return read_le16(p) | read_le16(p + 2) << 16; }
+
+// The image size as the header states it, read here rather than through
+// stbi_info: that applies stb's own caps first (a PNG over 2^30 bytes) and
+// then reports every failure as "unknown image type".
+struct Header {
+    bool has_size = false;
+    int64_t width = 0, height = 0;
+    bool complete = true;  // JPEG: the stream reaches its end-of-image marker
+    bool huffman_ok = true;  // JPEG: Huffman tables that stb_image can hold
+};
+
+// A DHT segment's payload: tables of (class/id, 16 code counts, symbols). The
+// stb_image shipped in Debian 12 (2.27) trusts the counts and overflows its
+// 256-entry tables on a crafted file, so they are checked here first.
+bool jpeg_huffman_tables_fit(const uint8_t* p, size_t length) {
+    size_t i = 0;
+    while (i < length) {
+        if (length - i < 17 || (p[i] >> 4) > 1 || (p[i] & 15) > 3) return false;
+        size_t symbols = 0;
+        for (int k = 1; k <= 16; ++k) symbols += p[i + size_t(k)];
+        if (symbols > 256 || length - i - 17 < symbols) return false;
+        i += 17 + symbols;
+    }
+    return true;
+}
+
+// Walks the JPEG marker structure (skipping segment payloads, which may hold
+// an EXIF thumbnail with its own end marker) and the entropy-coded scans:
+// takes the size from the frame header (SOFn) and checks that the stream
+// reaches its end-of-image marker. stb_image decodes a cut-off JPEG without
+// complaint and fills the missing part with grey, so this is what catches
+// incomplete downloads and copies.
+Header read_jpeg_header(const uint8_t* p, size_t n) {
+    Header h;
+    h.complete = false;
+    size_t i = 2;  // past SOI
+    bool in_scan = false;
+    while (i < n) {
+        if (p[i] != 0xFF) {
+            if (in_scan) {  // entropy-coded bytes: jump to the next 0xFF
+                const void* ff = std::memchr(p + i, 0xFF, n - i);
+                if (!ff) break;
+                i = size_t(static_cast<const uint8_t*>(ff) - p);
+            } else {
+                ++i;  // stray bytes between segments, tolerated as libjpeg does
+            }
+            continue;
+        }
+        while (i < n && p[i] == 0xFF) ++i;  // fill bytes
+        if (i >= n) break;
+        const uint8_t marker = p[i++];
+        if (marker == 0xD9) {  // EOI
+            h.complete = true;
+            break;
+        }
+        if (marker == 0x00 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // stuffed 0xFF, RSTn
+        if (marker == 0xD8 || marker == 0x01) continue;                   // SOI, TEM: no payload
+        if (n - i < 2) break;
+        const size_t length = read_be16(p + i);
+        if (length < 2) break;
+        const bool frame = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+        if (frame && !h.has_size && length >= 7 && n - i >= 7) {  // length, precision, height, width
+            h.has_size = true;
+            h.height = read_be16(p + i + 3);
+            h.width = read_be16(p + i + 5);
+        }
+        if (marker == 0xC4 && n - i >= length && !jpeg_huffman_tables_fit(p + i + 2, length - 2)) h.huffman_ok = false;
+        i += length;
+        in_scan = marker == 0xDA;  // SOS: entropy-coded data follows its header
+    }
+    return h;
+}
+
+// PNG: the signature, then the IHDR chunk (length, "IHDR", width, height).
+Header read_png_header(const uint8_t* p, size_t n) {
+    Header h;
+    if (n >= 24 && std::memcmp(p + 12, "IHDR", 4) == 0) {
+        h.has_size = true;
+        h.width = read_be32(p + 16);
+        h.height = read_be32(p + 20);
+    }
+    return h;
+}
+
+// BMP: file header, then an OS/2 core header (16-bit sizes) or a Windows info
+// header (32-bit, height negative for top-down rows). stb_image reads zeros
+// past the end of a BMP, so a cut-off file would decode as a partly black
+// image: for the uncompressed layouts (BI_RGB, BI_BITFIELDS; stb rejects RLE)
+// check that all pixel rows are present.
+Header read_bmp_header(const uint8_t* p, size_t n) {
+    Header h;
+    if (n < 30) return h;
+    const uint32_t data_offset = read_le32(p + 10);
+    const uint32_t header_size = read_le32(p + 14);
+    const bool core = header_size == 12;
+    h.has_size = true;
+    h.width = core ? int64_t(read_le16(p + 18)) : int64_t(int32_t(read_le32(p + 18)));
+    h.height = core ? int64_t(read_le16(p + 20)) : std::abs(int64_t(int32_t(read_le32(p + 22))));
+    const uint32_t bits = core ? read_le16(p + 24) : read_le16(p + 28);
+    const uint32_t compression = core || n < 34 ? 0 : read_le32(p + 30);
+    if ((compression == 0 || compression == 3) && h.width > 0 && h.height > 0 && bits > 0) {
+        const int64_t row_bytes = (h.width * bits + 31) / 32 * 4;
+        const int64_t last_row_bytes = (h.width * bits + 7) / 8;  // some writers drop the final padding
+        const int64_t available = int64_t(n) - int64_t(data_offset);
+        // available >= row_bytes * (height - 1) + last_row_bytes, without overflow
+        h.complete = available >= last_row_bytes && h.height - 1 <= (available - last_row_bytes) / row_bytes;
+    }
+    return h;
+}
+
+std::string reason() {
+    const char* r = stbi_failure_reason();
+    return r ? r : "unknown error";
+}
+
+// Reads a whole file, refusing more than max_bytes.
+std::vector<uint8_t> read_file_limited(const std::string& path, int64_t max_bytes) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) fail(path, "cannot open: is a directory");
+    auto too_big = [&](int64_t size) {
+        fail(path, "file is " + std::to_string(size) + " bytes, more than the limit of " + std::to_string(max_bytes));
+    };
+    if (S_ISREG(st.st_mode) && st.st_size > max_bytes) too_big(st.st_size);
+
+    // One spare byte lets a regular file's final read see the end at once;
+    // pipes and the like grow the buffer as they go.
+    std::vector<uint8_t> bytes(S_ISREG(st.st_mode) ? size_t(st.st_size) + 1 : size_t(1) << 16);
+    size_t used = 0;
+    for (;;) {
+        if (used == bytes.size()) {
+            if (int64_t(used) > max_bytes) too_big(int64_t(used));
+            bytes.resize(size_t(std::min<int64_t>(int64_t(used) * 2, max_bytes + 1)));
+        }
+        const ssize_t got = ::read(fd, bytes.data() + used, bytes.size() - used);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            fail(path, std::string("cannot read: ") + std::strerror(errno));
+        }
+        if (got == 0) break;
+        used += size_t(got);
+    }
+    if (int64_t(used) > max_bytes) too_big(int64_t(used));
+    bytes.resize(used);
+    return bytes;
+}
+
+// ---------------------------------------------------------------- Pillow resampling
+
+// libImaging/Resample.c: weights are turned into fixed point with this many
+// fractional bits (32 - 8 - 2), leaving room for 8-bit pixels and overshoot.
+constexpr int precision_bits = 32 - 8 - 2;
+
+struct Filter {
+    double (*weight)(double x);
+    double support;
+};
+
+double bilinear_weight(double x) {  // Resample.c bilinear_filter: a triangle
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return 1.0 - x;
+    return 0.0;
+}
+
+double bicubic_weight(double x) {  // Resample.c bicubic_filter: Keys' cubic, a = -0.5
+    constexpr double a = -0.5;
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0.0;
+}
+
+// Per output position: the first input index, how many inputs contribute, and
+// their fixed-point weights (ksize slots each).
+struct Coefficients {
+    int ksize = 0;
+    std::vector<int> first;
+    std::vector<int> count;
+    std::vector<int32_t> weights;
+};
+
+// Resample.c precompute_coeffs + normalize_coeffs_8bpc, for the whole input
+// range (box = (0, in_size)).
+Coefficients precompute_coefficients(int in_size, int out_size, const Filter& filter) {
+    const double scale = double(in_size) / out_size;
+    const double filterscale = scale < 1.0 ? 1.0 : scale;  // antialias when downscaling
+    const double support = filter.support * filterscale;
+    Coefficients c;
+    c.ksize = int(std::ceil(support)) * 2 + 1;
+    c.first.resize(size_t(out_size));
+    c.count.resize(size_t(out_size));
+    c.weights.assign(size_t(out_size) * size_t(c.ksize), 0);
+    std::vector<double> k(size_t(c.ksize));
+    for (int xx = 0; xx < out_size; ++xx) {
+        const double center = (xx + 0.5) * scale;
+        const double ss = 1.0 / filterscale;
+        int xmin = int(center - support + 0.5);  // truncation, as the C cast
+        if (xmin < 0) xmin = 0;
+        int xmax = int(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        double ww = 0.0;
+        for (int x = 0; x < xmax; ++x) {
+            const double w = filter.weight((x + xmin - center + 0.5) * ss);
+            k[size_t(x)] = w;
+            ww += w;
+        }
+        int32_t* out = &c.weights[size_t(xx) * size_t(c.ksize)];
+        for (int x = 0; x < xmax; ++x) {
+            const double w = ww != 0.0 ? k[size_t(x)] / ww : k[size_t(x)];
+            // normalize_coeffs_8bpc: round half away from zero
+            out[x] = w < 0 ? int(-0.5 + w * (1 << precision_bits)) : int(0.5 + w * (1 << precision_bits));
+        }
+        c.first[size_t(xx)] = xmin;
+        c.count[size_t(xx)] = xmax;
+    }
+    return c;
+}
+
+// Passes with less work than this (multiply-adds) run on one thread: waking
+// the OpenMP pool would cost more than it saves.
+constexpr int64_t parallel_min_work = int64_t(1) << 18;
+
+// Resample.c clip8: the accumulator carries precision_bits fractional bits.
+inline uint8_t clip8(int32_t acc) {
+    const int32_t v = acc >> precision_bits;
+    return uint8_t(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+// ImagingResampleHorizontal_8bpc: each output pixel is a weighted sum along
+// its row, started at one half (1 << 21) so the shift rounds.
+Image resample_horizontal(const Image& in, int out_width, const Coefficients& c) {
+    Image out{out_width, in.height, std::vector<uint8_t>(size_t(out_width) * size_t(in.height) * 3)};
+    const int64_t work = int64_t(out.rgb.size()) * c.ksize;
+#pragma omp parallel for schedule(static) if (work >= parallel_min_work)
+    for (int y = 0; y < in.height; ++y) {
+        const uint8_t* row = &in.rgb[size_t(y) * size_t(in.width) * 3];
+        uint8_t* dst = &out.rgb[size_t(y) * size_t(out_width) * 3];
+        for (int xx = 0; xx < out_width; ++xx) {
+            const int32_t* k = &c.weights[size_t(xx) * size_t(c.ksize)];
+            const uint8_t* src = row + size_t(c.first[size_t(xx)]) * 3;
+            const int count = c.count[size_t(xx)];
+            int32_t s0 = 1 << (precision_bits - 1), s1 = s0, s2 = s0;
+            for (int x = 0; x < count; ++x) {
+                s0 += src[3 * x + 0] * k[x];
+                s1 += src[3 * x + 1] * k[x];
+                s2 += src[3 * x + 2] * k[x];
+            }
+            dst[3 * xx + 0] = clip8(s0);
+            dst[3 * xx + 1] = clip8(s1);
+            dst[3 * xx + 2] = clip8(s2);
+        }
+    }
+    return out;
+}
+
+// ImagingResampleVertical_8bpc: the same sum down each column. Rows are
+// accumulated whole (integer sums, so the order does not change the result)
+// to walk memory contiguously.
+Image resample_vertical(const Image& in, int out_height, const Coefficients& c) {
+    const size_t row_len = size_t(in.width) * 3;
+    Image out{in.width, out_height, std::vector<uint8_t>(row_len * size_t(out_height))};
+    const int64_t work = int64_t(out.rgb.size()) * c.ksize;
+#pragma omp parallel if (work >= parallel_min_work)
+    {
+        std::vector<int32_t> acc(row_len);
+#pragma omp for schedule(static)
+        for (int yy = 0; yy < out_height; ++yy) {
+            const int32_t* k = &c.weights[size_t(yy) * size_t(c.ksize)];
+            // restrict: uint8_t may alias anything, which would stop vectorization
+            int32_t* __restrict sum = acc.data();
+            std::fill_n(sum, row_len, 1 << (precision_bits - 1));
+            for (int y = 0; y < c.count[size_t(yy)]; ++y) {
+                const uint8_t* __restrict src = &in.rgb[size_t(c.first[size_t(yy)] + y) * row_len];
+                const int32_t w = k[y];
+                for (size_t i = 0; i < row_len; ++i) sum[i] += src[i] * w;
+            }
+            uint8_t* __restrict dst = &out.rgb[size_t(yy) * row_len];
+            for (size_t i = 0; i < row_len; ++i) dst[i] = clip8(sum[i]);
+        }
+    }
+    return out;
+}
+
+// Pillow's NEAREST resize is not a filter: _imaging.c _resize hands it to
+// ImagingTransform with the affine map x_in = x * scale, which lands in
+// ImagingScaleAffine. That samples at the output pixel centre, accumulating
+// the position step by step (so rounding follows the running sum), and
+// truncates; positions outside the input stay black.
+std::vector<int> nearest_positions(int in_size, int out_size) {
+    const double step = double(in_size) / out_size;
+    std::vector<int> pos(size_t(out_size), -1);
+    double at = step * 0.5;
+    for (int x = 0; x < out_size; ++x) {
+        const int p = at < 0.0 ? -1 : int(at);  // Geometry.c COORD
+        if (p >= 0 && p < in_size) pos[size_t(x)] = p;
+        at += step;
+    }
+    return pos;
+}
+
+Image resize_nearest(const Image& in, int out_width, int out_height) {
+    const std::vector<int> xs = nearest_positions(in.width, out_width);
+    const std::vector<int> ys = nearest_positions(in.height, out_height);
+    Image out{out_width, out_height, std::vector<uint8_t>(size_t(out_width) * size_t(out_height) * 3, 0)};
+#pragma omp parallel for schedule(static) if (int64_t(out.rgb.size()) >= parallel_min_work)
+    for (int y = 0; y < out_height; ++y) {
+        if (ys[size_t(y)] < 0) continue;
+        const uint8_t* row = &in.rgb[size_t(ys[size_t(y)]) * size_t(in.width) * 3];
+        uint8_t* dst = &out.rgb[size_t(y) * size_t(out_width) * 3];
+        for (int x = 0; x < out_width; ++x) {
+            if (xs[size_t(x)] < 0) continue;
+            std::memcpy(dst + 3 * size_t(x), row + 3 * size_t(xs[size_t(x)]), 3);
+        }
+    }
+    return out;
+}
+
+// stb_image's IDCT and colour conversion differ from libjpeg's by up to 3
+// levels on 9% of pixels, enough to flip a few ImageNet top-1s against
+// timm; libjpeg-turbo (what Pillow links) gives identical pixels. EXIF
+// orientation is ignored, as Pillow's Image.open does.
+Image decode_jpeg(const uint8_t* bytes, size_t size, const std::string& name) {
+    const cv::Mat encoded(1, int(size), CV_8UC1, const_cast<uint8_t*>(bytes));
+    cv::Mat bgr;
+    try {
+        bgr = cv::imdecode(encoded, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION);
+    } catch (const cv::Exception& e) {
+        fail(name, std::string("corrupt JPEG data (libjpeg: ") + e.what() + ")");
+    }
+    if (bgr.empty() || bgr.type() != CV_8UC3) fail(name, "corrupt JPEG data (libjpeg could not decode it)");
+    Image image{bgr.cols, bgr.rows, {}};
+    image.rgb.resize(size_t(bgr.cols) * size_t(bgr.rows) * 3);
+    cv::Mat rgb(bgr.rows, bgr.cols, CV_8UC3, image.rgb.data());
+    cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+    return image;
+}
+
+}  // namespace
+
+Image image_decode_memory(const uint8_t* bytes, size_t size, const std::string& name, const ImageLimits& limits) {
+    if (size == 0) fail(name, "empty file");
+    const Format format = sniff_format(bytes, size);
+    if (format == Format::unknown) fail(name, "not a JPEG, PNG or BMP image");
+    if (size > size_t(INT_MAX)) fail(name, "file is " + std::to_string(size) + " bytes, too large for the image decoder");
+
+    // Header first: refuse absurd dimensions before anything is allocated.
+    const Header header = format == Format::jpeg ? read_jpeg_header(bytes, size)
+                          : format == Format::png ? read_png_header(bytes, size)
+                                                  : read_bmp_header(bytes, size);
+    if (!header.has_size) fail(name, "corrupt or truncated image data (the header holds no image size)");
+    const std::string dims = std::to_string(header.width) + "x" + std::to_string(header.height);
+    if (header.width <= 0 || header.height <= 0) fail(name, "corrupt image header: it gives " + dims + " pixels");
+    if (header.width > limits.max_pixels / header.height)
+        fail(name, "image is " + dims + " pixels, more than the limit of " + std::to_string(limits.max_pixels) + " pixels");
+    if (!header.huffman_ok) fail(name, "corrupt JPEG: invalid Huffman table");
+    if (!header.complete && format == Format::jpeg)
+        fail(name, "truncated JPEG: the data ends before the end-of-image marker (incomplete file?)");
+    if (!header.complete)
+        fail(name, "truncated BMP: the file is shorter than its " + dims + " pixels need");
+
+    if (format == Format::jpeg) return decode_jpeg(bytes, size, name);
+    // req_comp = 3: grey is replicated and alpha dropped, as Pillow's convert("RGB").
+    int width = 0, height = 0, channels = 0;
+    stbi_uc* pixels = stbi_load_from_memory(bytes, int(size), &width, &height, &channels, 3);
+    if (!pixels) fail(name, "corrupt or truncated image data (stb_image: " + reason() + ")");
+    Image image{width, height, {}};
+    image.rgb.assign(pixels, pixels + size_t(width) * size_t(height) * 3);
+    stbi_image_free(pixels);
+    return image;
+}
+
+Image image_decode_file(const std::string& path, const ImageLimits& limits) {
+    const std::vector<uint8_t> bytes = read_file_limited(path, limits.max_file_bytes);
+    return image_decode_memory(bytes.data(), bytes.size(), path, limits);
+}
+
+void image_write_png(const std::string& path, const Image& image) {
+    assert(image.width > 0 && image.height > 0 && image.rgb.size() == size_t(image.width) * size_t(image.height) * 3);
+    std::string png;
+    auto append = [](void* context, void* data, int size) {
+        static_cast<std::string*>(context)->append(static_cast<const char*>(data), size_t(size));
+    };
+    if (!stbi_write_png_to_func(append, &png, image.width, image.height, 3, image.rgb.data(), image.width * 3))
+        fail(path, "cannot encode PNG");
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail(path, std::string("cannot create: ") + std::strerror(errno));
+    size_t done = 0;
+    while (done < png.size()) {
+        const ssize_t put = ::write(fd, png.data() + done, png.size() - done);
+        if (put < 0 && errno == EINTR) continue;
+        if (put <= 0) {
+            const int err = errno;
+            ::close(fd);
+            fail(path, std::string("cannot write: ") + std::strerror(err));
+        }
+        done += size_t(put);
+    }
+    if (::close(fd) != 0) fail(path, std::string("cannot write: ") + std::strerror(errno));
+}
+
+Resample resample_from_name(const std::string& name, const std::string& where) {
+    if (name == "nearest") return Resample::nearest;
+    if (name == "bilinear") return Resample::bilinear;
+    if (name == "bicubic") return Resample::bicubic;
+    fail(where, "unknown interpolation '" + name + "' (expected nearest, bilinear or bicubic)");
+}
+
+Image image_resize_pillow(const Image& src, int out_width, int out_height, Resample resample) {
+    if (src.width <= 0 || src.height <= 0) fail("image resize", "the input image is empty");
+    if (out_width <= 0 || out_height <= 0)
+        fail("image resize", "output size " + std::to_string(out_width) + "x" + std::to_string(out_height) +
+                                 " must be positive");
+    // Image.resize: same size and whole box -> a copy.
+    if (out_width == src.width && out_height == src.height) return src;
+    if (resample == Resample::nearest) return resize_nearest(src, out_width, out_height);
+
+    // ImagingResampleInner: horizontal pass first, each pass only when its
+    // dimension changes; the intermediate image is 8-bit.
+    const Filter filter = resample == Resample::bicubic ? Filter{bicubic_weight, 2.0} : Filter{bilinear_weight, 1.0};
+    auto vertical = [&](const Image& in) {
+        return resample_vertical(in, out_height, precompute_coefficients(src.height, out_height, filter));
+    };
+    if (out_width == src.width) return vertical(src);
+    Image wide = resample_horizontal(src, out_width, precompute_coefficients(src.width, out_width, filter));
+    if (out_height == src.height) return wide;
+    return vertical(wide);
+}
+
+}  // namespace tessera
