@@ -9,6 +9,14 @@
 
 namespace tessera {
 
+// What a token is made of, for reports and visualizations.
+enum class TokenKind : uint8_t {
+    prefix,  // CLS (or another protected token)
+    patch,   // one original patch
+    merged,  // several tokens averaged together (ToMe)
+    fused,   // the weighted sum of dropped tokens (EViT's extra token)
+};
+
 struct TokenState {
     int count = 0;   // tokens in the sequence, prefix included
     int prefix = 0;  // leading tokens no stage may drop or merge (CLS)
@@ -16,8 +24,12 @@ struct TokenState {
     bool proportional_attention = false;  // add log(size) to attention logits (ToMe)
 
     std::vector<float> size;           // [capacity] original patches merged into each token
+    std::vector<TokenKind> kind;       // [capacity]
     std::vector<int32_t> patch_owner;  // [grid_h * grid_w] token covering each patch, -1 once dropped
-    std::vector<int32_t> remap_scratch;
+    // remap() scratch, sized by init()
+    std::vector<float> old_size;
+    std::vector<TokenKind> old_kind;
+    std::vector<bool> arrived_scratch;
 
     // Fresh state: `prefix` protected tokens followed by one token per patch in raster order.
     void init(int prefix_tokens, int grid_height, int grid_width);
@@ -26,7 +38,8 @@ struct TokenState {
 
     // Applies a reorganization. old_to_new[t] is the new index of old token t,
     // or -1 when it was dropped; several old tokens may map to one new token
-    // (a merge or fusion: sizes add). Prefix tokens must keep their indices.
+    // (a merge or fusion: sizes add, the kind becomes merged unless the stage
+    // marks it fused afterwards). Prefix tokens must keep their indices.
     void remap(const int32_t* old_to_new, int new_count);
 
     // Original patch indices (raster order) covered by a token.

@@ -12,7 +12,11 @@ void TokenState::init(int prefix_tokens, int grid_height, int grid_width) {
     count = prefix + grid_h * grid_w;
     proportional_attention = false;
     size.assign(size_t(count), 1.0f);
-    remap_scratch.assign(size_t(count), 0);
+    kind.assign(size_t(count), TokenKind::patch);
+    std::fill(kind.begin(), kind.begin() + prefix, TokenKind::prefix);
+    old_size.assign(size_t(count), 0.0f);
+    old_kind.assign(size_t(count), TokenKind::patch);
+    arrived_scratch.assign(size_t(count), false);
     patch_owner.resize(size_t(patches()));
     for (int p = 0; p < patches(); ++p) patch_owner[size_t(p)] = prefix + p;
 }
@@ -20,13 +24,24 @@ void TokenState::init(int prefix_tokens, int grid_height, int grid_width) {
 void TokenState::remap(const int32_t* old_to_new, int new_count) {
     assert(new_count <= count);
     for (int t = 0; t < prefix; ++t) assert(old_to_new[t] == t);
-    // New sizes are sums over the old tokens that map to each new token.
-    float* new_size = reinterpret_cast<float*>(remap_scratch.data());
-    static_assert(sizeof(float) == sizeof(int32_t));
-    std::fill(new_size, new_size + new_count, 0.0f);
-    for (int t = 0; t < count; ++t)
-        if (old_to_new[t] >= 0) new_size[old_to_new[t]] += size[size_t(t)];
-    std::copy(new_size, new_size + new_count, size.begin());
+    // Old values are read from copies: a kept token may move to a higher index.
+    std::copy(size.begin(), size.begin() + count, old_size.begin());
+    std::copy(kind.begin(), kind.begin() + count, old_kind.begin());
+    std::fill(size.begin(), size.begin() + new_count, 0.0f);
+    std::vector<bool>& arrived = arrived_scratch;
+    std::fill(arrived.begin(), arrived.begin() + new_count, false);
+    for (int t = 0; t < count; ++t) {
+        const int32_t to = old_to_new[t];
+        if (to < 0) continue;
+        assert(to < new_count);
+        size[size_t(to)] += old_size[size_t(t)];
+        if (!arrived[size_t(to)]) {
+            kind[size_t(to)] = old_kind[size_t(t)];
+            arrived[size_t(to)] = true;
+        } else if (kind[size_t(to)] != TokenKind::fused) {
+            kind[size_t(to)] = TokenKind::merged;
+        }
+    }
     for (int32_t& owner : patch_owner)
         if (owner >= 0) owner = old_to_new[owner];
     count = new_count;

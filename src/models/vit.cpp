@@ -269,6 +269,7 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
     const int64_t c = hp.dim, hd = hp.head_dim(), heads = hp.heads, hidden = hp.mlp_hidden;
     if (batch < 1 || batch > s.max_batch) fail("vit", "batch " + std::to_string(batch) + " outside 1.." + std::to_string(s.max_batch));
     for (int b = 0; b < batch; ++b) s.tokens[size_t(b)].init(hp.prefix(), hp.grid_h(), hp.grid_w());
+    if (s.record_trace) s.trace.assign(size_t(batch), {});
 
     patch_embed(m, s, pixels, batch, ledger);
     int64_t n = hp.tokens();
@@ -327,8 +328,15 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
                 view.state = &s.tokens[size_t(b)];
                 view.scratch = s.stage_scratch, view.scratch_floats = s.stage_scratch_floats;
                 for (int i = 0; i < stage_count; ++i) {
-                    Ledger::StageScope stage_scope(ledger, stages[i]->name());
-                    stages[i]->encoder_after_attention(view);
+                    const int before = view.state->count;
+                    {
+                        Ledger::StageScope stage_scope(ledger, stages[i]->name());
+                        stages[i]->encoder_after_attention(view);
+                    }
+                    const TokenState& ts = *view.state;
+                    if (s.record_trace && ts.count != before)
+                        s.trace[size_t(b)].push_back({l, stages[i]->name(), ts.count, ts.patch_owner,
+                                                      std::vector<TokenKind>(ts.kind.begin(), ts.kind.begin() + ts.count)});
                 }
                 const int64_t count = view.state->count;
                 if (new_n >= 0 && count != new_n)

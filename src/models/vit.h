@@ -83,6 +83,15 @@ struct VitModel {
 // checked against the config and every tensor in the file must be used.
 void vit_load(VitModel& model, const std::string& dir);
 
+// A stage's reorganization of one image, kept for visualizations.
+struct TokenTrace {
+    int block = 0;
+    std::string stage;
+    int count = 0;                     // tokens after the change
+    std::vector<int32_t> patch_owner;  // token covering each patch, -1 dropped
+    std::vector<TokenKind> kind;       // [count]
+};
+
 // Activations for up to max_batch images, sized once for the full token count.
 struct VitState {
     int max_batch = 0;
@@ -101,6 +110,8 @@ struct VitState {
     long stage_scratch_floats = 0;
     std::vector<TokenState> tokens;           // per image
     std::vector<int> tokens_entering_block;   // [depth], from the last forward
+    bool record_trace = false;                // off: the forward pass allocates nothing
+    std::vector<std::vector<TokenTrace>> trace;  // per image, from the last forward
 };
 
 void vit_state_init(VitState& state, const VitModel& model, int max_batch);

@@ -1,6 +1,10 @@
 #include "stages/registry.h"
 
+#include "stages/biformer_routing.h"
+#include "stages/evit.h"
 #include "stages/noop.h"
+#include "stages/tome.h"
+#include "stages/window_attention.h"
 #include "tessera/error.h"
 
 namespace tessera {
@@ -19,6 +23,10 @@ std::unique_ptr<Stage> make(YamlMap& params) {
 
 constexpr StageEntry registry[] = {
     {"noop", make<NoopStage>},
+    {"evit", make<EvitStage>},
+    {"tome", make<TomeStage>},
+    {"biformer_routing", make<BiformerRoutingStage>},
+    {"window_attention", make<WindowAttentionStage>},
 };
 
 }  // namespace
