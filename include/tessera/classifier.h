@@ -51,6 +51,9 @@ public:
     // pixels: batch consecutive preprocessed images.
     std::vector<Classification> classify(const float* pixels, int batch, int top_k);
     Classification classify_file(const std::string& path, int top_k);
+    // Like classify_file, and writes a PNG showing each stage's effect on the
+    // image's patches (kept, merged, fused, dropped).
+    Classification classify_file_visualized(const std::string& path, int top_k, const std::string& png_path);
 
     const std::string& model_dir() const;
     const std::string& architecture() const;

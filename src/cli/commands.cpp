@@ -3,12 +3,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "io/labels.h"
 #include "pipeline/config.h"
+#include "pipeline/report.h"
 #include "pipeline/runner.h"
 #include "tessera/classifier.h"
 #include "tessera/error.h"
@@ -42,11 +45,18 @@ std::vector<float> synthetic_pixels(size_t n) {
     return v;
 }
 
+std::string read_text(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
 }  // namespace
 
 void add_classify(CLI::App& app) {
     struct Opts {
-        std::string model, pipeline, labels, format = "text";
+        std::string model, pipeline, labels, format = "text", visualize;
         int top = 5, threads = 0;
         std::vector<std::string> images;
     };
@@ -58,14 +68,22 @@ void add_classify(CLI::App& app) {
     cmd->add_option("--format", o->format, "text or jsonl");
     cmd->add_option("--labels", o->labels, "Class-name TSV (default: ImageNet-1k)");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_option("--visualize", o->visualize,
+                    "Write a PNG per image showing each stage's effect on the patches (several images: OUT-1.png, ...)");
     cmd->add_option("images", o->images, "Image files (JPEG, PNG, BMP)")->required();
     cmd->callback([o] {
         check_format(o->format, {"text", "jsonl"});
         if (o->model.empty() && o->pipeline.empty()) fail("classify", "give --model (or a --pipeline with a 'model' key)");
         Classifier clf({o->model, o->pipeline, o->threads, 1});
         const std::vector<std::string> names = o->labels.empty() ? class_names_imagenet() : class_names_read(o->labels);
-        for (const std::string& image : o->images) {
-            Classification c = clf.classify_file(image, o->top);
+        for (size_t i = 0; i < o->images.size(); ++i) {
+            const std::string& image = o->images[i];
+            std::string png = o->visualize;
+            if (!png.empty() && o->images.size() > 1) {
+                const size_t dot = png.rfind('.');
+                png = png.substr(0, dot) + "-" + std::to_string(i + 1) + (dot == std::string::npos ? ".png" : png.substr(dot));
+            }
+            Classification c = png.empty() ? clf.classify_file(image, o->top) : clf.classify_file_visualized(image, o->top, png);
             if (o->format == "jsonl") {
                 json top = json::array();
                 for (const Prediction& p : c.top)
@@ -142,6 +160,23 @@ void add_run(CLI::App& app) {
         RunSpec spec = run_config_read(o->config);
         json summary = run_dataset(spec, {o->out, o->threads, !o->no_progress && isatty(STDERR_FILENO)});
         std::cout << summary.dump(2) << "\n";
+    });
+}
+
+void add_report(CLI::App& app) {
+    struct Opts {
+        std::string config, out;
+        bool no_progress = false;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("report", "Compare pipelines: accuracy, GMACs, latency, tokens; Markdown, CSV, JSON, plot");
+    cmd->add_option("config", o->config, "Report YAML (model, dataset, pipelines)")->required();
+    cmd->add_option("--out", o->out, "Output folder (report.md, report.csv, report.json, pareto.png)")->required();
+    cmd->add_flag("--no-progress", o->no_progress, "Never draw progress");
+    cmd->callback([o] {
+        ReportSpec spec = report_config_read(o->config);
+        report_run(spec, o->out, !o->no_progress && isatty(STDERR_FILENO));
+        std::cout << read_text(o->out + "/report.md");
     });
 }
 

@@ -8,5 +8,6 @@ void add_classify(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_run(CLI::App& app);
 void add_inspect(CLI::App& app);
+void add_report(CLI::App& app);
 
 }  // namespace tessera::cli

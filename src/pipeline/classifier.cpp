@@ -7,7 +7,9 @@
 
 #include "io/image.h"
 #include "models/vit.h"
+#include "io/preprocess.h"
 #include "pipeline/config.h"
+#include "pipeline/visualize.h"
 #include "tessera/error.h"
 #include "tessera/threads.h"
 
@@ -94,6 +96,19 @@ Classification Classifier::classify_file(const std::string& path, int top_k) {
     std::vector<float> pixels(static_cast<size_t>(input_floats()));
     load_image(path, pixels.data());
     return classify(pixels.data(), 1, top_k)[0];
+}
+
+Classification Classifier::classify_file_visualized(const std::string& path, int top_k, const std::string& png_path) {
+    const Image image = image_decode_file(path);
+    std::vector<float> pixels(static_cast<size_t>(input_floats()));
+    preprocess_image(image, impl_->model.preprocess, pixels.data());
+    impl_->state.record_trace = true;
+    Classification c = classify(pixels.data(), 1, top_k)[0];
+    impl_->state.record_trace = false;
+    const VitHparams& hp = impl_->model.hp;
+    visualize_token_fates(preprocess_geometry(image, impl_->model.preprocess), hp.grid_h(), hp.grid_w(), hp.patch,
+                          impl_->state.trace[0], png_path);
+    return c;
 }
 
 const std::string& Classifier::model_dir() const { return impl_->model.dir; }

@@ -58,11 +58,13 @@ std::string model_resolve(const std::string& spec) {
 
 namespace {
 
-std::vector<StageSpec> read_stages(const YAML::Node& list, const std::string& file) {
+}  // namespace
+
+std::vector<StageSpec> stages_read(const YAML::Node& list, const std::string& file, const std::string& key) {
     std::vector<StageSpec> out;
     if (!list || list.IsNull()) return out;
-    if (!list.IsSequence()) fail(yaml_where(file, list), "key 'stages': expected a list of stages");
-    if (list.size() > 64) fail(yaml_where(file, list), "key 'stages': at most 64 stages");
+    if (!list.IsSequence()) fail(yaml_where(file, list), "key '" + key + "': expected a list of stages");
+    if (list.size() > 64) fail(yaml_where(file, list), "key '" + key + "': at most 64 stages");
     for (size_t i = 0; i < list.size(); ++i) {
         const YAML::Node item = list[i];
         StageSpec s;
@@ -74,18 +76,33 @@ std::vector<StageSpec> read_stages(const YAML::Node& list, const std::string& fi
             s.name = item.begin()->first.as<std::string>();
             s.params = item.begin()->second;
         } else {
-            fail(s.where, "key 'stages[" + std::to_string(i) + "]': expected one stage, written 'name: {settings}'");
+            fail(s.where, "key '" + key + "[" + std::to_string(i) + "]': expected one stage, written 'name: {settings}'");
         }
-        s.context = "stages[" + std::to_string(i) + "]." + s.name;
+        s.context = key + "[" + std::to_string(i) + "]." + s.name;
         out.push_back(std::move(s));
     }
     return out;
 }
 
+DatasetSpec dataset_read(YamlMap& doc, const std::string& base) {
+    if (!doc.has("dataset")) fail(doc.file(), "key 'dataset' is missing (images: DIR, labels: FILE)");
+    YamlMap ds(doc.node("dataset"), doc.file(), "dataset");
+    DatasetSpec d;
+    d.images = config_path(ds.string("images", ""), base);
+    d.labels = config_path(ds.string("labels", ""), base);
+    d.limit = ds.integer("limit", 0, 0, 100000000);
+    if (d.images.empty()) ds.error("images", "is missing");
+    if (d.labels.empty()) ds.error("labels", "is missing");
+    ds.finish();
+    return d;
+}
+
+namespace {
+
 // Keys shared by pipeline and run files.
 void read_pipeline_keys(YamlMap& doc, PipelineSpec& p, const std::string& base) {
     if (doc.has("model")) p.model = config_path(doc.string("model", ""), base);
-    if (doc.has("stages")) p.stages = read_stages(doc.node("stages"), p.file);
+    if (doc.has("stages")) p.stages = stages_read(doc.node("stages"), p.file, "stages");
     p.threads = doc.integer("threads", p.threads, 0, 1024);
     p.batch = doc.integer("batch", p.batch, 1, 4096);
 }
@@ -122,14 +139,7 @@ RunSpec run_config_read(const std::string& path) {
     read_pipeline_keys(doc, r.pipeline, base);
     if (r.pipeline.model.empty()) fail(path, "key 'model' is missing");
 
-    if (!doc.has("dataset")) fail(path, "key 'dataset' is missing (images: DIR, labels: FILE)");
-    YamlMap ds(doc.node("dataset"), path, "dataset");
-    r.dataset.images = config_path(ds.string("images", ""), base);
-    r.dataset.labels = config_path(ds.string("labels", ""), base);
-    r.dataset.limit = ds.integer("limit", 0, 0, 100000000);
-    if (r.dataset.images.empty()) ds.error("images", "is missing");
-    if (r.dataset.labels.empty()) ds.error("labels", "is missing");
-    ds.finish();
+    r.dataset = dataset_read(doc, base);
 
     r.class_names = config_path(doc.string("class_names", ""), base);
     r.top_k = doc.integer("top_k", 5, 1, 1000);

@@ -50,6 +50,11 @@ struct RunSpec {
 };
 
 PipelineSpec pipeline_read(const std::string& path);
+
+class YamlMap;
+// The pieces run and report configs share.
+std::vector<StageSpec> stages_read(const YAML::Node& list, const std::string& file, const std::string& key);
+DatasetSpec dataset_read(YamlMap& doc, const std::string& base_dir);
 RunSpec run_config_read(const std::string& path);
 
 // Instantiates the stages and checks each against the encoder.
