@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/labels.h"
+#include "io/safetensors.h"
 #include "pipeline/config.h"
 #include "pipeline/report.h"
 #include "pipeline/runner.h"
@@ -183,9 +184,11 @@ void add_report(CLI::App& app) {
 void add_inspect(CLI::App& app) {
     struct Opts {
         std::string model, pipeline, format = "text";
+        bool tensors = false;
     };
     auto o = std::make_shared<Opts>();
     CLI::App* cmd = app.add_subcommand("inspect", "Parameters, tensors and GMACs per image by component");
+    cmd->add_flag("--tensors", o->tensors, "Also list every tensor of the weights file (name, dtype, shape)");
     cmd->add_option("--model", o->model, "Model folder or name");
     cmd->add_option("--pipeline", o->pipeline, "Pipeline YAML (GMACs with its stages)");
     cmd->add_option("--format", o->format, "text or json");
@@ -207,6 +210,13 @@ void add_inspect(CLI::App& app) {
                     {"tensors", clf.tensor_count()}, {"depth", clf.depth()}, {"num_classes", clf.num_classes()},
                     {"gmacs", double(ledger.total()) * 1e-9}, {"gmacs_by_component", components},
                     {"gmacs_by_stage", stages}, {"tokens", c.tokens}};
+        if (o->tensors) {
+            SafeTensors file(clf.model_dir() + "/model.safetensors");
+            json list = json::array();
+            for (const TensorInfo& t : file.tensors())
+                list.push_back({{"name", t.name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}});
+            out["tensor_list"] = list;
+        }
         if (o->format == "json") {
             std::cout << out.dump(2) << "\n";
             return;
@@ -218,6 +228,12 @@ void add_inspect(CLI::App& app) {
         for (auto& [name, v] : components.items()) std::printf("    %-12s %.4f\n", name.c_str(), v.get<double>());
         std::printf("  by stage\n");
         for (auto& [name, v] : stages.items()) std::printf("    %-12s %.4f\n", name.c_str(), v.get<double>());
+        if (o->tensors) {
+            std::printf("  tensors\n");
+            for (const json& t : out["tensor_list"])
+                std::printf("    %-40s %-5s %s\n", t["name"].get<std::string>().c_str(), t["dtype"].get<std::string>().c_str(),
+                            shape_string(t["shape"].get<std::vector<int64_t>>()).c_str());
+        }
     });
 }
 
