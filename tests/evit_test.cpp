@@ -229,23 +229,6 @@ TEST(EvitStage, RewritesTheBlockAsClsKeptAndFused) {
     }
 }
 
-TEST(EvitStage, NoticesAStageThatChangedTheSequenceBeforeIt) {
-    auto stage = make_stage("{blocks: [0]}");
-    stage->check({1, 1, 4, 1, 2, 2});
-    AttentionView av;
-    av.block = 0, av.tokens = 5;
-    stage->encoder_attention(av);
-    TokenState ts;
-    ts.init(1, 2, 2);
-    std::vector<int32_t> map = {0, 1, 2, 3, -1};
-    ts.remap(map.data(), 4);  // as if another stage had dropped a token
-    std::vector<float> x(20), attn(5, 0.2f), scratch(100);
-    BlockView v;
-    v.block = 0, v.x = x.data(), v.dim = 4, v.heads = 1, v.cls_attention = attn.data(), v.state = &ts;
-    v.scratch = scratch.data(), v.scratch_floats = 100;
-    EXPECT_THAT(error_of([&] { stage->encoder_after_attention(v); }), HasSubstr("list evit first in the chain"));
-}
-
 // ---- through the tiny random ViT
 
 struct TinyModel {

@@ -44,8 +44,13 @@ struct BlockView {
     Ledger* ledger = nullptr;
     float* x = nullptr;                    // [state.count, dim]
     int dim = 0, heads = 0;
-    const float* qkv = nullptr;            // [state.count, 3 * dim] of this block, before the change
-    const float* cls_attention = nullptr;  // [heads, state.count] when requested, else null
+    // [state.count, 3 * dim] of this block; null once an earlier stage in
+    // this block has reorganized the tokens (its rows no longer match).
+    const float* qkv = nullptr;
+    // [heads, state.count] when requested, else null. It follows the tokens
+    // through earlier stages' reorganizations in this block: a merged or
+    // fused token's entry is the sum of its parts' attention.
+    const float* cls_attention = nullptr;
     TokenState* state = nullptr;
     float* scratch = nullptr;              // scratch_floats floats for the stage's own use
     long scratch_floats = 0;

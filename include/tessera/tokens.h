@@ -26,6 +26,11 @@ struct TokenState {
     std::vector<float> size;           // [capacity] original patches merged into each token
     std::vector<TokenKind> kind;       // [capacity]
     std::vector<int32_t> patch_owner;  // [grid_h * grid_w] token covering each patch, -1 once dropped
+    // The last remap (old index -> new index, over last_map_count old tokens),
+    // so the engine can carry per-token signals such as the CLS attention row
+    // through a reorganization.
+    std::vector<int32_t> last_map;
+    int last_map_count = 0;
     // remap() scratch, sized by init()
     std::vector<float> old_size;
     std::vector<TokenKind> old_kind;

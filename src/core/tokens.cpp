@@ -17,6 +17,8 @@ void TokenState::init(int prefix_tokens, int grid_height, int grid_width) {
     old_size.assign(size_t(count), 0.0f);
     old_kind.assign(size_t(count), TokenKind::patch);
     arrived_scratch.assign(size_t(count), false);
+    last_map.assign(size_t(count), 0);
+    last_map_count = 0;
     patch_owner.resize(size_t(patches()));
     for (int p = 0; p < patches(); ++p) patch_owner[size_t(p)] = prefix + p;
 }
@@ -44,6 +46,8 @@ void TokenState::remap(const int32_t* old_to_new, int new_count) {
     }
     for (int32_t& owner : patch_owner)
         if (owner >= 0) owner = old_to_new[owner];
+    std::copy(old_to_new, old_to_new + count, last_map.begin());
+    last_map_count = count;
     count = new_count;
 }
 

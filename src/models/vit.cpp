@@ -207,7 +207,7 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.max_batch = max_batch;
     s.stage_scratch_floats = n * (c + n) + 8 * n + 2 * c;
     const int64_t floats = b * n * c * 3 + b * n * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
-                           attention_scratch_floats(hp.heads, n) + n + b * hp.heads * n + b * c +
+                           attention_scratch_floats(hp.heads, n) + 2 * n + b * hp.heads * n + b * c +
                            s.stage_scratch_floats;
     s.arena.reserve(size_t(floats) * sizeof(float) + 16 * 64);
     s.x = s.arena.alloc<float>(size_t(b * n * c));
@@ -219,6 +219,7 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.scores = s.arena.alloc<float>(size_t(attention_scratch_floats(hp.heads, n)));
     s.key_bias = s.arena.alloc<float>(size_t(n));
     s.cls_probs = s.arena.alloc<float>(size_t(b * hp.heads * n));
+    s.cls_remap = s.arena.alloc<float>(size_t(n));
     s.pooled = s.arena.alloc<float>(size_t(b * c));
     s.stage_scratch = s.arena.alloc<float>(size_t(s.stage_scratch_floats));
     s.tokens.assign(size_t(max_batch), TokenState{});
@@ -252,6 +253,21 @@ void patch_embed(const VitModel& m, VitState& s, const float* pixels, int batch,
         float* x = s.x + b * n * c;
         if (m.cls_token) std::memcpy(x, m.cls_token, size_t(c) * sizeof(float));
         for (int64_t i = 0; i < n * c; ++i) x[i] += m.pos_embed[i];
+    }
+}
+
+// After a reorganization, the CLS row of each head follows the tokens: the
+// entry of a merged or fused token is the sum of its parts' attention. Rows
+// are repacked from stride `from` to the new count (row h lands at or before
+// where it was read, so one forward pass over the heads is safe).
+void carry_cls_row(float* cls, int heads, const TokenState& ts, float* scratch) {
+    const int from = ts.last_map_count, to = ts.count;
+    for (int h = 0; h < heads; ++h) {
+        const float* row = cls + int64_t(h) * from;
+        std::fill(scratch, scratch + to, 0.0f);
+        for (int t = 0; t < from; ++t)
+            if (ts.last_map[size_t(t)] >= 0) scratch[ts.last_map[size_t(t)]] += row[t];
+        std::copy(scratch, scratch + to, cls + int64_t(h) * to);
     }
 }
 
@@ -334,6 +350,10 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
                         stages[i]->encoder_after_attention(view);
                     }
                     const TokenState& ts = *view.state;
+                    if (ts.count != before) {
+                        view.qkv = nullptr;  // stale for later stages in this block
+                        if (want_cls) carry_cls_row(s.cls_probs + b * heads * n, int(heads), ts, s.cls_remap);
+                    }
                     if (s.record_trace && ts.count != before)
                         s.trace[size_t(b)].push_back({l, stages[i]->name(), ts.count, ts.patch_owner,
                                                       std::vector<TokenKind>(ts.kind.begin(), ts.kind.begin() + ts.count)});

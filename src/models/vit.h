@@ -105,6 +105,7 @@ struct VitState {
     float* scores;    // attention scratch
     float* key_bias;  // [tokens]
     float* cls_probs; // [batch, heads, tokens]
+    float* cls_remap; // [tokens] scratch for carrying the CLS row through a reorganization
     float* pooled;    // [batch, dim]
     float* stage_scratch;
     long stage_scratch_floats = 0;

@@ -118,20 +118,11 @@ Signals EvitStage::signals(int block) const {
     return s;
 }
 
-bool EvitStage::encoder_attention(AttentionView& view) {
-    if (acts_at(view.block)) attention_block_ = view.block, attention_tokens_ = view.tokens;
-    return false;  // the model's attention kernel runs and fills the CLS row
-}
-
 void EvitStage::encoder_after_attention(BlockView& view) {
     if (!acts_at(view.block)) return;
     TokenState& ts = *view.state;
     const int count = ts.count, n = count - 1;
     const int64_t dim = view.dim;
-    if (attention_block_ == view.block && attention_tokens_ != count)
-        fail("evit", "block " + std::to_string(view.block) + ": a stage before evit changed the sequence from " +
-                         std::to_string(attention_tokens_) + " to " + std::to_string(count) +
-                         " tokens after the attention; list evit first in the chain");
     if (!view.cls_attention) fail("evit", "block " + std::to_string(view.block) + ": the model gave no CLS attention row");
     if (size_t(count) > mask_.size()) fail("evit", "token buffers not sized: call check() with the encoder's shape");
 

@@ -63,7 +63,6 @@ public:
     void check(const EncoderShape& shape) const override;
     Signals signals(int block) const override;
 
-    bool encoder_attention(AttentionView& view) override;
     // In a chosen block: y = x + Attn(LN1(x)) is in view.x; rewrites it as
     // [CLS, kept..., f]. When k >= N - 1 nothing is dropped and no fused
     // token is added (keep_rate 1, or a sequence already too short).
@@ -88,10 +87,6 @@ private:
     // forward pass only lowers the count it uses.
     mutable std::vector<int32_t> work_, kept_, dropped_, old_to_new_;
     mutable std::vector<uint8_t> mask_;
-    // Token count the attention of a chosen block ran over (seen at hook 1),
-    // to catch an earlier stage that changed the sequence after the CLS row
-    // was computed.
-    int attention_block_ = -1, attention_tokens_ = 0;
 };
 
 }  // namespace tessera

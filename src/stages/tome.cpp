@@ -204,6 +204,10 @@ void TomeStage::encoder_after_attention(BlockView& v) {
     if (work_.max_tokens < t || work_.dim != v.dim || work_.head_dim != head_dim)
         tome_work_init(work_, t, v.dim, head_dim);  // only when check() did not size it
 
+    if (!v.qkv)
+        fail("tome", "block " + std::to_string(v.block) +
+                         ": an earlier stage in this block reorganized the tokens, so this block's keys no longer "
+                         "match them; list tome before it");
     tome_mean_keys(work_.metric.data(), v.qkv, t, v.heads, head_dim);
     const TomePlan plan = tome_match(work_, t, r, s.prefix > 0, v.ledger);
     if (plan.r == 0) return;
