@@ -1,17 +1,108 @@
-// Placeholder: being written.
+// BiFormer's bi-level routing attention (BRA) applied without training to
+// chosen blocks of a plain ViT (METHODS.md section 4, "Training-free use").
+// The stage replaces the attention kernel of those blocks:
+//
+//   1. split the patch grid into S x S regions;
+//   2. Q_r, K_r = means of the block's own q and k over each region's tokens,
+//      full width C (all heads together, not per head);
+//   3. A_r = Q_r K_r^T (S^2 x S^2); each query region keeps the top-k key
+//      regions (its own region is not forced in; ties go to the lower index);
+//   4. per head, every patch query of a region attends to the tokens of its
+//      routed regions plus the prefix (CLS) tokens, which are always keys;
+//      the CLS query attends globally, so its row is the plain softmax row.
+//
+// BRA's local context enhancement (a trained depthwise 5x5 convolution of V)
+// has no counterpart in a pretrained ViT and is left out.
+//
+//   stages:
+//     - biformer_routing: {blocks: [0, 1, 2], regions: 7, topk: 16, scale: head}
+//
+// Settings and defaults:
+//   blocks   which blocks (0-based) route; default all of them. Measured on
+//            val1300 with ViT-Tiny (see pipelines/biformer-*.yaml): every
+//            block loses accuracy, so leaving the first blocks dense buys
+//            little; the default is the method as written, and the pipelines
+//            hold the measured trade-offs.
+//   regions  S, regions per grid side; default 7 (METHODS.md: S = 7 at 224).
+//            On a 14x14 grid a region is 2x2 patches. When S does not divide
+//            a grid side, regions split it as evenly as possible (sides differ
+//            by one; region means are over the real tokens). The official code
+//            zero-pads the map to a multiple of S instead, which on a
+//            pretrained ViT would invent tokens the model never saw. More
+//            regions than patches per side is an error.
+//   topk     key regions per query region; default 16. BiFormer's top-k is
+//            (1, 4, 16) for stages 1-3 so that every query sees 64 keys at
+//            224; a /16 ViT's 14x14 map is BiFormer's stage-3 map, where
+//            top-k is 16 (16 regions x 4 patches = 64 keys, plus CLS).
+//   scale    `head`: head_dim^-1/2, what a pretrained ViT was trained with
+//            (default); `channel`: C^-1/2, the released BiFormer models'
+//            quirk (METHODS.md pitfall 3).
+//
+// MACs: the region affinity (S^4 C) and the scores and value products over
+// the routed keys only; region means and top-k are elementwise work.
 #pragma once
+#include <vector>
+
 #include "io/yaml_map.h"
+#include "kernels/gathered_attention.h"
 #include "tessera/stage.h"
 
 namespace tessera {
+
+// Q_r, K_r [regions, dim]: means of q (columns 0..dim) and k (columns
+// dim..2 dim) of qkv [tokens, 3 dim] over each region's tokens
+// (region_tokens[region_start[r] .. region_start[r + 1])).
+void routing_region_means(const float* qkv, int64_t dim, const int32_t* region_start, const int32_t* region_tokens,
+                          int64_t regions, float* q_r, float* k_r);
+
+// A_r [regions, regions] = Q_r K_r^T; adds regions^2 * dim MACs.
+void routing_affinity(Ledger* ledger, const float* q_r, const float* k_r, int64_t regions, int64_t dim, float* a_r);
+
+// plan [regions, topk]: for each query region, the topk key regions with the
+// largest affinity, largest first, ties to the lower index. order: [regions].
+void routing_topk(const float* a_r, int regions, int topk, int32_t* plan, int32_t* order);
+
+// The attention groups BRA runs over. Group 0 is the prefix (CLS) queries
+// with every token as a key (absent when prefix is 0); then one group per
+// region whose queries are the region's tokens and whose keys are the prefix
+// tokens followed by the tokens of its routed regions in plan order. The
+// key lists of the region groups are left empty: routing_key_lists fills
+// them, without allocating, once a plan exists.
+void routing_groups_init(int prefix, int tokens, const std::vector<int32_t>& region_start,
+                         const std::vector<int32_t>& region_tokens, int topk, AttentionGroups& groups);
+void routing_key_lists(const int32_t* plan, int topk, int prefix, const std::vector<int32_t>& region_start,
+                       const std::vector<int32_t>& region_tokens, AttentionGroups& groups);
 
 class BiformerRoutingStage : public Stage {
 public:
     explicit BiformerRoutingStage(YamlMap& params);
     const std::string& name() const override { return name_; }
+    void check(const EncoderShape& shape) const override;
+    bool encoder_attention(AttentionView& view) override;
+
+    // The routing plan of the last block this stage ran, [regions^2, topk].
+    const std::vector<int32_t>& last_plan() const { return buffers_.plan; }
 
 private:
     std::string name_ = "biformer_routing";
+    YamlMap params_;
+    std::vector<int> blocks_;  // empty: every block
+    int regions_ = 7, topk_ = 16;
+    bool channel_scale_ = false;
+
+    // Sized once by check() for the encoder's shape.
+    struct Buffers {
+        EncoderShape shape;
+        std::vector<bool> routed;                      // [depth]
+        std::vector<int32_t> region_start, region_tokens;
+        std::vector<float> q_r, k_r, a_r;              // [R, C], [R, C], [R, R]
+        std::vector<int32_t> plan, order;              // [R, topk], [R]
+        AttentionGroups groups;
+        std::vector<float> scratch;
+        int slots = 0;
+        int64_t slot_floats = 0;
+    };
+    mutable Buffers buffers_;
 };
 
 }  // namespace tessera
