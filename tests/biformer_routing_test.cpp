@@ -21,14 +21,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 // Writes a pipeline with the given stage list and builds it for `shape`.
 std::vector<std::unique_ptr<Stage>> build(const std::string& stages_yaml, const EncoderShape& shape,
@@ -279,10 +272,22 @@ TEST(BiformerRouting, EveryRegionRoutedEqualsDenseAttention) {
     TinyModel m;  // 4x4 grid, dim 32, 2 heads, depth 3
     Ledger dense_ledger, routed_ledger;
     auto dense = m.forward({}, &dense_ledger);
-    auto routed = m.forward(build("  - biformer_routing: {regions: 2, topk: 4}\n", m.model.encoder_shape()), &routed_ledger);
+    auto routed = m.forward(build("  - biformer_routing: {blocks: [0, 1, 2], regions: 2, topk: 4}\n",
+                                  m.model.encoder_shape()),
+                            &routed_ledger);
     for (size_t i = 0; i < dense.size(); ++i) EXPECT_NEAR(routed[i], dense[i], 1e-4f) << i;
     // Same attention products; the region affinity is extra: 3 blocks x 4^2 x 32.
     EXPECT_EQ(routed_ledger.total(), dense_ledger.total() + 3 * 16 * 32);
+    EXPECT_EQ(m.state.tokens_entering_block, (std::vector<int>{17, 17, 17}));
+}
+
+TEST(BiformerRouting, DefaultBlocksAreTheSecondHalf) {
+    TinyModel m;  // depth 3: blocks 1 and 2 route
+    Ledger dense_ledger, routed_ledger;
+    m.forward({}, &dense_ledger);
+    m.forward(build("  - biformer_routing: {regions: 2, topk: 1}\n", m.model.encoder_shape()), &routed_ledger);
+    const uint64_t c = 32, dense_block = 2 * 17 * 17 * c, routed_block = 2 * (17 + 16 * 5) * c + 16 * c;
+    EXPECT_EQ(routed_ledger.total(), dense_ledger.total() - 2 * dense_block + 2 * routed_block);
     EXPECT_EQ(m.state.tokens_entering_block, (std::vector<int>{17, 17, 17}));
 }
 
@@ -349,7 +354,7 @@ TEST(BiformerRouting, BadSettingsNameTheKey) {
     EXPECT_EQ(build_error("  - biformer_routing: {blocks: [3, 3]}\n", shape),
               "FILE:2: key 'stages[0].biformer_routing.blocks': block 3 is listed twice");
     EXPECT_EQ(build_error("  - biformer_routing: {blocks: []}\n", shape),
-              "FILE:2: key 'stages[0].biformer_routing.blocks': must list at least one block (leave it out for all)");
+              "FILE:2: key 'stages[0].biformer_routing.blocks': must list at least one block (leave it out for the second half)");
     EXPECT_EQ(build_error("  - biformer_routing: {scale: full}\n", shape),
               "FILE:2: key 'stages[0].biformer_routing.scale': must be 'head' or 'channel', got 'full'");
     EXPECT_EQ(build_error("  - biformer_routing: {top_k: 4}\n", shape),

@@ -14,14 +14,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 std::string yaml_file(const std::string& text) {
     return test::write_file(test::temp_dir() + "/pipeline.yaml", text);

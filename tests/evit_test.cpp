@@ -23,14 +23,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 std::unique_ptr<EvitStage> make_stage(const std::string& settings) {
     YamlMap params(YAML::Load(settings), "test.yaml", "stages[0].evit");

@@ -19,14 +19,7 @@ namespace {
 using ::testing::HasSubstr;
 using nlohmann::json;
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 TEST(Pareto, FrontKeepsOnlyUndominatedPointsSortedByCost) {
     std::vector<ParetoPoint> p = {{"a", 1.0, 80}, {"b", 0.8, 79}, {"c", 0.9, 78}, {"d", 0.5, 70}, {"e", 1.0, 79}};

@@ -87,7 +87,18 @@ std::string reference_python() {
 
 #include <nlohmann/json.hpp>
 
+#include "tessera/error.h"
+
 namespace tessera::test {
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const tessera::Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
 
 std::vector<float> random_values(size_t n, uint32_t seed, float scale) {
     std::vector<float> v(n);

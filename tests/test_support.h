@@ -3,6 +3,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,9 @@ struct TinyVit {
 std::vector<NamedTensor> tiny_vit_tensors(const TinyVit& v);
 std::string tiny_vit_config(const TinyVit& v);
 void write_tiny_vit(const std::string& dir, const TinyVit& v);
+
+// The message of the tessera::Error that f throws, or "(no error)".
+std::string error_of(const std::function<void()>& f);
 
 // Deterministic uniform values in [-scale, scale].
 std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f);

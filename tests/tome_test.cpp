@@ -356,14 +356,7 @@ TEST(TomeReal, ViTTinyR8TokenCountsAndMacs) {
 
 // ---- settings
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 // Reads a one-stage pipeline and builds it for ViT-Tiny (12 blocks, 197 tokens).
 std::string build_error(const std::string& stage_yaml, std::string* file = nullptr) {

@@ -18,14 +18,7 @@
 namespace tessera {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 std::vector<std::unique_ptr<Stage>> build(const std::string& stages_yaml, const EncoderShape& shape,
                                           std::string* file = nullptr) {
@@ -131,7 +124,7 @@ class WindowAttentionTest : public ::testing::TestWithParam<WindowCase> {};
 TEST_P(WindowAttentionTest, MatchesMaskedDenseAttention) {
     const WindowCase p = GetParam();
     const int n = p.prefix + p.gh * p.gw, c = p.heads * p.head_dim;
-    auto stages = build("  - window_attention: {window: " + std::to_string(p.window) + "}\n",
+    auto stages = build("  - window_attention: {blocks: [0], window: " + std::to_string(p.window) + "}\n",
                         EncoderShape{1, p.heads, c, p.prefix, p.gh, p.gw});
     auto qkv = test::random_values(size_t(n * 3 * c), 31 + uint32_t(p.gh), 2.0f);
     auto bias = test::random_values(size_t(n), 6, 0.5f);
@@ -213,13 +206,14 @@ TEST(WindowAttention, MacsFallWithTheWindow) {
     EXPECT_EQ(window_ledger.by_stage().at("window_attention"), window_block);
 }
 
-TEST(WindowAttention, DefaultBlocksAlternateFromBlockZero) {
-    TinyModel m;  // depth 3: blocks 0 and 2 use windows, block 1 stays dense
+TEST(WindowAttention, DefaultBlocksAlternateFromBlockOne) {
+    TinyModel m;  // depth 3: block 1 uses windows, blocks 0 and 2 stay dense
     Ledger dense_ledger, window_ledger;
     m.forward({}, &dense_ledger);
     m.forward(build("  - window_attention: {window: 2}\n", m.model.encoder_shape()), &window_ledger);
     const uint64_t c = 32, dense_block = 2 * 17 * 17 * c, window_block = 2 * (17 + 16 * 5) * c;
-    EXPECT_EQ(window_ledger.total(), dense_ledger.total() - 2 * dense_block + 2 * window_block);
+    EXPECT_EQ(window_ledger.total(), dense_ledger.total() - dense_block + window_block);
+    EXPECT_EQ(window_ledger.by_stage().at("window_attention"), window_block);
 }
 
 // Swaps two patch tokens at `block`: same count, no longer raster order.
@@ -249,7 +243,7 @@ TEST(WindowAttention, AfterAReorganizingStageIsARuntimeError) {
     auto pixels = test::random_values(3 * 32 * 32, 8);
     std::vector<float> logits(10);
     EXPECT_EQ(error_of([&] { vit_forward(m.model, m.state, pixels.data(), 1, chain, 2, nullptr, logits.data()); }),
-              file + ": block 2: the sequence (17 tokens) is no longer the intact 4x4 patch grid; "
+              file + ": block 1: the sequence (17 tokens) is no longer the intact 4x4 patch grid; "
                      "window_attention must come before token-reducing stages at that block");
 }
 
@@ -267,7 +261,7 @@ TEST(WindowAttention, BadSettingsNameTheKey) {
               "FILE:2: key 'stages[0].window_attention.blocks': block 2 is listed twice");
     EXPECT_EQ(build_error("  - window_attention: {blocks: []}\n", shape),
               "FILE:2: key 'stages[0].window_attention.blocks': must list at least one block (leave it out for blocks "
-              "0, 2, 4, ...)");
+              "1, 3, 5, ...)");
     EXPECT_EQ(build_error("  - window_attention: {size: 7}\n", shape),
               "FILE:2: unknown key 'stages[0].window_attention.size'");
     EXPECT_EQ(build("  - window_attention: {}\n", shape).size(), 1u);  // 7 divides 14

@@ -64,6 +64,10 @@ struct EncoderView {
     TokenState* state = nullptr;
 };
 
+// For stages whose attention follows the patch grid: throws, naming the stage
+// and block, when an earlier stage has already reorganized the tokens.
+void stage_require_intact_grid(const AttentionView& view, const std::string& stage, const std::string& where);
+
 class Stage {
 public:
     virtual ~Stage() = default;

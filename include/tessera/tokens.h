@@ -47,6 +47,10 @@ struct TokenState {
     // marks it fused afterwards). Prefix tokens must keep their indices.
     void remap(const int32_t* old_to_new, int new_count);
 
+    // True while the sequence is still the prefix followed by every patch in
+    // raster order (what grid-structured attention such as windows needs).
+    bool is_intact_grid() const;
+
     // Original patch indices (raster order) covered by a token.
     std::vector<int32_t> patches_of(int token) const;
 };

@@ -51,6 +51,13 @@ void TokenState::remap(const int32_t* old_to_new, int new_count) {
     count = new_count;
 }
 
+bool TokenState::is_intact_grid() const {
+    if (count != prefix + patches()) return false;
+    for (int p = 0; p < patches(); ++p)
+        if (patch_owner[size_t(p)] != prefix + p) return false;
+    return true;
+}
+
 std::vector<int32_t> TokenState::patches_of(int token) const {
     std::vector<int32_t> out;
     for (int p = 0; p < patches(); ++p)

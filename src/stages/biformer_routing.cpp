@@ -97,7 +97,7 @@ BiformerRoutingStage::BiformerRoutingStage(YamlMap& params) : params_(params) {
     for (size_t i = 0; i < blocks_.size(); ++i)
         for (size_t j = 0; j < i; ++j)
             if (blocks_[i] == blocks_[j]) params.error("blocks", "block " + std::to_string(blocks_[i]) + " is listed twice");
-    if (params.has("blocks") && blocks_.empty()) params.error("blocks", "must list at least one block (leave it out for all)");
+    if (params.has("blocks") && blocks_.empty()) params.error("blocks", "must list at least one block (leave it out for the second half)");
     regions_ = params.integer("regions", regions_, 1, 1 << 12);
     topk_ = params.integer("topk", topk_, 1, 1 << 24);
     if (topk_ > regions_ * regions_)
@@ -121,7 +121,9 @@ void BiformerRoutingStage::check(const EncoderShape& shape) const {
 
     Buffers& b = buffers_;
     b.shape = shape;
-    b.routed.assign(size_t(shape.depth), blocks_.empty());
+    b.routed.assign(size_t(shape.depth), false);
+    if (blocks_.empty())  // the second half of the encoder: the measured trade-off (see the header)
+        for (int block = shape.depth / 2; block < shape.depth; ++block) b.routed[size_t(block)] = true;
     for (int block : blocks_) b.routed[size_t(block)] = true;
     grid_cells(shape.prefix, shape.grid_h, shape.grid_w, regions_, regions_, b.region_start, b.region_tokens);
     const int64_t r = int64_t(regions_) * regions_, c = shape.dim;
@@ -142,22 +144,14 @@ bool BiformerRoutingStage::encoder_attention(AttentionView& view) {
     Buffers& b = buffers_;
     if (b.routed.empty()) fail(params_.file(), "biformer_routing: check() was not called before the forward pass");
     if (!b.routed[size_t(view.block)]) return false;
-    const TokenState& ts = *view.state;
-    bool intact = ts.count == b.shape.tokens() && view.tokens == ts.count && ts.prefix == b.shape.prefix &&
-                  ts.patches() == b.shape.grid_h * b.shape.grid_w;
-    for (int p = 0; intact && p < ts.patches(); ++p) intact = ts.patch_owner[size_t(p)] == ts.prefix + p;
-    if (!intact)
-        fail(params_.file(), "block " + std::to_string(view.block) + ": the sequence (" + std::to_string(ts.count) +
-                                 " tokens) is no longer the intact " + std::to_string(b.shape.grid_h) + "x" +
-                                 std::to_string(b.shape.grid_w) +
-                                 " patch grid; biformer_routing must come before token-reducing stages at that block");
+    stage_require_intact_grid(view, name_, params_.file());
 
     // Region level: which key regions each query region reads.
     const int64_t regions = int64_t(regions_) * regions_, c = int64_t(view.heads) * view.head_dim;
     routing_region_means(view.qkv, c, b.region_start.data(), b.region_tokens.data(), regions, b.q_r.data(), b.k_r.data());
     routing_affinity(view.ledger, b.q_r.data(), b.k_r.data(), regions, c, b.a_r.data());
     routing_topk(b.a_r.data(), int(regions), topk_, b.plan.data(), b.order.data());
-    routing_key_lists(b.plan.data(), topk_, ts.prefix, b.region_start, b.region_tokens, b.groups);
+    routing_key_lists(b.plan.data(), topk_, view.state->prefix, b.region_start, b.region_tokens, b.groups);
 
     // Token level: attention over the routed keys, read in place.
     GatheredAttentionArgs args;

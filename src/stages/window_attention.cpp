@@ -35,7 +35,7 @@ WindowAttentionStage::WindowAttentionStage(YamlMap& params) : params_(params) {
     for (size_t i = 0; i < blocks_.size(); ++i)
         for (size_t j = 0; j < i; ++j)
             if (blocks_[i] == blocks_[j]) params.error("blocks", "block " + std::to_string(blocks_[i]) + " is listed twice");
-    if (params.has("blocks") && blocks_.empty()) params.error("blocks", "must list at least one block (leave it out for blocks 0, 2, 4, ...)");
+    if (params.has("blocks") && blocks_.empty()) params.error("blocks", "must list at least one block (leave it out for blocks 1, 3, 5, ...)");
     window_ = params.integer("window", window_, 1, 1 << 12);
 }
 
@@ -51,8 +51,8 @@ void WindowAttentionStage::check(const EncoderShape& shape) const {
     Buffers& b = buffers_;
     b.shape = shape;
     b.windowed.assign(size_t(shape.depth), false);
-    if (blocks_.empty())  // DaViT's pairs: a spatial block, then a global one
-        for (int block = 0; block < shape.depth; block += 2) b.windowed[size_t(block)] = true;
+    if (blocks_.empty())  // alternate with dense blocks, the first one dense (see the header)
+        for (int block = 1; block < shape.depth; block += 2) b.windowed[size_t(block)] = true;
     for (int block : blocks_) b.windowed[size_t(block)] = true;
     window_groups(shape.prefix, shape.grid_h, shape.grid_w, window_, b.groups);
     b.slot_floats = gathered_attention_slot_floats(b.groups);
@@ -64,15 +64,7 @@ bool WindowAttentionStage::encoder_attention(AttentionView& view) {
     Buffers& b = buffers_;
     if (b.windowed.empty()) fail(params_.file(), "window_attention: check() was not called before the forward pass");
     if (!b.windowed[size_t(view.block)]) return false;
-    const TokenState& ts = *view.state;
-    bool intact = ts.count == b.shape.tokens() && view.tokens == ts.count && ts.prefix == b.shape.prefix &&
-                  ts.patches() == b.shape.grid_h * b.shape.grid_w;
-    for (int p = 0; intact && p < ts.patches(); ++p) intact = ts.patch_owner[size_t(p)] == ts.prefix + p;
-    if (!intact)
-        fail(params_.file(), "block " + std::to_string(view.block) + ": the sequence (" + std::to_string(ts.count) +
-                                 " tokens) is no longer the intact " + std::to_string(b.shape.grid_h) + "x" +
-                                 std::to_string(b.shape.grid_w) +
-                                 " patch grid; window_attention must come before token-reducing stages at that block");
+    stage_require_intact_grid(view, name_, params_.file());
 
     GatheredAttentionArgs args;
     args.qkv = view.qkv, args.out = view.out;
