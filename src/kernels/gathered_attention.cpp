@@ -26,7 +26,9 @@ int64_t gathered_attention_slot_floats(const AttentionGroups& groups) {
 namespace {
 
 // A row of `d` floats of token t's q, k or v for head offset `col`.
-inline const float* row_of(const float* base, int32_t t, int64_t row, int64_t col) { return base + int64_t(t) * row + col; }
+inline const float* row_of(const float* base, int32_t t, int64_t row, int64_t col) {
+    return base + int64_t(t) * row + col;
+}
 
 #if defined(__AVX2__) && defined(__FMA__)
 // Sum of the 8 lanes of each of a0..a3, as one 4-lane vector.

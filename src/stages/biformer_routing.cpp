@@ -53,7 +53,8 @@ void routing_groups_init(int prefix, int tokens, const std::vector<int32_t>& reg
                          const std::vector<int32_t>& region_tokens, int topk, AttentionGroups& groups) {
     const int regions = int(region_start.size()) - 1;
     int largest = 0;
-    for (int r = 0; r < regions; ++r) largest = std::max(largest, region_start[size_t(r + 1)] - region_start[size_t(r)]);
+    for (int r = 0; r < regions; ++r)
+        largest = std::max(largest, region_start[size_t(r + 1)] - region_start[size_t(r)]);
     groups.query_start.assign(1, 0);
     groups.queries.clear();
     groups.key_start.assign(1, 0);
@@ -96,15 +97,18 @@ BiformerRoutingStage::BiformerRoutingStage(YamlMap& params) : params_(params) {
     blocks_ = params.integers("blocks", {}, 0, 1 << 20);
     for (size_t i = 0; i < blocks_.size(); ++i)
         for (size_t j = 0; j < i; ++j)
-            if (blocks_[i] == blocks_[j]) params.error("blocks", "block " + std::to_string(blocks_[i]) + " is listed twice");
-    if (params.has("blocks") && blocks_.empty()) params.error("blocks", "must list at least one block (leave it out for the second half)");
+            if (blocks_[i] == blocks_[j])
+                params.error("blocks", "block " + std::to_string(blocks_[i]) + " is listed twice");
+    if (params.has("blocks") && blocks_.empty())
+        params.error("blocks", "must list at least one block (leave it out for the second half)");
     regions_ = params.integer("regions", regions_, 1, 1 << 12);
     topk_ = params.integer("topk", topk_, 1, 1 << 24);
     if (topk_ > regions_ * regions_)
         params.error("topk", "must be at most regions^2 = " + std::to_string(regions_ * regions_) + ", got " +
                                  std::to_string(topk_));
     const std::string scale = params.string("scale", "head");
-    if (scale != "head" && scale != "channel") params.error("scale", "must be 'head' or 'channel', got '" + scale + "'");
+    if (scale != "head" && scale != "channel")
+        params.error("scale", "must be 'head' or 'channel', got '" + scale + "'");
     channel_scale_ = scale == "channel";
 }
 
@@ -112,7 +116,8 @@ void BiformerRoutingStage::check(const EncoderShape& shape) const {
     for (int b : blocks_)
         if (b >= shape.depth)
             params_.error("blocks", "block " + std::to_string(b) + " is past the encoder's depth " +
-                                        std::to_string(shape.depth) + " (blocks 0.." + std::to_string(shape.depth - 1) + ")");
+                                        std::to_string(shape.depth) + " (blocks 0.." +
+                                        std::to_string(shape.depth - 1) + ")");
     const int side = std::min(shape.grid_h, shape.grid_w);
     if (regions_ > side)
         params_.error("regions", "must be at most the patch grid's shorter side " + std::to_string(side) + " (grid " +
@@ -133,9 +138,13 @@ void BiformerRoutingStage::check(const EncoderShape& shape) const {
     b.plan.assign(size_t(r * topk_), 0);
     b.order.assign(size_t(r), 0);
     routing_groups_init(shape.prefix, shape.tokens(), b.region_start, b.region_tokens, topk_, b.groups);
+    // The largest score tile: the CLS row over every token, or a region's
+    // queries over CLS and topk regions.
     int64_t largest = 0;
-    for (int64_t i = 0; i < r; ++i) largest = std::max<int64_t>(largest, b.region_start[size_t(i + 1)] - b.region_start[size_t(i)]);
-    b.slot_floats = std::max<int64_t>(int64_t(shape.prefix) * shape.tokens(), largest * (shape.prefix + topk_ * largest));
+    for (int64_t i = 0; i < r; ++i)
+        largest = std::max<int64_t>(largest, b.region_start[size_t(i + 1)] - b.region_start[size_t(i)]);
+    b.slot_floats = std::max<int64_t>(int64_t(shape.prefix) * shape.tokens(),
+                                      largest * (shape.prefix + topk_ * largest));
     b.slots = omp_get_max_threads();
     b.scratch.assign(size_t(b.slots * b.slot_floats), 0.0f);
 }
@@ -148,7 +157,8 @@ bool BiformerRoutingStage::encoder_attention(AttentionView& view) {
 
     // Region level: which key regions each query region reads.
     const int64_t regions = int64_t(regions_) * regions_, c = int64_t(view.heads) * view.head_dim;
-    routing_region_means(view.qkv, c, b.region_start.data(), b.region_tokens.data(), regions, b.q_r.data(), b.k_r.data());
+    routing_region_means(view.qkv, c, b.region_start.data(), b.region_tokens.data(), regions, b.q_r.data(),
+                         b.k_r.data());
     routing_affinity(view.ledger, b.q_r.data(), b.k_r.data(), regions, c, b.a_r.data());
     routing_topk(b.a_r.data(), int(regions), topk_, b.plan.data(), b.order.data());
     routing_key_lists(b.plan.data(), topk_, view.state->prefix, b.region_start, b.region_tokens, b.groups);

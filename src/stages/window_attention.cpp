@@ -34,8 +34,10 @@ WindowAttentionStage::WindowAttentionStage(YamlMap& params) : params_(params) {
     blocks_ = params.integers("blocks", {}, 0, 1 << 20);
     for (size_t i = 0; i < blocks_.size(); ++i)
         for (size_t j = 0; j < i; ++j)
-            if (blocks_[i] == blocks_[j]) params.error("blocks", "block " + std::to_string(blocks_[i]) + " is listed twice");
-    if (params.has("blocks") && blocks_.empty()) params.error("blocks", "must list at least one block (leave it out for blocks 1, 3, 5, ...)");
+            if (blocks_[i] == blocks_[j])
+                params.error("blocks", "block " + std::to_string(blocks_[i]) + " is listed twice");
+    if (params.has("blocks") && blocks_.empty())
+        params.error("blocks", "must list at least one block (leave it out for blocks 1, 3, 5, ...)");
     window_ = params.integer("window", window_, 1, 1 << 12);
 }
 
@@ -43,7 +45,8 @@ void WindowAttentionStage::check(const EncoderShape& shape) const {
     for (int b : blocks_)
         if (b >= shape.depth)
             params_.error("blocks", "block " + std::to_string(b) + " is past the encoder's depth " +
-                                        std::to_string(shape.depth) + " (blocks 0.." + std::to_string(shape.depth - 1) + ")");
+                                        std::to_string(shape.depth) + " (blocks 0.." +
+                                        std::to_string(shape.depth - 1) + ")");
     if (shape.grid_h % window_ || shape.grid_w % window_)
         params_.error("window", "must divide both sides of the " + std::to_string(shape.grid_h) + "x" +
                                     std::to_string(shape.grid_w) + " patch grid, got " + std::to_string(window_));
