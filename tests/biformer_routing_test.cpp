@@ -79,35 +79,7 @@ std::vector<std::vector<int>> reference_routes(const std::vector<float>& qkv, in
     return routes;
 }
 
-// Softmax attention in double where query i sees key j iff allowed(i, j).
-// cls_probs receives query 0's row (0 where not allowed).
-void masked_attention(const std::vector<float>& qkv, int n, int heads, int d, double scale, const float* key_bias,
-                      const std::function<bool(int, int)>& allowed, std::vector<double>& out,
-                      std::vector<double>& cls_probs) {
-    const int c = heads * d;
-    out.assign(size_t(n * c), 0.0);
-    cls_probs.assign(size_t(heads * n), 0.0);
-    for (int h = 0; h < heads; ++h)
-        for (int i = 0; i < n; ++i) {
-            std::vector<double> logit(size_t(n), -INFINITY);
-            double most = -INFINITY;
-            for (int j = 0; j < n; ++j) {
-                if (!allowed(i, j)) continue;
-                double acc = 0;
-                for (int t = 0; t < d; ++t) acc += double(qkv[size_t(i * 3 * c + h * d + t)]) * qkv[size_t(j * 3 * c + c + h * d + t)];
-                logit[size_t(j)] = acc * scale + (key_bias ? key_bias[j] : 0.0);
-                most = std::max(most, logit[size_t(j)]);
-            }
-            double sum = 0;
-            for (int j = 0; j < n; ++j) sum += allowed(i, j) ? std::exp(logit[size_t(j)] - most) : 0.0;
-            for (int j = 0; j < n; ++j) {
-                if (!allowed(i, j)) continue;
-                const double p = std::exp(logit[size_t(j)] - most) / sum;
-                if (i == 0) cls_probs[size_t(h * n + j)] = p;
-                for (int t = 0; t < d; ++t) out[size_t(i * c + h * d + t)] += p * qkv[size_t(j * 3 * c + 2 * c + h * d + t)];
-            }
-        }
-}
+using test::masked_attention;
 
 // ---- the routing plan
 

@@ -72,6 +72,12 @@ void write_tiny_vit(const std::string& dir, const TinyVit& v);
 // The message of the tessera::Error that f throws, or "(no error)".
 std::string error_of(const std::function<void()>& f);
 
+// Softmax attention in double where query i sees key j iff allowed(i, j).
+// cls_probs receives query 0's row (0 where not allowed).
+void masked_attention(const std::vector<float>& qkv, int n, int heads, int d, double scale, const float* key_bias,
+                      const std::function<bool(int, int)>& allowed, std::vector<double>& out,
+                      std::vector<double>& cls_probs);
+
 // Deterministic uniform values in [-scale, scale].
 std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f);
 
