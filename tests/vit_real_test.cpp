@@ -94,7 +94,7 @@ TEST_P(RealVit, MatchesTheFloat64ReferenceImageByImage) {
         agree += best == ref_best;
     }
     // Same decoded pixels, same resize: only float32 rounding separates the two.
-    EXPECT_LT(worst, 2e-3) << "max |logit difference| over " << n << " images";
+    EXPECT_LT(worst, 2e-4) << "max |logit difference| over " << n << " images";  // measured 2.1e-5
     EXPECT_EQ(agree, int(n));
     RecordProperty("max_logit_diff", std::to_string(worst));
     std::printf("max |logit - float64 reference| over %zu images: %.3g, top-1 agreement %d/%zu\n", n, worst, agree, n);
