@@ -13,6 +13,19 @@
 
 namespace tessera {
 
+void GatheredAttentionPlan::size_scratch(int64_t floats_per_slot) {
+    slot_floats = floats_per_slot;
+    slots = omp_get_max_threads();
+    scratch.assign(size_t(int64_t(slots) * slot_floats), 0.0f);
+}
+
+void GatheredAttentionPlan::bind(GatheredAttentionArgs& args) {
+    args.query_start = groups.query_start.data(), args.queries = groups.queries.data();
+    args.key_start = groups.key_start.data(), args.keys = groups.keys.data();
+    args.groups = groups.groups();
+    args.scratch = scratch.data(), args.slots = slots, args.slot_floats = slot_floats;
+}
+
 int64_t gathered_attention_slot_floats(const AttentionGroups& groups) {
     int64_t most = 0;
     for (int64_t g = 0; g < groups.groups(); ++g) {

@@ -40,6 +40,19 @@ struct GatheredAttentionArgs {
 // The scratch one worker needs: the score tile of the largest group.
 int64_t gathered_attention_slot_floats(const AttentionGroups& groups);
 
+// Groups plus per-worker scratch, sized once before the forward pass.
+struct GatheredAttentionPlan {
+    AttentionGroups groups;
+    std::vector<float> scratch;
+    int slots = 0;
+    int64_t slot_floats = 0;
+
+    // One slot of slot_floats per OpenMP worker.
+    void size_scratch(int64_t floats_per_slot);
+    // Points args' group and scratch fields at this plan.
+    void bind(GatheredAttentionArgs& args);
+};
+
 // Adds 2 * heads * head_dim * sum_g |queries_g| * |keys_g| MACs (scores and
 // value products over the listed keys only).
 void gathered_attention(Ledger* ledger, const GatheredAttentionArgs& args);

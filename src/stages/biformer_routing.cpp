@@ -1,6 +1,5 @@
 #include "stages/biformer_routing.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cassert>
@@ -137,16 +136,14 @@ void BiformerRoutingStage::check(const EncoderShape& shape) const {
     b.a_r.assign(size_t(r * r), 0.0f);
     b.plan.assign(size_t(r * topk_), 0);
     b.order.assign(size_t(r), 0);
-    routing_groups_init(shape.prefix, shape.tokens(), b.region_start, b.region_tokens, topk_, b.groups);
+    routing_groups_init(shape.prefix, shape.tokens(), b.region_start, b.region_tokens, topk_, b.attention.groups);
     // The largest score tile: the CLS row over every token, or a region's
     // queries over CLS and topk regions.
     int64_t largest = 0;
     for (int64_t i = 0; i < r; ++i)
         largest = std::max<int64_t>(largest, b.region_start[size_t(i + 1)] - b.region_start[size_t(i)]);
-    b.slot_floats = std::max<int64_t>(int64_t(shape.prefix) * shape.tokens(),
-                                      largest * (shape.prefix + topk_ * largest));
-    b.slots = omp_get_max_threads();
-    b.scratch.assign(size_t(b.slots * b.slot_floats), 0.0f);
+    b.attention.size_scratch(std::max<int64_t>(int64_t(shape.prefix) * shape.tokens(),
+                                               largest * (shape.prefix + topk_ * largest)));
 }
 
 bool BiformerRoutingStage::encoder_attention(AttentionView& view) {
@@ -161,7 +158,7 @@ bool BiformerRoutingStage::encoder_attention(AttentionView& view) {
                          b.k_r.data());
     routing_affinity(view.ledger, b.q_r.data(), b.k_r.data(), regions, c, b.a_r.data());
     routing_topk(b.a_r.data(), int(regions), topk_, b.plan.data(), b.order.data());
-    routing_key_lists(b.plan.data(), topk_, view.state->prefix, b.region_start, b.region_tokens, b.groups);
+    routing_key_lists(b.plan.data(), topk_, view.state->prefix, b.region_start, b.region_tokens, b.attention.groups);
 
     // Token level: attention over the routed keys, read in place.
     GatheredAttentionArgs args;
@@ -169,10 +166,7 @@ bool BiformerRoutingStage::encoder_attention(AttentionView& view) {
     args.tokens = view.tokens, args.heads = view.heads, args.head_dim = view.head_dim;
     args.scale = channel_scale_ ? 1.0f / std::sqrt(float(c)) : view.scale;
     args.key_bias = view.key_bias, args.cls_probs = view.cls_probs;
-    args.query_start = b.groups.query_start.data(), args.queries = b.groups.queries.data();
-    args.key_start = b.groups.key_start.data(), args.keys = b.groups.keys.data();
-    args.groups = b.groups.groups();
-    args.scratch = b.scratch.data(), args.slots = b.slots, args.slot_floats = b.slot_floats;
+    b.attention.bind(args);
     gathered_attention(view.ledger, args);
     return true;
 }

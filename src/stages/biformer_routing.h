@@ -105,10 +105,7 @@ private:
         std::vector<int32_t> region_start, region_tokens;
         std::vector<float> q_r, k_r, a_r;              // [R, C], [R, C], [R, R]
         std::vector<int32_t> plan, order;              // [R, topk], [R]
-        AttentionGroups groups;
-        std::vector<float> scratch;
-        int slots = 0;
-        int64_t slot_floats = 0;
+        GatheredAttentionPlan attention;  // query/key groups and worker scratch
     };
     mutable Buffers buffers_;
 };

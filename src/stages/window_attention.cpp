@@ -1,6 +1,5 @@
 #include "stages/window_attention.h"
 
-#include <omp.h>
 
 #include <algorithm>
 
@@ -57,10 +56,8 @@ void WindowAttentionStage::check(const EncoderShape& shape) const {
     if (blocks_.empty())  // alternate with dense blocks, the first one dense (see the header)
         for (int block = 1; block < shape.depth; block += 2) b.windowed[size_t(block)] = true;
     for (int block : blocks_) b.windowed[size_t(block)] = true;
-    window_groups(shape.prefix, shape.grid_h, shape.grid_w, window_, b.groups);
-    b.slot_floats = gathered_attention_slot_floats(b.groups);
-    b.slots = omp_get_max_threads();
-    b.scratch.assign(size_t(b.slots * b.slot_floats), 0.0f);
+    window_groups(shape.prefix, shape.grid_h, shape.grid_w, window_, b.attention.groups);
+    b.attention.size_scratch(gathered_attention_slot_floats(b.attention.groups));
 }
 
 bool WindowAttentionStage::encoder_attention(AttentionView& view) {
@@ -74,10 +71,7 @@ bool WindowAttentionStage::encoder_attention(AttentionView& view) {
     args.tokens = view.tokens, args.heads = view.heads, args.head_dim = view.head_dim;
     args.scale = view.scale;
     args.key_bias = view.key_bias, args.cls_probs = view.cls_probs;
-    args.query_start = b.groups.query_start.data(), args.queries = b.groups.queries.data();
-    args.key_start = b.groups.key_start.data(), args.keys = b.groups.keys.data();
-    args.groups = b.groups.groups();
-    args.scratch = b.scratch.data(), args.slots = b.slots, args.slot_floats = b.slot_floats;
+    b.attention.bind(args);
     gathered_attention(view.ledger, args);
     return true;
 }

@@ -65,10 +65,7 @@ private:
     struct Buffers {
         EncoderShape shape;
         std::vector<bool> windowed;  // [depth]
-        AttentionGroups groups;
-        std::vector<float> scratch;
-        int slots = 0;
-        int64_t slot_floats = 0;
+        GatheredAttentionPlan attention;  // query/key groups and worker scratch
     };
     mutable Buffers buffers_;
 };
