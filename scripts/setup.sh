@@ -11,8 +11,12 @@ packages=(
   libyaml-cpp-dev      # pipeline / run / report configs
   nlohmann-json3-dev   # config.json, safetensors headers, JSONL output
   libcli11-dev         # command-line parsing
+  libsentencepiece-dev # tokenizer.model (LLaMA SentencePiece tokenizers)
+  libpcre2-dev         # tokenizer.json split/replace regexes
+  libicu-dev           # tokenizer.json Unicode normalization and character classes
   libgtest-dev libgmock-dev
   python3-numpy python3-pil   # tools/ reference implementation
+  python3-sentencepiece       # reference ids in the tokenizer tests
   libopenblas0-pthread        # makes the float64 reference ~15x faster
 )
 

@@ -14,6 +14,7 @@
 #include "pipeline/config.h"
 #include "pipeline/report.h"
 #include "pipeline/runner.h"
+#include "tessera/captioner.h"
 #include "tessera/classifier.h"
 #include "tessera/error.h"
 
@@ -234,6 +235,75 @@ void add_inspect(CLI::App& app) {
                 std::printf("    %-40s %-5s %s\n", t["name"].get<std::string>().c_str(), t["dtype"].get<std::string>().c_str(),
                             shape_string(t["shape"].get<std::vector<int64_t>>()).c_str());
         }
+    });
+}
+
+}  // namespace tessera::cli
+
+namespace tessera::cli {
+
+void add_caption(CLI::App& app) {
+    struct Opts {
+        std::string model, pipeline, prompt = "Describe the image.", format = "text", dtype = "auto";
+        int max_new_tokens = 64, threads = 0, top_k = 0;
+        float temperature = 0.0f, top_p = 1.0f;
+        uint64_t seed = 0;
+        bool ignore_eos = false;
+        std::string image;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("caption", "Caption an image (or answer --prompt about it) with a LLaVA model");
+    cmd->add_option("--model", o->model, "LLaVA model folder (Hugging Face layout) or model name");
+    cmd->add_option("--pipeline", o->pipeline, "Pipeline YAML (stages on the vision tower)");
+    cmd->add_option("--prompt", o->prompt, "What to ask (placed in the LLaVA-1.5 template)");
+    cmd->add_option("--max-new-tokens", o->max_new_tokens, "Generation budget")->check(CLI::Range(1, 1 << 20));
+    cmd->add_option("--format", o->format, "text (streamed) or json");
+    cmd->add_option("--temperature", o->temperature, "0 = greedy (default); > 0 samples")->check(CLI::Range(0.0, 100.0));
+    cmd->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0 = off)")->check(CLI::Range(0, 1 << 22));
+    cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass (1 = off)")->check(CLI::Range(1e-6, 1.0));
+    cmd->add_option("--seed", o->seed, "Sampling seed");
+    cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
+    cmd->add_option("--dtype", o->dtype, "Decoder weights while running: auto, f32, bf16, f16");
+    cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_option("image", o->image, "Image file (JPEG, PNG, BMP)")->required();
+    cmd->callback([o] {
+        check_format(o->format, {"text", "json"});
+        Captioner cap({o->model, o->pipeline, o->threads, o->dtype});
+        GenerateOptions g;
+        g.prompt = o->prompt, g.max_new_tokens = o->max_new_tokens, g.temperature = o->temperature;
+        g.top_k = o->top_k, g.top_p = o->top_p, g.seed = o->seed, g.stop_at_eos = !o->ignore_eos;
+        const bool stream = o->format == "text";
+        Caption c = cap.caption_file(o->image, g, [&](const std::string& piece) {
+            if (stream) {
+                std::fputs(piece.c_str(), stdout);
+                std::fflush(stdout);
+            }
+        });
+        if (stream) {
+            std::fputs("\n", stdout);
+            return;
+        }
+        json top = json::array();
+        for (const auto& [id, logit] : c.first_logits_top5) top.push_back({id, logit});
+        json out = {{"text", c.text},
+                    {"token_ids", c.token_ids},
+                    {"stop_reason", c.stop_reason},
+                    {"prompt_tokens", c.prompt_tokens},
+                    {"visual_tokens", c.visual_tokens},
+                    {"first_logits_top5", top},
+                    {"gmacs",
+                     {{"vision", double(c.macs_vision) * 1e-9},
+                      {"projector", double(c.macs_projector) * 1e-9},
+                      {"prefill", double(c.macs_prefill) * 1e-9},
+                      {"decode", double(c.macs_decode) * 1e-9}}},
+                    {"ms",
+                     {{"preprocess", c.ms_preprocess},
+                      {"vision", c.ms_vision},
+                      {"prefill", c.ms_prefill},
+                      {"first_token", c.ms_first_token},
+                      {"decode", c.ms_decode},
+                      {"total", c.ms_total}}}};
+        std::cout << out.dump() << "\n";
     });
 }
 

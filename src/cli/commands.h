@@ -9,5 +9,6 @@ void add_bench(CLI::App& app);
 void add_run(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_report(CLI::App& app);
+void add_caption(CLI::App& app);
 
 }  // namespace tessera::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     tessera::cli::add_run(app);
     tessera::cli::add_inspect(app);
     tessera::cli::add_report(app);
+    tessera::cli::add_caption(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

@@ -289,3 +289,87 @@ void SafeTensors::read_f32(std::string_view name, const std::vector<int64_t>& ex
 }
 
 }  // namespace tessera
+
+// ---------------------------------------------------------------- sharded sets
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/timm_config.h"
+
+namespace tessera {
+
+void SafeTensorsSet::add_file(const std::string& path) {
+    files_.push_back(std::make_unique<SafeTensors>(path));
+    const SafeTensors& f = *files_.back();
+    for (const TensorInfo& t : f.tensors()) {
+        auto [it, fresh] = entries_.emplace(t.name, Entry{&f, &t});
+        if (!fresh)
+            fail(path, "tensor '" + t.name + "' is also stored in " + it->second.file->path() +
+                           " (a tensor must be in one shard)");
+    }
+}
+
+SafeTensorsSet SafeTensorsSet::single_file(const std::string& path) {
+    SafeTensorsSet set;
+    set.where_ = path;
+    set.add_file(path);
+    return set;
+}
+
+SafeTensorsSet::SafeTensorsSet(const std::string& dir) {
+    namespace fs = std::filesystem;
+    const std::string index_path = dir + "/model.safetensors.index.json";
+    if (!fs::exists(index_path)) {
+        const std::string single = dir + "/model.safetensors";
+        if (!fs::exists(single))
+            fail(dir, "no weights: neither model.safetensors nor model.safetensors.index.json");
+        where_ = single;
+        add_file(single);
+        return;
+    }
+    where_ = index_path;
+    nlohmann::json index = json_read_file(index_path);
+    auto map_it = index.is_object() ? index.find("weight_map") : index.end();
+    if (map_it == index.end() || !map_it->is_object() || map_it->empty())
+        fail(index_path, "key 'weight_map': expected a non-empty object of tensor name -> shard file");
+    std::map<std::string, std::vector<std::string>> by_shard;
+    for (auto it = map_it->begin(); it != map_it->end(); ++it) {
+        if (!it->is_string()) fail(index_path, "key 'weight_map." + it.key() + "': expected a file name");
+        const std::string shard = it->get<std::string>();
+        if (shard.empty() || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos ||
+            shard == "." || shard == "..")
+            fail(index_path, "key 'weight_map." + it.key() + "': shard '" + shard +
+                                 "' must be a file name inside the model folder");
+        by_shard[shard].push_back(it.key());
+    }
+    for (const auto& [shard, names] : by_shard) {
+        const std::string path = dir + "/" + shard;
+        if (!fs::exists(path))
+            fail(index_path, "shard '" + shard + "' (holding '" + names.front() + "' and " +
+                                 std::to_string(names.size() - 1) + " more) is missing from the folder");
+        add_file(path);
+        for (const std::string& name : names) {
+            const Entry* e = find(name);
+            if (!e || e->file != files_.back().get())
+                fail(path, "tensor '" + name + "' is listed in model.safetensors.index.json for this shard but "
+                           "is not in it");
+        }
+    }
+    for (const auto& [name, e] : entries_)
+        if (!map_it->contains(name))
+            fail(e.file->path(), "tensor '" + name + "' is not listed in model.safetensors.index.json");
+}
+
+const SafeTensorsSet::Entry* SafeTensorsSet::find(std::string_view name) const {
+    auto it = entries_.find(name);
+    return it == entries_.end() ? nullptr : &it->second;
+}
+
+uint64_t SafeTensorsSet::total_bytes() const {
+    uint64_t n = 0;
+    for (const auto& [name, e] : entries_) n += e.info->end - e.info->begin;
+    return n;
+}
+
+}  // namespace tessera

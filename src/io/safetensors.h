@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +59,37 @@ private:
     std::vector<TensorInfo> tensors_;
     std::map<std::string, size_t, std::less<>> index_;
     std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace tessera
+
+namespace tessera {
+
+// The weights of one model folder: DIR/model.safetensors, or the shards that
+// DIR/model.safetensors.index.json lists (every listed tensor must be in the
+// shard the index names; tensors are looked up across all shards).
+class SafeTensorsSet {
+public:
+    explicit SafeTensorsSet(const std::string& dir);
+    // A single file (timm folders).
+    static SafeTensorsSet single_file(const std::string& path);
+
+    struct Entry {
+        const SafeTensors* file;
+        const TensorInfo* info;
+    };
+    const Entry* find(std::string_view name) const;  // nullptr when absent
+    const std::map<std::string, Entry, std::less<>>& entries() const { return entries_; }
+    const std::string& where() const { return where_; }  // index or file path, for messages
+    uint64_t total_bytes() const;
+
+private:
+    SafeTensorsSet() = default;
+    void add_file(const std::string& path);
+
+    std::string where_;
+    std::vector<std::unique_ptr<SafeTensors>> files_;
+    std::map<std::string, Entry, std::less<>> entries_;
 };
 
 }  // namespace tessera

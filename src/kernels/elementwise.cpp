@@ -1,6 +1,7 @@
 #include "kernels/elementwise.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -29,6 +30,17 @@ inline float exp_nonpositive(float x) {
     std::memcpy(&scale, &bits, sizeof(scale));
     return p * scale;
 }
+
+// 1 / (1 + exp(-z)) from exp of a non-positive argument only, so it stays
+// finite and vectorizable for any z.
+inline float sigmoid(float z) {
+    const float e = exp_nonpositive(-std::abs(z));
+    const float r = 1.0f / (1.0f + e);
+    return z >= 0.0f ? r : e * r;
+}
+
+// head_dim / 2 of the largest head rope_apply serves (its cos/sin live on the stack).
+constexpr int64_t rope_max_half = 512;
 
 }  // namespace
 
@@ -61,20 +73,99 @@ void gelu_erf(float* x, int64_t n) {
 
 void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias) {
 #pragma omp parallel for schedule(static) if (rows * n > 16384)
-    for (int64_t r = 0; r < rows; ++r) {
-        float* xr = x + r * n;
-        if (bias)
-            for (int64_t j = 0; j < n; ++j) xr[j] += bias[j];
-        float m = *std::max_element(xr, xr + n);
-        float sum = 0.0f;
+    for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * n, n, bias);
+}
+
+void softmax_row(float* x, int64_t n, const float* bias) {
+    if (bias)
+        for (int64_t j = 0; j < n; ++j) x[j] += bias[j];
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+    float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < n; ++j) {
-            xr[j] = exp_nonpositive(xr[j] - m);
-            sum += xr[j];
-        }
-        float inv = 1.0f / sum;
-        for (int64_t j = 0; j < n; ++j) xr[j] *= inv;
+    for (int64_t j = 0; j < n; ++j) {
+        x[j] = exp_nonpositive(x[j] - m);
+        sum += x[j];
     }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) x[j] *= inv;
+}
+
+void rms_norm(float* y, const float* x, const float* weight, int64_t rows, int64_t dim, float eps) {
+#pragma omp parallel for schedule(static) if (rows * dim > 16384)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = x + r * dim;
+        float* yr = y + r * dim;
+        // The mean of squares in double; then float32 like HF's rsqrt(variance + eps).
+        double sum_sq = 0.0;
+#pragma omp simd reduction(+ : sum_sq)
+        for (int64_t i = 0; i < dim; ++i) sum_sq += double(xr[i]) * double(xr[i]);
+        const float inv = 1.0f / std::sqrt(float(sum_sq / double(dim)) + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < dim; ++i) yr[i] = weight[i] * (xr[i] * inv);
+    }
+}
+
+void quick_gelu(float* x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] * sigmoid(1.702f * x[i]);
+}
+
+void silu_mul(float* out, const float* gate_up, int64_t rows, int64_t inter) {
+    // In place, rows [lo, 2 lo) write [lo, 2 lo) * inter, below everything
+    // they and later rows read ([2 lo, ...) * 2 inter): each wave is parallel.
+    const bool in_place = out == gate_up;
+    for (int64_t lo = 0; lo < rows;) {
+        const int64_t hi = in_place ? std::min(rows, std::max<int64_t>(1, 2 * lo)) : rows;
+#pragma omp parallel for schedule(static) if ((hi - lo) * inter > 65536)
+        for (int64_t r = lo; r < hi; ++r) {
+            const float* gate = gate_up + r * 2 * inter;
+            const float* up = gate + inter;
+            float* o = out + r * inter;
+            // Row 0 in place: o[i] is gate[i], read just before it is written.
+#pragma omp simd
+            for (int64_t i = 0; i < inter; ++i) o[i] = gate[i] * sigmoid(gate[i]) * up[i];
+        }
+        lo = hi;
+    }
+}
+
+void silu_mul_separate(float* gate, const float* up, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] * sigmoid(gate[i]) * up[i];
+}
+
+void rope_apply(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                const int32_t* positions, const float* inv_freq, float attention_scaling) {
+    const int64_t half = head_dim / 2;
+    assert(head_dim % 2 == 0 && half <= rope_max_half);
+#pragma omp parallel for schedule(static) if (rows * heads * head_dim > 16384)
+    for (int64_t r = 0; r < rows; ++r) {
+        // One cos/sin table per row, shared by its heads.
+        float cos_a[rope_max_half], sin_a[rope_max_half];
+        for (int64_t i = 0; i < half; ++i) {
+            const float a = float(positions[r]) * inv_freq[i];
+            cos_a[i] = float(std::cos(double(a))) * attention_scaling;
+            sin_a[i] = float(std::sin(double(a))) * attention_scaling;
+        }
+        for (int64_t h = 0; h < heads; ++h) {
+            float* lo = x + r * row_stride + h * head_dim;
+            float* hi = lo + half;
+#pragma omp simd
+            for (int64_t i = 0; i < half; ++i) {
+                const float x1 = lo[i], x2 = hi[i];
+                lo[i] = x1 * cos_a[i] - x2 * sin_a[i];
+                hi[i] = x2 * cos_a[i] + x1 * sin_a[i];
+            }
+        }
+    }
+}
+
+void rope_inv_freq(float* inv_freq, int64_t head_dim, double theta) {
+    // torch: 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)), all float32.
+    for (int64_t i = 0; i < head_dim / 2; ++i)
+        inv_freq[i] = 1.0f / std::pow(float(theta), float(2 * i) / float(head_dim));
 }
 
 }  // namespace tessera

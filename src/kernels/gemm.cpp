@@ -1,11 +1,19 @@
 #include "kernels/gemm.h"
 
+#include <algorithm>
 #include <array>
+#include <cassert>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
 
 #include <oneapi/dnnl/dnnl.hpp>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define TESSERA_GEMM_AVX2 1
+#include <immintrin.h>
+#endif
 
 namespace tessera {
 
@@ -111,6 +119,169 @@ void linear(Ledger* ledger, float* y, const float* x, const float* weight, const
     d.bias = bias != nullptr;
     d.epilogue = epilogue;
     gemm(ledger, d, x, weight, bias, y);
+}
+
+namespace {
+
+// ---- 16-bit weights -------------------------------------------------------
+
+template <DType T>
+inline float widen1(uint16_t v) {
+    return T == DType::f16 ? f16_to_f32(v) : bf16_to_f32(v);
+}
+
+#ifdef TESSERA_GEMM_AVX2
+// 8 f16 or bf16 values as floats (bf16 is the top half of a float).
+template <DType T>
+inline __m256 widen8(const uint16_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if constexpr (T == DType::f16) return _mm256_cvtph_ps(h);
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
+// dst[rows, in] = float(src[rows, in]), parallel over rows.
+template <DType T>
+void widen_rows(const uint16_t* src, float* dst, int64_t rows, int64_t in) {
+#pragma omp parallel for schedule(static) if (rows * in > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint16_t* s = src + r * in;
+        float* d = dst + r * in;
+        int64_t i = 0;
+#ifdef TESSERA_GEMM_AVX2
+        for (; i + 8 <= in; i += 8) _mm256_storeu_ps(d + i, widen8<T>(s + i));
+#endif
+        for (; i < in; ++i) d[i] = widen1<T>(s[i]);
+    }
+}
+
+// dots[r * O + o] = x[r, :] · w[o, :] for R rows of x and O weight rows.
+// R * O accumulators plus O converted weight vectors stay in registers; each
+// weight is loaded once and used for all R rows of x.
+template <DType T, int R, int O>
+inline void gemv_block(const uint16_t* w, int64_t in, const float* x, float* dots) {
+    int64_t i = 0;
+#ifdef TESSERA_GEMM_AVX2
+    __m256 acc[R][O];
+    for (auto& row : acc)
+        for (auto& a : row) a = _mm256_setzero_ps();
+    for (; i + 8 <= in; i += 8) {
+        __m256 wv[O];
+        for (int o = 0; o < O; ++o) wv[o] = widen8<T>(w + o * in + i);
+        for (int r = 0; r < R; ++r) {
+            const __m256 xv = _mm256_loadu_ps(x + r * in + i);
+            for (int o = 0; o < O; ++o) acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int o = 0; o < O; ++o) dots[r * O + o] = hsum(acc[r][o]);
+#else
+    std::fill(dots, dots + R * O, 0.0f);
+#endif
+    for (; i < in; ++i)
+        for (int o = 0; o < O; ++o) {
+            const float wo = widen1<T>(w[o * in + i]);
+            for (int r = 0; r < R; ++r) dots[r * O + o] += wo * x[r * in + i];
+        }
+}
+
+inline float with_epilogue(float v, float previous, Epilogue e) {
+    switch (e) {
+        case Epilogue::none: return v;
+        case Epilogue::gelu_erf: return 0.5f * v * (1.0f + std::erf(v * float(M_SQRT1_2)));
+        case Epilogue::residual: return previous + v;
+    }
+    return v;
+}
+
+// Decoding: y[R, out] for R < 8 rows of x, parallel over blocks of O output
+// rows; each thread streams a contiguous range of weight rows once.
+template <DType T, int R, int O>
+void gemv_rows(float* y, const float* x, const uint16_t* w, const float* bias, int64_t out, int64_t in,
+               Epilogue epilogue) {
+    const int64_t blocks = (out + O - 1) / O;
+#pragma omp parallel for schedule(static) if (out * in > 32768)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t o0 = b * O, n = std::min<int64_t>(O, out - o0);
+        float dots[R * O];
+        if (n == O) {
+            gemv_block<T, R, O>(w + o0 * in, in, x, dots);
+        } else {  // the last, partial block: one weight row at a time
+            for (int64_t o = 0; o < n; ++o) {
+                float col[R];
+                gemv_block<T, R, 1>(w + (o0 + o) * in, in, x, col);
+                for (int r = 0; r < R; ++r) dots[r * O + o] = col[r];
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int64_t o = 0; o < n; ++o) {
+                float* dst = y + r * out + o0 + o;
+                *dst = with_epilogue(dots[r * O + o] + (bias ? bias[o0 + o] : 0.0f), *dst, epilogue);
+            }
+    }
+}
+
+// Output rows per block for R rows of x: R * O + O + 1 <= 16 ymm registers.
+template <DType T>
+void gemv(float* y, const float* x, const uint16_t* w, const float* bias, int64_t rows, int64_t out, int64_t in,
+          Epilogue e) {
+    switch (rows) {
+        case 1: return gemv_rows<T, 1, 4>(y, x, w, bias, out, in, e);
+        case 2: return gemv_rows<T, 2, 4>(y, x, w, bias, out, in, e);
+        case 3: return gemv_rows<T, 3, 3>(y, x, w, bias, out, in, e);
+        case 4: return gemv_rows<T, 4, 2>(y, x, w, bias, out, in, e);
+        case 5: return gemv_rows<T, 5, 2>(y, x, w, bias, out, in, e);
+        case 6: return gemv_rows<T, 6, 2>(y, x, w, bias, out, in, e);
+        case 7: return gemv_rows<T, 7, 1>(y, x, w, bias, out, in, e);
+    }
+    assert(false && "gemv takes 1 to 7 rows");
+}
+
+// Below this many rows of x, 16-bit weights go through gemv (bandwidth
+// bound: read each weight once); from it on, through converted panels.
+constexpr int64_t linear_w_gemv_max_rows = 7;
+
+}  // namespace
+
+int64_t linear_w_scratch_floats(int64_t in) { return linear_w_panel_rows * in; }
+
+void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
+              Epilogue epilogue, float* scratch) {
+    if (w.dtype == DType::f32) {
+        linear(ledger, y, x, static_cast<const float*>(w.data), bias, rows, w.in, w.out, epilogue);
+        return;
+    }
+    const auto* w16 = static_cast<const uint16_t*>(w.data);
+    if (rows <= linear_w_gemv_max_rows) {
+        if (rows > 0) {
+            if (w.dtype == DType::f16) gemv<DType::f16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
+            else gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
+        }
+    } else {
+        assert(scratch && "linear_w needs linear_w_scratch_floats(in) floats of scratch for rows >= 8");
+        for (int64_t o0 = 0; o0 < w.out; o0 += linear_w_panel_rows) {
+            const int64_t n = std::min(linear_w_panel_rows, w.out - o0);
+            if (w.dtype == DType::f16) widen_rows<DType::f16>(w16 + o0 * w.in, scratch, n, w.in);
+            else widen_rows<DType::bf16>(w16 + o0 * w.in, scratch, n, w.in);
+            // y[:, o0:o0+n] = x · panel^T + bias[o0:o0+n], written in place
+            // (the residual epilogue reads the same columns it writes).
+            GemmDesc d;
+            d.m = rows, d.k = w.in, d.n = n;
+            d.a_stride[0] = rows * w.in, d.a_stride[1] = w.in, d.a_stride[2] = 1;
+            d.b_stride[0] = n * w.in, d.b_stride[1] = 1, d.b_stride[2] = w.in;
+            d.c_stride[0] = rows * w.out, d.c_stride[1] = w.out, d.c_stride[2] = 1;
+            d.bias = bias != nullptr;
+            d.epilogue = epilogue;
+            gemm(nullptr, d, x, scratch, bias ? bias + o0 : nullptr, y + o0);
+        }
+    }
+    if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
 }
 
 int64_t gemm_primitives_created() {

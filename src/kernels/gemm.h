@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "tessera/flops.h"
+#include "tessera/tensor.h"
 
 namespace tessera {
 
@@ -34,6 +35,28 @@ void gemm(Ledger* ledger, const GemmDesc& desc, const float* a, const float* b, 
 // y[rows, out] = x[rows, in] · W^T + bias, W stored as PyTorch does: [out, in].
 void linear(Ledger* ledger, float* y, const float* x, const float* weight, const float* bias, int64_t rows,
             int64_t in, int64_t out, Epilogue epilogue = Epilogue::none);
+
+// A [out, in] weight matrix (PyTorch layout) in f32, f16 or bf16, read in
+// place from the model's buffer.
+struct WeightRef {
+    const void* data = nullptr;
+    DType dtype = DType::f32;
+    int64_t out = 0, in = 0;
+};
+
+// Output rows of a 16-bit weight converted to f32 at a time by linear_w.
+constexpr int64_t linear_w_panel_rows = 512;
+// linear_w's scratch for 16-bit weights and rows >= 8: one converted panel.
+int64_t linear_w_scratch_floats(int64_t in);
+
+// y[rows, w.out] = x[rows, w.in] · W^T + bias, epilogue as linear(); y must
+// not alias x. f32 runs linear(). 16-bit weights: with rows >= 8 each panel
+// is converted into scratch (linear_w_scratch_floats(w.in) floats) and
+// multiplied by oneDNN; with rows < 8 a GEMV-style loop reads the weights
+// once and converts in registers (scratch unused, may be null). Adds
+// rows * in * out MACs.
+void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
+              Epilogue epilogue = Epilogue::none, float* scratch = nullptr);
 
 // Number of distinct primitives created so far (tests check the cache works).
 int64_t gemm_primitives_created();

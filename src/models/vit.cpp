@@ -279,8 +279,8 @@ void add_scaled(float* y, const float* t, const float* gamma, int64_t rows, int6
 
 }  // namespace
 
-void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch, Stage* const* stages,
-                 int stage_count, Ledger* ledger, float* logits) {
+int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batch, Stage* const* stages,
+                   int stage_count, Ledger* ledger, int blocks) {
     const VitHparams& hp = m.hp;
     const int64_t c = hp.dim, hd = hp.head_dim(), heads = hp.heads, hidden = hp.mlp_hidden;
     if (batch < 1 || batch > s.max_batch) fail("vit", "batch " + std::to_string(batch) + " outside 1.." + std::to_string(s.max_batch));
@@ -291,7 +291,8 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
     int64_t n = hp.tokens();
     if (m.norm_pre_w) layer_norm(s.x, s.x, m.norm_pre_w, m.norm_pre_b, batch * n, c, hp.norm_eps);
 
-    for (int l = 0; l < hp.depth; ++l) {
+    if (blocks < 0 || blocks > hp.depth) fail("vit", "cannot run " + std::to_string(blocks) + " blocks");
+    for (int l = 0; l < blocks; ++l) {
         const VitBlock& blk = m.blocks[size_t(l)];
         s.tokens_entering_block[size_t(l)] = int(n);
         bool want_cls = false;
@@ -373,7 +374,12 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
         {
             Ledger::ComponentScope scope(ledger, Component::mlp);
             layer_norm(s.xn, s.x, blk.norm2_w, blk.norm2_b, batch * n, c, hp.norm_eps);
-            linear(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, c, hidden, Epilogue::gelu_erf);
+            if (hp.act == "quick_gelu") {
+                linear(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, c, hidden);
+                quick_gelu(s.hidden, batch * n * hidden);
+            } else {
+                linear(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, c, hidden, Epilogue::gelu_erf);
+            }
             if (blk.ls2) {
                 linear(ledger, s.xn, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, hidden, c);
                 add_scaled(s.x, s.xn, blk.ls2, batch * n, c);
@@ -383,15 +389,28 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
         }
     }
 
-    if (m.norm_w) layer_norm(s.x, s.x, m.norm_w, m.norm_b, batch * n, c, hp.norm_eps);
+    return n;
+}
+
+void vit_after_encoder(VitState& s, int batch, int64_t n, int dim, Stage* const* stages, int stage_count,
+                       Ledger* ledger) {
     for (int b = 0; b < batch; ++b) {
-        EncoderView view{ledger, s.x + b * n * c, int(c), &s.tokens[size_t(b)]};
+        EncoderView view{ledger, s.x + b * n * dim, dim, &s.tokens[size_t(b)]};
         for (int i = 0; i < stage_count; ++i) {
             Ledger::StageScope stage_scope(ledger, stages[i]->name());
             stages[i]->encoder_after_encoder(view);
         }
         if (view.state->count != n) fail("stage chain", "a stage changed the token count after the encoder");
     }
+}
+
+void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch, Stage* const* stages,
+                 int stage_count, Ledger* ledger, float* logits) {
+    const VitHparams& hp = m.hp;
+    const int64_t c = hp.dim;
+    const int64_t n = vit_encode(m, s, pixels, batch, stages, stage_count, ledger, hp.depth);
+    if (m.norm_w) layer_norm(s.x, s.x, m.norm_w, m.norm_b, batch * n, c, hp.norm_eps);
+    vit_after_encoder(s, batch, n, int(c), stages, stage_count, ledger);
 
     // Pool: the CLS token, or the mean of the patch tokens.
     for (int b = 0; b < batch; ++b) {

@@ -22,6 +22,7 @@ struct VitHparams {
     int dim = 192, depth = 12, heads = 3, mlp_hidden = 768;
     bool qkv_bias = true, class_token = true, pre_norm = false;
     float norm_eps = 1e-6f;
+    std::string act = "gelu";  // MLP activation: "gelu" (exact erf) | "quick_gelu" (CLIP)
     int num_classes = 1000;
     std::string global_pool = "token";  // "token" | "avg"
 
@@ -117,8 +118,18 @@ struct VitState {
 
 void vit_state_init(VitState& state, const VitModel& model, int max_batch);
 
+// Embeds the images and runs the first `blocks` blocks, stages acting at
+// their hooks in list order. The residual stream is left in state.x (no
+// final norm); returns the token count per image.
+int64_t vit_encode(const VitModel& model, VitState& state, const float* pixels, int batch, Stage* const* stages,
+                   int stage_count, Ledger* ledger, int blocks);
+
+// The stages' encoder_after_encoder hook on each image's n tokens in state.x.
+void vit_after_encoder(VitState& state, int batch, int64_t n, int dim, Stage* const* stages, int stage_count,
+                       Ledger* ledger);
+
 // pixels: [batch, 3, img_h, img_w] preprocessed; logits: [batch, num_classes].
-// Stages act at their hooks in list order.
+// All blocks, final norm, pooling and head.
 void vit_forward(const VitModel& model, VitState& state, const float* pixels, int batch, Stage* const* stages,
                  int stage_count, Ledger* ledger, float* logits);
 

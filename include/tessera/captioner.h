@@ -1,0 +1,72 @@
+// Public API: image captioning / visual question answering with a LLaVA-style
+// model (Hugging Face LLaVA folder) and an optional stage chain on its
+// vision tower.
+//
+//   tessera::Captioner cap({.model = "path/to/llava"});
+//   tessera::Caption c = cap.caption_file("scene.png", {.prompt = "Describe the image."},
+//                                         [](const std::string& piece) { std::cout << piece << std::flush; });
+//   // c.text, c.token_ids, c.visual_tokens, c.macs_prefill, c.ms_first_token, ...
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tessera {
+
+struct CaptionOptions {
+    std::string model;     // LLaVA folder (or a name model_resolve finds); overrides the pipeline's
+    std::string pipeline;  // pipeline YAML whose stages act on the vision tower, or ""
+    int threads = 0;       // 0: the pipeline's setting, else OMP_NUM_THREADS, else all cores
+    std::string dtype = "auto";  // decoder matrices: auto | f32 | bf16 | f16
+};
+
+struct GenerateOptions {
+    std::string prompt = "Describe the image.";  // placed in the LLaVA-1.5 template
+    int max_new_tokens = 64;
+    float temperature = 0.0f;  // 0: greedy
+    int top_k = 0;
+    float top_p = 1.0f;
+    uint64_t seed = 0;
+    bool stop_at_eos = true;
+};
+
+struct Caption {
+    std::string text;
+    std::vector<int32_t> token_ids;  // generated tokens (a stop token included when one ended it)
+    std::string stop_reason;         // "eos" | "max_new_tokens" | "context_full"
+    int64_t prompt_tokens = 0;       // decoder input, visual tokens included
+    int64_t visual_tokens = 0;       // visual tokens passed to the decoder
+    std::vector<std::pair<int32_t, float>> first_logits_top5;
+    uint64_t macs_vision = 0, macs_projector = 0, macs_prefill = 0, macs_decode = 0;
+    double ms_preprocess = 0, ms_vision = 0, ms_prefill = 0, ms_decode = 0, ms_first_token = 0, ms_total = 0;
+};
+
+class Captioner {
+public:
+    explicit Captioner(const CaptionOptions& options);
+    ~Captioner();
+    Captioner(Captioner&&) noexcept;
+    Captioner& operator=(Captioner&&) noexcept;
+
+    // on_text receives the caption as it is generated, in complete UTF-8 pieces.
+    Caption caption_file(const std::string& image_path, const GenerateOptions& options,
+                         const std::function<void(const std::string&)>& on_text = {});
+    // pixels: one image preprocessed as the model's image processor does.
+    Caption caption_pixels(const float* pixels, const GenerateOptions& options,
+                           const std::function<void(const std::string&)>& on_text = {});
+    void load_image(const std::string& path, float* pixels) const;
+    int64_t input_floats() const;
+
+    const std::string& model_dir() const;
+    std::string description() const;  // one line: shapes, dtype, layout, tokenizer
+    int threads() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,171 @@
+#include "tessera/captioner.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "io/image.h"
+#include "models/llava.h"
+#include "models/sampling.h"
+#include "pipeline/config.h"
+#include "tessera/error.h"
+#include "tessera/threads.h"
+
+namespace tessera {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool ends_incomplete(const std::string& s) {
+    static const std::string replacement = "\xEF\xBF\xBD";  // U+FFFD from an unfinished byte sequence
+    return s.size() >= 3 && s.compare(s.size() - 3, 3, replacement) == 0;
+}
+
+}  // namespace
+
+struct Captioner::Impl {
+    LlavaModel model;
+    std::vector<std::unique_ptr<Stage>> stages;
+    std::vector<Stage*> stage_ptrs;
+    LlavaVisionState vision;
+    LlamaState decoder;
+    std::vector<float> embeds;
+    std::vector<int32_t> positions;
+    int threads = 1;
+};
+
+Captioner::Captioner(const CaptionOptions& options) : impl_(std::make_unique<Impl>()) {
+    PipelineSpec spec;
+    if (!options.pipeline.empty()) spec = pipeline_read(options.pipeline);
+    if (!options.model.empty()) spec.model = model_resolve(options.model);
+    if (spec.model.empty()) fail("caption", "no model: give --model (or a pipeline with a 'model' key)");
+    threads_init(options.threads > 0 ? options.threads : spec.threads);
+    impl_->threads = threads_count();
+    llava_load(impl_->model, spec.model, {.dtype = options.dtype});
+    impl_->stages = stages_build(spec.stages, impl_->model.vision.encoder_shape());
+    for (auto& s : impl_->stages) impl_->stage_ptrs.push_back(s.get());
+    llava_vision_state_init(impl_->vision, impl_->model);
+}
+
+Captioner::~Captioner() = default;
+Captioner::Captioner(Captioner&&) noexcept = default;
+Captioner& Captioner::operator=(Captioner&&) noexcept = default;
+
+int64_t Captioner::input_floats() const {
+    return 3 * int64_t(impl_->model.preprocess.crop_height) * impl_->model.preprocess.crop_width;
+}
+
+void Captioner::load_image(const std::string& path, float* pixels) const {
+    clip_preprocess_image(image_decode_file(path), impl_->model.preprocess, pixels);
+}
+
+Caption Captioner::caption_file(const std::string& image_path, const GenerateOptions& options,
+                                const std::function<void(const std::string&)>& on_text) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<float> pixels(static_cast<size_t>(input_floats()));
+    load_image(image_path, pixels.data());
+    const double preprocess = ms_since(t0);
+    Caption c = caption_pixels(pixels.data(), options, on_text);
+    c.ms_preprocess = preprocess;
+    c.ms_total += preprocess;
+    return c;
+}
+
+Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
+                                  const std::function<void(const std::string&)>& on_text) {
+    Impl& im = *impl_;
+    const LlavaModel& m = im.model;
+    const LlamaConfig& tc = m.cfg.text;
+    if (o.max_new_tokens < 1) fail("caption", "--max-new-tokens must be at least 1");
+    Sampler sampler({o.temperature, o.top_k, o.top_p, o.seed}, tc.vocab);
+    Caption c;
+    const auto t0 = std::chrono::steady_clock::now();
+
+    // Vision tower + projector.
+    Ledger vision_ledger;
+    const int64_t visual = llava_encode_image(m, im.vision, pixels, im.stage_ptrs.data(), int(im.stage_ptrs.size()),
+                                              &vision_ledger);
+    c.visual_tokens = visual;
+    c.macs_projector = vision_ledger.by_component(Component::projector);
+    c.macs_vision = vision_ledger.total() - c.macs_projector;
+    c.ms_vision = ms_since(t0);
+
+    // Prompt: the image token expanded to the visual tokens passed on.
+    const std::vector<int32_t> ids = llava_prompt_ids(m, llava_prompt_text(o.prompt), visual);
+    const int64_t T = int64_t(ids.size());
+    c.prompt_tokens = T;
+    const int64_t capacity = std::min<int64_t>(T + o.max_new_tokens, tc.max_positions);
+    if (T >= capacity)
+        fail("caption", "the prompt (" + std::to_string(T) + " tokens) leaves no room in the model's context of " +
+                            std::to_string(tc.max_positions));
+    if (im.decoder.capacity < capacity || im.decoder.max_step < T) llama_state_init(im.decoder, m.text, capacity, T);
+    llama_state_reset(im.decoder);
+    im.embeds.resize(size_t(T * tc.hidden));
+    llava_embed_prompt(m, ids, im.vision.features, visual, im.embeds.data());
+    im.positions.resize(size_t(T));
+    for (int64_t i = 0; i < T; ++i) im.positions[size_t(i)] = int32_t(i);
+
+    const auto t_prefill = std::chrono::steady_clock::now();
+    Ledger prefill_ledger;
+    llama_forward(m.text, im.decoder, im.embeds.data(), im.positions.data(), T, &prefill_ledger);
+    c.macs_prefill = prefill_ledger.total();
+    c.first_logits_top5 = top_logits(im.decoder.logits, tc.vocab, 5);
+    c.ms_prefill = ms_since(t_prefill);
+
+    // Decode: one token per step until a stop token, the budget or the context ends.
+    const auto t_decode = std::chrono::steady_clock::now();
+    Ledger decode_ledger;
+    std::vector<float> embed(static_cast<size_t>(tc.hidden));
+    std::string emitted;
+    c.stop_reason = "max_new_tokens";
+    for (int step = 0; step < o.max_new_tokens; ++step) {
+        const int32_t next = sampler.next(im.decoder.logits);
+        c.token_ids.push_back(next);
+        if (step == 0) c.ms_first_token = ms_since(t0);
+        const bool stop = o.stop_at_eos && std::find(m.cfg.eos_ids.begin(), m.cfg.eos_ids.end(), next) != m.cfg.eos_ids.end();
+        if (on_text && !stop) {
+            std::string text = m.tokenizer->decode(c.token_ids, true);
+            if (!ends_incomplete(text) && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
+                on_text(text.substr(emitted.size()));
+                emitted = text;
+            }
+        }
+        if (stop) {
+            c.stop_reason = "eos";
+            break;
+        }
+        if (step + 1 == o.max_new_tokens) break;
+        if (T + step + 1 > capacity) {  // only when max_position_embeddings clipped the budget
+            c.stop_reason = "context_full";
+            break;
+        }
+        llama_embed(m.text, &next, 1, embed.data());
+        const int32_t pos = int32_t(T + step);
+        llama_forward(m.text, im.decoder, embed.data(), &pos, 1, &decode_ledger);
+    }
+    c.macs_decode = decode_ledger.total();
+    c.ms_decode = ms_since(t_decode);
+    c.text = m.tokenizer->decode(c.token_ids, true);
+    if (on_text && c.text.size() > emitted.size() && c.text.compare(0, emitted.size(), emitted) == 0)
+        on_text(c.text.substr(emitted.size()));
+    c.ms_total = ms_since(t0);
+    return c;
+}
+
+const std::string& Captioner::model_dir() const { return impl_->model.dir; }
+int Captioner::threads() const { return impl_->threads; }
+
+std::string Captioner::description() const {
+    const LlavaModel& m = impl_->model;
+    const LlavaConfig& c = m.cfg;
+    return "LLaVA: CLIP " + std::to_string(c.vision.layers) + "x" + std::to_string(c.vision.hidden) + " /" +
+           std::to_string(c.vision.patch) + " @" + std::to_string(c.vision.image_size) + " (runs " +
+           std::to_string(m.vision_blocks) + " blocks) -> LLaMA " + std::to_string(c.text.layers) + "x" +
+           std::to_string(c.text.hidden) + " heads " + std::to_string(c.text.heads) + "/" +
+           std::to_string(c.text.kv_heads) + ", decoder " + dtype_name(m.decoder_dtype) + ", " +
+           std::to_string(m.parameters) + " parameters, tokenizer " + m.tokenizer->kind() + ", names " + m.layout;
+}
+
+}  // namespace tessera

@@ -1,0 +1,297 @@
+// The decoder (LLaMA) and CLIP-tower kernels against naive scalar loops
+// (double accumulation), plus their MAC counts in the ledger.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "kernels/causal_attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "tessera/tensor.h"
+#include "tessera/threads.h"
+#include "test_support.h"
+
+namespace tessera {
+namespace {
+
+using test::random_values;
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float m = 0.0f;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+    return m;
+}
+
+double sigmoid_ref(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double gelu_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+
+TEST(LlmKernels, RmsNormMatchesNaiveAndRunsInPlace) {
+    for (int64_t rows : {1, 3, 7, 33})
+        for (int64_t dim : {40, 100}) {
+            SCOPED_TRACE("rows " + std::to_string(rows) + " dim " + std::to_string(dim));
+            auto x = random_values(size_t(rows * dim), 1, 4.0f);
+            auto w = random_values(size_t(dim), 2);
+            std::vector<float> y(x.size()), ref(x.size());
+            for (int64_t r = 0; r < rows; ++r) {
+                double sum_sq = 0;
+                for (int64_t i = 0; i < dim; ++i) sum_sq += std::pow(double(x[size_t(r * dim + i)]), 2);
+                const double inv = 1.0 / std::sqrt(sum_sq / double(dim) + 1e-5);
+                for (int64_t i = 0; i < dim; ++i)
+                    ref[size_t(r * dim + i)] = float(w[size_t(i)] * (x[size_t(r * dim + i)] * inv));
+            }
+            rms_norm(y.data(), x.data(), w.data(), rows, dim, 1e-5f);
+            EXPECT_LT(max_abs_diff(y, ref), 2e-6f);
+            rms_norm(x.data(), x.data(), w.data(), rows, dim, 1e-5f);
+            EXPECT_LT(max_abs_diff(x, ref), 2e-6f);
+        }
+}
+
+TEST(LlmKernels, QuickGeluMatchesNaive) {
+    // 70000 values take the parallel path; the range covers both sigmoid branches and saturation.
+    for (int64_t n : {1, 37, 70000}) {
+        auto x = random_values(size_t(n), 3, 12.0f);
+        std::vector<float> ref(x.size());
+        for (size_t i = 0; i < x.size(); ++i) ref[i] = float(x[i] * sigmoid_ref(1.702 * x[i]));
+        quick_gelu(x.data(), n);
+        EXPECT_LT(max_abs_diff(x, ref), 4e-6f) << "n " << n;
+    }
+}
+
+TEST(LlmKernels, SiluMulMatchesNaiveInPlaceAndOut) {
+    // (33, 5000): in place, waves of 8 and 16 rows are large enough to run in parallel.
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 40}, {3, 100}, {7, 40}, {8, 100}, {33, 40}, {33, 5000}};
+    for (auto [rows, inter] : shapes) {
+        SCOPED_TRACE("rows " + std::to_string(rows) + " inter " + std::to_string(inter));
+        auto gate_up = random_values(size_t(rows * 2 * inter), 4, 8.0f);
+        std::vector<float> ref(size_t(rows * inter)), out(ref.size());
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < inter; ++i) {
+                const double g = gate_up[size_t(r * 2 * inter + i)], u = gate_up[size_t(r * 2 * inter + inter + i)];
+                ref[size_t(r * inter + i)] = float(g * sigmoid_ref(g) * u);
+            }
+        silu_mul(out.data(), gate_up.data(), rows, inter);
+        EXPECT_LT(max_abs_diff(out, ref), 2e-5f);
+        silu_mul(gate_up.data(), gate_up.data(), rows, inter);
+        gate_up.resize(ref.size());
+        EXPECT_LT(max_abs_diff(gate_up, ref), 2e-5f);
+    }
+}
+
+TEST(LlmKernels, RopeInvFreqIsTorchDefault) {
+    for (int64_t head_dim : {8, 128}) {
+        std::vector<float> inv(size_t(head_dim / 2));
+        rope_inv_freq(inv.data(), head_dim, 10000.0);
+        EXPECT_EQ(inv[0], 1.0f);
+        for (int64_t i = 0; i < head_dim / 2; ++i)
+            EXPECT_NEAR(inv[size_t(i)], std::pow(10000.0, -2.0 * double(i) / double(head_dim)),
+                        1e-6 * inv[size_t(i)]);
+    }
+}
+
+TEST(LlmKernels, RopeMatchesNaiveRotateHalf) {
+    struct Case {
+        int64_t rows, heads, head_dim;
+        float scaling;
+    };
+    for (Case c : {Case{1, 4, 8, 1.0f}, Case{3, 3, 16, 1.0f}, Case{7, 2, 16, 0.75f}, Case{33, 3, 8, 1.0f}}) {
+        SCOPED_TRACE("rows " + std::to_string(c.rows) + " head_dim " + std::to_string(c.head_dim));
+        // Rows of a wider buffer (e.g. q of a fused qkv row): the rest must stay untouched.
+        const int64_t stride = c.heads * c.head_dim + 5, half = c.head_dim / 2;
+        auto x = random_values(size_t(c.rows * stride), 5);
+        std::vector<int32_t> positions;
+        for (int64_t r = 0; r < c.rows; ++r) positions.push_back(int32_t(5 + 3 * r));  // not from 0, gaps
+        std::vector<float> inv(static_cast<size_t>(half));
+        rope_inv_freq(inv.data(), c.head_dim, 500000.0);
+        std::vector<float> ref = x;
+        for (int64_t r = 0; r < c.rows; ++r)
+            for (int64_t h = 0; h < c.heads; ++h)
+                for (int64_t i = 0; i < half; ++i) {
+                    const size_t at = size_t(r * stride + h * c.head_dim + i);
+                    const double a = double(float(positions[size_t(r)]) * inv[size_t(i)]);  // float product, as HF
+                    const double co = std::cos(a) * c.scaling, si = std::sin(a) * c.scaling;
+                    ref[at] = float(x[at] * co - x[at + size_t(half)] * si);
+                    ref[at + size_t(half)] = float(x[at + size_t(half)] * co + x[at] * si);
+                }
+        rope_apply(x.data(), c.rows, stride, c.heads, c.head_dim, positions.data(), inv.data(), c.scaling);
+        EXPECT_LT(max_abs_diff(x, ref), 1e-6f);
+    }
+}
+
+// ---- linear_w ---------------------------------------------------------------
+
+struct LinearWCase {
+    int64_t rows, in, out;
+    DType dtype;
+    bool bias;
+    Epilogue epilogue;
+};
+
+std::string describe(const LinearWCase& c) {
+    return std::string(dtype_name(c.dtype)) + " rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) +
+           " out " + std::to_string(c.out) + " epilogue " + std::to_string(int(c.epilogue));
+}
+
+TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
+    // rows < 8 run the GEMV loop, rows >= 8 the converted panels (out 600: two
+    // panels, the second partial); out 13 and 37 leave partial output blocks.
+    const std::vector<LinearWCase> cases = {
+        {1, 40, 13, DType::f16, true, Epilogue::none},       {1, 100, 37, DType::bf16, false, Epilogue::residual},
+        {3, 100, 37, DType::f16, true, Epilogue::gelu_erf},  {3, 40, 64, DType::bf16, true, Epilogue::residual},
+        {2, 100, 600, DType::bf16, true, Epilogue::gelu_erf}, {4, 40, 13, DType::f16, false, Epilogue::none},
+        {5, 100, 37, DType::bf16, true, Epilogue::none},     {6, 40, 37, DType::f16, true, Epilogue::residual},
+        {7, 100, 13, DType::f16, true, Epilogue::residual},  {7, 40, 37, DType::bf16, true, Epilogue::gelu_erf},
+        {8, 40, 13, DType::f16, true, Epilogue::none},       {8, 100, 37, DType::bf16, true, Epilogue::gelu_erf},
+        {33, 100, 600, DType::f16, true, Epilogue::residual}, {33, 40, 600, DType::bf16, false, Epilogue::gelu_erf},
+        {33, 100, 37, DType::bf16, true, Epilogue::residual}, {8, 40, 13, DType::f32, true, Epilogue::residual},
+        {3, 40, 13, DType::f32, true, Epilogue::gelu_erf},
+    };
+    for (const LinearWCase& c : cases) {
+        SCOPED_TRACE(describe(c));
+        auto x = random_values(size_t(c.rows * c.in), 6);
+        auto w32 = random_values(size_t(c.out * c.in), 7);
+        auto b = random_values(size_t(c.out), 8);
+        auto y = random_values(size_t(c.rows * c.out), 9);  // residual input
+        // The weights as stored, and the floats they stand for.
+        std::vector<uint16_t> w16(w32.size());
+        std::vector<float> w(w32.size());
+        for (size_t i = 0; i < w32.size(); ++i) {
+            if (c.dtype == DType::f32) {
+                w[i] = w32[i];
+                continue;
+            }
+            w16[i] = c.dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
+            w[i] = c.dtype == DType::f16 ? f16_to_f32(w16[i]) : bf16_to_f32(w16[i]);
+        }
+        std::vector<float> ref(y.size());
+        for (int64_t r = 0; r < c.rows; ++r)
+            for (int64_t o = 0; o < c.out; ++o) {
+                double acc = c.bias ? b[size_t(o)] : 0.0;
+                for (int64_t i = 0; i < c.in; ++i) acc += double(x[size_t(r * c.in + i)]) * w[size_t(o * c.in + i)];
+                if (c.epilogue == Epilogue::gelu_erf) acc = gelu_ref(acc);
+                if (c.epilogue == Epilogue::residual) acc += y[size_t(r * c.out + o)];
+                ref[size_t(r * c.out + o)] = float(acc);
+            }
+        WeightRef ref_w;
+        ref_w.data = c.dtype == DType::f32 ? static_cast<const void*>(w.data()) : w16.data();
+        ref_w.dtype = c.dtype, ref_w.out = c.out, ref_w.in = c.in;
+        std::vector<float> scratch(size_t(linear_w_scratch_floats(c.in)));
+        Ledger ledger;
+        linear_w(&ledger, y.data(), x.data(), ref_w, c.bias ? b.data() : nullptr, c.rows, c.epilogue,
+                 c.rows >= 8 ? scratch.data() : nullptr);
+        EXPECT_LT(max_abs_diff(y, ref), 1e-5f * std::sqrt(float(c.in)));
+        EXPECT_EQ(ledger.total(), uint64_t(c.rows * c.in * c.out));
+    }
+}
+
+// ---- causal attention ---------------------------------------------------------
+
+struct CausalCase {
+    int64_t tokens, past, q_heads, kv_heads, head_dim;
+    bool key_bias;
+};
+
+// Naive GQA causal attention over all past + tokens positions' k and v
+// ([positions, kv_heads * head_dim]), double accumulation.
+std::vector<float> causal_attention_ref(const CausalCase& c, const std::vector<float>& q, int64_t q_stride,
+                                        const std::vector<float>& k, const std::vector<float>& v,
+                                        const float* key_bias, double scale) {
+    const int64_t d = c.head_dim, kv_row = c.kv_heads * d, group = c.q_heads / c.kv_heads;
+    std::vector<float> out(size_t(c.tokens * c.q_heads * d));
+    for (int64_t h = 0; h < c.q_heads; ++h)
+        for (int64_t t = 0; t < c.tokens; ++t) {
+            const int64_t n = c.past + t + 1, kvh = h / group;
+            std::vector<double> s(static_cast<size_t>(n));
+            double m = -1e300, sum = 0;
+            for (int64_t j = 0; j < n; ++j) {
+                double acc = 0;
+                for (int64_t i = 0; i < d; ++i)
+                    acc += double(q[size_t(t * q_stride + h * d + i)]) * k[size_t(j * kv_row + kvh * d + i)];
+                s[size_t(j)] = acc * scale + (key_bias ? key_bias[j] : 0.0);
+                m = std::max(m, s[size_t(j)]);
+            }
+            for (double& x : s) sum += x = std::exp(x - m);
+            for (int64_t i = 0; i < d; ++i) {
+                double acc = 0;
+                for (int64_t j = 0; j < n; ++j) acc += s[size_t(j)] * v[size_t(j * kv_row + kvh * d + i)];
+                out[size_t(t * c.q_heads * d + h * d + i)] = float(acc / sum);
+            }
+        }
+    return out;
+}
+
+TEST(LlmKernels, CausalAttentionMatchesNaive) {
+    // tokens 1: decoding; 1100 tokens: several query blocks; head_dim 12: the scalar path.
+    const std::vector<CausalCase> cases = {
+        {1, 0, 4, 2, 8, false},   {1, 5, 3, 3, 16, false}, {1, 37, 4, 2, 16, true},  {3, 5, 4, 2, 8, false},
+        {7, 5, 4, 2, 16, true},   {8, 0, 3, 3, 16, false}, {33, 0, 3, 3, 8, false},  {33, 5, 4, 2, 16, true},
+        {9, 5, 4, 1, 12, false},  {1100, 5, 4, 2, 16, false},
+    };
+    for (const CausalCase& c : cases) {
+        SCOPED_TRACE("tokens " + std::to_string(c.tokens) + " past " + std::to_string(c.past) + " heads " +
+                     std::to_string(c.q_heads) + "/" + std::to_string(c.kv_heads) + " head_dim " +
+                     std::to_string(c.head_dim));
+        const int64_t d = c.head_dim, positions = c.past + c.tokens, capacity = positions + 3;
+        const int64_t q_stride = c.q_heads * d + 7;  // q read out of a wider (fused) row
+        const int64_t kv_row = c.kv_heads * d;
+        auto q = random_values(size_t(c.tokens * q_stride), 10, 2.0f);
+        auto k = random_values(size_t(positions * kv_row), 11, 2.0f);
+        auto v = random_values(size_t(positions * kv_row), 12);
+        auto bias = random_values(size_t(positions), 13);
+        const float* key_bias = c.key_bias ? bias.data() : nullptr;
+        const double scale = 1.0 / std::sqrt(double(d));
+
+        // The past, then this call's keys; positions never written stay NaN and must not be read.
+        std::vector<float> k_cache(size_t(c.kv_heads * capacity * d), std::numeric_limits<float>::quiet_NaN());
+        std::vector<float> v_cache = k_cache;
+        kv_cache_write(k_cache.data(), v_cache.data(), capacity, k.data(), v.data(), kv_row, c.past, 0, c.kv_heads, d);
+        kv_cache_write(k_cache.data(), v_cache.data(), capacity, k.data() + c.past * kv_row,
+                       v.data() + c.past * kv_row, kv_row, c.tokens, c.past, c.kv_heads, d);
+
+        std::vector<float> out(size_t(c.tokens * c.q_heads * d));
+        std::vector<float> scratch(size_t(causal_attention_scratch_floats(c.tokens, c.past)));
+        CausalAttentionArgs args;
+        args.q = q.data(), args.q_stride = q_stride;
+        args.k_cache = k_cache.data(), args.v_cache = v_cache.data(), args.capacity = capacity;
+        args.out = out.data();
+        args.tokens = c.tokens, args.past = c.past, args.q_heads = c.q_heads, args.kv_heads = c.kv_heads;
+        args.head_dim = d, args.scale = float(scale), args.scratch = scratch.data(), args.key_bias = key_bias;
+        Ledger ledger;
+        causal_attention(&ledger, args);
+
+        EXPECT_LT(max_abs_diff(out, causal_attention_ref(c, q, q_stride, k, v, key_bias, scale)), 2e-6f);
+        uint64_t pairs = 0;
+        for (int64_t t = 0; t < c.tokens; ++t) pairs += uint64_t(c.past + t + 1);
+        EXPECT_EQ(ledger.total(), 2 * pairs * uint64_t(c.q_heads * d));
+    }
+}
+
+TEST(LlmKernels, KvCacheWriteLaysOutHeadsContiguously) {
+    const int64_t kv_heads = 3, d = 4, capacity = 10, tokens = 2, past = 5, stride = kv_heads * d + 2;
+    auto k = random_values(size_t(tokens * stride), 14), v = random_values(size_t(tokens * stride), 15);
+    std::vector<float> k_cache(size_t(kv_heads * capacity * d), -7.0f), v_cache = k_cache;
+    kv_cache_write(k_cache.data(), v_cache.data(), capacity, k.data(), v.data(), stride, tokens, past, kv_heads, d);
+    for (int64_t h = 0; h < kv_heads; ++h)
+        for (int64_t p = 0; p < capacity; ++p)
+            for (int64_t i = 0; i < d; ++i) {
+                const size_t at = size_t((h * capacity + p) * d + i);
+                const bool written = p >= past && p < past + tokens;
+                const size_t from = size_t((p - past) * stride + h * d + i);
+                EXPECT_EQ(k_cache[at], written ? k[from] : -7.0f);
+                EXPECT_EQ(v_cache[at], written ? v[from] : -7.0f);
+            }
+}
+
+TEST(LlmKernels, CausalScratchBoundedAndSizedOnceForCapacity) {
+    EXPECT_LE(causal_attention_scratch_floats(4096, 0), int64_t(threads_count()) * (1 << 18));
+    for (int64_t capacity : {5, 300, 600, 3000})
+        for (int64_t tokens = 1; tokens <= capacity; tokens += std::max<int64_t>(1, capacity / 37))
+            for (int64_t past = 0; past + tokens <= capacity; past += std::max<int64_t>(1, capacity / 23))
+                ASSERT_LE(causal_attention_scratch_floats(tokens, past), causal_attention_scratch_floats(capacity, 0))
+                    << tokens << " " << past;
+}
+
+}  // namespace
+}  // namespace tessera
