@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -178,6 +179,67 @@ TEST(CliReal, ClassifiesARealImageWithViTTiny) {
     EXPECT_THAT(r.out, HasSubstr("1. canoe"));  // labels.tsv: class 472
     EXPECT_THAT(r.out, HasSubstr("(class 472)"));
     EXPECT_THAT(r.out, HasSubstr("1.2537 GMACs"));
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+std::string fixture(const std::string& rel) { return "'" + test::source_path("tests/fixtures/llava/" + rel) + "'"; }
+
+TEST(CliCaption, JsonMatchesTheTransformersReference) {
+    const json ref =
+        json::parse(std::ifstream(test::source_path("tests/fixtures/llava/tiny-llava-gqa/reference/reference.json")));
+    const test::CommandResult r = tessera("caption --model " + fixture("tiny-llava-gqa") + " --max-new-tokens 20 " +
+                                          "--ignore-eos --format json --threads 2 " + fixture("scene-143x97.jpg"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json out = json::parse(r.out);
+    EXPECT_EQ(out["token_ids"], ref["greedy_tokens"]);
+    EXPECT_EQ(out["text"], ref["greedy_text"]);
+    EXPECT_EQ(out["prompt_tokens"], ref["input_ids"].size());
+    EXPECT_EQ(out["visual_tokens"], 16);
+    EXPECT_EQ(out["stop_reason"], "max_new_tokens");
+    ASSERT_EQ(out["first_logits_top5"].size(), 5u);
+    EXPECT_EQ(out["first_logits_top5"][0][0], ref["greedy_tokens"][0]);
+    for (const char* part : {"vision", "projector", "prefill", "decode"}) EXPECT_GT(out["gmacs"][part], 0.0) << part;
+    for (const char* part : {"preprocess", "vision", "prefill", "first_token", "decode", "total"})
+        EXPECT_GE(out["ms"][part], 0.0) << part;
+    // Projector: 16 tokens x (64x64 + 64x64) MACs.
+    EXPECT_NEAR(out["gmacs"]["projector"].get<double>(), 16.0 * 2 * 64 * 64 * 1e-9, 1e-12);
+}
+
+TEST(CliCaption, TextStreamsTheSameCaption) {
+    const json ref =
+        json::parse(std::ifstream(test::source_path("tests/fixtures/llava/tiny-llava-gqa/reference/reference.json")));
+    const test::CommandResult r = tessera("caption --model " + fixture("tiny-llava-gqa") +
+                                          " --max-new-tokens 20 --ignore-eos " + fixture("scene-143x97.jpg"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, ref["greedy_text"].get<std::string>() + "\n");
+}
+
+TEST(CliCaption, SeededSamplingIsReproducible) {
+    const std::string args = "caption --model " + fixture("tiny-llava-mha") +
+                             " --max-new-tokens 12 --ignore-eos --temperature 1.5 --top-k 50 --top-p 0.95 --format json ";
+    const test::CommandResult a = tessera(args + "--seed 7 " + fixture("scene-80x64.png"));
+    const test::CommandResult b = tessera(args + "--seed 7 " + fixture("scene-80x64.png"));
+    const test::CommandResult c = tessera(args + "--seed 8 " + fixture("scene-80x64.png"));
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    EXPECT_EQ(json::parse(a.out)["token_ids"], json::parse(b.out)["token_ids"]);
+    EXPECT_NE(json::parse(a.out)["token_ids"], json::parse(c.out)["token_ids"]);
+}
+
+TEST(CliCaption, BadInputsFailWithOneLine) {
+    expect_error(tessera("caption --model " + fixture("tiny-llava-gqa") + " /nonexistent.png"), "/nonexistent.png");
+    expect_error(tessera("caption --model " + fixture("") + " " + fixture("scene-80x64.png")),
+                 "not a model folder: config.json is missing");
+    expect_error(tessera("caption --model " + fixture("tiny-llava-gqa") + " --prompt 'two <image> tokens' " +
+                         fixture("scene-80x64.png")),
+                 "exactly one <image> token, found 2");
+    expect_error(tessera("caption --model " + fixture("tiny-llava-gqa") + " --dtype f64 " + fixture("scene-80x64.png")),
+                 "expected auto, f32, bf16 or f16, got 'f64'");
+    expect_error(tessera("caption " + fixture("scene-80x64.png")), "no model");
 }
 
 }  // namespace
