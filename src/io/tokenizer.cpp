@@ -22,8 +22,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_dir, const T
     if (!has_json && !has_spm) fail(model_dir, "no tokenizer.json or tokenizer.model in " + model_dir);
     tok::HfConfig config = tok::hf_config_read(model_dir);
     // AutoTokenizer's default is the fast tokenizer, which tokenizer.json describes.
-    return has_json ? tok::tokenizer_json_load(json_path, config, options)
-                    : tok::tokenizer_sentencepiece_load(spm_path, config);
+    if (has_json) return tok::tokenizer_json_make(json_read_file(json_path), json_path, config, options, "tokenizer.json");
+    if (options.transformers5)
+        return tok::tokenizer_json_make(tok::sentencepiece_to_tokenizer_json(spm_path, config), spm_path, config, options,
+                                        "sentencepiece-converted");
+    return tok::tokenizer_sentencepiece_load(spm_path, config);
 }
 
 // ---- TokenStream: the DecodeStream scheme of `tokenizers` ----
@@ -146,6 +149,14 @@ bool HfConfig::llama_class() const {
            c == "CodeLlamaTokenizerFast";
 }
 
+bool HfConfig::transformers5_llama_class() const {
+    // From MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS (tokenization_auto.py),
+    // the vision-language families built on LLaMA tokenizers.
+    static const char* const generic[] = {"llava", "llava_next", "vipllava", "fuyu", "chameleon", "janus"};
+    return llama_class() && std::none_of(std::begin(generic), std::end(generic),
+                                         [&](const char* t) { return model_type == t; });
+}
+
 std::vector<AddedToken> HfConfig::special_tokens() const {
     std::vector<AddedToken> out;
     for (const auto* t : {&bos, &eos, &unk, &pad})
@@ -166,6 +177,8 @@ HfConfig hf_config_read(const std::string& dir) {
     c.legacy = optional_bool(cfg, "legacy", where);
     c.add_prefix_space = optional_bool(cfg, "add_prefix_space", where);
     c.clean_up_tokenization_spaces = json_bool(cfg, "clean_up_tokenization_spaces", false, where);
+    const std::string model_config = (fs::path(dir) / "config.json").string();
+    c.model_type = json_string(read_object_file(model_config), "model_type", "", model_config);
 
     // LlamaTokenizer's constructor defaults, overridden by the files.
     if (c.llama_class()) {

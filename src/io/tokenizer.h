@@ -4,7 +4,8 @@
 //    tokens -> normalizer -> pre-tokenizer -> BPE -> post-processor), what the
 //    default (fast) tokenizer runs;
 //  - else tokenizer.model: SentencePiece, wrapped the way transformers' slow
-//    LlamaTokenizer wraps it (added-token splitting, `legacy`, BOS/EOS).
+//    LlamaTokenizer wraps it (added-token splitting, `legacy`, BOS/EOS), or
+//    converted to BPE the way transformers 5 does (TokenizerOptions).
 // tokenizer_config.json, special_tokens_map.json and added_tokens.json supply
 // the special tokens, add_bos_token/add_eos_token and extra added tokens.
 // Every load problem is a tessera::Error naming the file (and key or type).
@@ -20,12 +21,14 @@ namespace tessera {
 
 // Where transformers' major versions tokenize differently, which to mirror.
 struct TokenizerOptions {
-    // transformers 5 rebuilds a LlamaTokenizer's normalizer, pre-tokenizer and
-    // decoder from `legacy` (default false there) and `add_prefix_space`
-    // instead of reading them from tokenizer.json; transformers 4 (the
-    // default here) runs tokenizer.json as written. They differ for files
-    // from the legacy conversion (a Prepend+Replace normalizer): text right
-    // after an added token gets no "▁" in transformers 5.
+    // false: transformers 4 (tokenizer.json as written; a bare tokenizer.model
+    // as the slow LlamaTokenizer runs it). true: transformers 5, which
+    //  - for a LlamaTokenizer class it trusts (not for LLaVA model types, whose
+    //    class it ignores), rebuilds normalizer, pre-tokenizer and decoder
+    //    from `legacy` (default false) and `add_prefix_space`;
+    //  - converts a bare tokenizer.model to BPE with merges ranked by piece id
+    //    and, for LLaVA, no "▁" prefix at all;
+    //  - adds BOS only where tokenizer.json or add_bos_token says so.
     bool transformers5 = false;
 };
 
@@ -57,7 +60,8 @@ public:
     // Ids lie in [0, vocab_size()): model vocabulary plus added tokens (HF
     // len(tokenizer)).
     virtual int64_t vocab_size() const = 0;
-    // "tokenizer.json" or "sentencepiece".
+    // "tokenizer.json", "sentencepiece" (slow LlamaTokenizer) or
+    // "sentencepiece-converted" (tokenizer.model as transformers 5 converts it).
     virtual std::string kind() const = 0;
 
 protected:

@@ -30,6 +30,7 @@ struct HfConfig {
     std::string dir;
     std::string config_path;  // DIR/tokenizer_config.json (for messages)
     std::string tokenizer_class;
+    std::string model_type;  // DIR/config.json "model_type", "" when absent
     std::optional<bool> add_bos_token, add_eos_token, legacy, add_prefix_space;
     bool clean_up_tokenization_spaces = false;
     // Named special tokens; nullopt when unset (or null).
@@ -40,6 +41,11 @@ struct HfConfig {
     // LlamaTokenizer(Fast) / CodeLlama: add_bos_token defaults to true and the
     // post-processor is rebuilt from add_bos_token/add_eos_token.
     bool llama_class() const;
+    // The class transformers 5's AutoTokenizer builds is a LlamaTokenizer: a
+    // Llama class in tokenizer_config.json that transformers 5 trusts (it
+    // ignores the class of some model types, LLaVA's among them, and builds
+    // the generic TokenizersBackend instead).
+    bool transformers5_llama_class() const;
     // bos, eos, unk, pad (those set) then additional_special: HF all_special_tokens.
     std::vector<AddedToken> special_tokens() const;
 };
@@ -85,10 +91,15 @@ bool is_numeric(char32_t c);        // Rust char::is_numeric: Nd, Nl, No
 bool is_python_space(char32_t c);   // Python str.isspace
 std::string replace_all(std::string_view s, std::string_view from, std::string_view to);
 
-// The two implementations.
-std::unique_ptr<Tokenizer> tokenizer_json_load(const std::string& path, const HfConfig& config,
-                                               const TokenizerOptions& options);
+// The implementations: tokenizer.json (`doc`, read from `path`), and
+// tokenizer.model as transformers 4's slow LlamaTokenizer runs it.
+std::unique_ptr<Tokenizer> tokenizer_json_make(const nlohmann::json& doc, const std::string& path,
+                                               const HfConfig& config, const TokenizerOptions& options,
+                                               const std::string& kind);
 std::unique_ptr<Tokenizer> tokenizer_sentencepiece_load(const std::string& path, const HfConfig& config);
+// tokenizer.model as transformers 5 converts it: the tokenizer.json document
+// it builds (BPE with merges ranked by piece id, "▁" for spaces).
+nlohmann::json sentencepiece_to_tokenizer_json(const std::string& path, const HfConfig& config);
 
 // Key lookup that treats null as absent.
 const nlohmann::json* json_member(const nlohmann::json& obj, const char* key);

@@ -985,7 +985,8 @@ std::string clean_up_tokenization(std::string s) {
 
 class JsonTokenizer final : public Tokenizer {
 public:
-    JsonTokenizer(const std::string& path, const HfConfig& config, const TokenizerOptions& options);
+    JsonTokenizer(const json& j, const std::string& path, const HfConfig& config, const TokenizerOptions& options,
+                  std::string kind);
 
     std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const override;
     std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const override;
@@ -994,7 +995,7 @@ public:
         return it != added_ids_.end() ? it->second : model_->id_of(std::string(token));
     }
     int64_t vocab_size() const override { return vocab_size_; }
-    std::string kind() const override { return "tokenizer.json"; }
+    std::string kind() const override { return kind_; }
 
 private:
     void add_token(AddedToken t);
@@ -1011,10 +1012,12 @@ private:
     AddedTokenMatcher raw_matcher_, normalized_matcher_;
     bool clean_up_ = false;
     int64_t vocab_size_ = 0;
+    std::string kind_;
 };
 
-JsonTokenizer::JsonTokenizer(const std::string& path, const HfConfig& config, const TokenizerOptions& options) {
-    const json j = json_read_file(path);
+JsonTokenizer::JsonTokenizer(const json& j, const std::string& path, const HfConfig& config,
+                             const TokenizerOptions& options, std::string kind)
+    : kind_(std::move(kind)) {
     if (!j.is_object()) fail(path, "expected a JSON object at the top level");
     auto where = [&](const char* key) { return Where{path, key}; };
 
@@ -1030,7 +1033,7 @@ JsonTokenizer::JsonTokenizer(const std::string& path, const HfConfig& config, co
     if (const json* n = json_member(j, "normalizer")) normalizer_ = normalizer_from(*n, where("normalizer"));
     if (const json* p = json_member(j, "pre_tokenizer")) pre_tokenizer_ = pre_tokenizer_from(*p, where("pre_tokenizer"));
     if (const json* d = json_member(j, "decoder")) decoder_ = decoder_from(*d, where("decoder"));
-    if (options.transformers5 && config.llama_class()) rebuild_like_transformers5_llama(config);
+    if (options.transformers5 && config.transformers5_llama_class()) rebuild_like_transformers5_llama(config);
     clean_up_ = config.clean_up_tokenization_spaces;
 
     // Added vocabulary: the file's, then (transformers) the config's tokens
@@ -1081,11 +1084,13 @@ JsonTokenizer::JsonTokenizer(const std::string& path, const HfConfig& config, co
     unk_id_ = config.unk ? id_of(config.unk) : model_->unk_token() ? model_->id_of(*model_->unk_token()) : -1;
 
     // Special tokens around the text. transformers rebuilds the template from
-    // add_bos_token/add_eos_token when the config sets them (LlamaTokenizerFast
-    // always, with add_bos_token defaulting to true); else tokenizer.json's.
+    // add_bos_token/add_eos_token when the config sets them (transformers 4's
+    // LlamaTokenizerFast always, with add_bos_token defaulting to true); else
+    // tokenizer.json's.
     const json* post = json_member(j, "post_processor");
-    if (config.add_bos_token || config.add_eos_token || (config.llama_class() && !post)) {
-        if (config.add_bos_token.value_or(config.llama_class()) && bos_id_ >= 0) wrap_.before = {bos_id_};
+    const bool llama4 = !options.transformers5 && config.llama_class();
+    if (config.add_bos_token || config.add_eos_token || (llama4 && !post)) {
+        if (config.add_bos_token.value_or(llama4) && bos_id_ >= 0) wrap_.before = {bos_id_};
         if (config.add_eos_token.value_or(false) && eos_id_ >= 0) wrap_.after = {eos_id_};
     } else if (post) {
         wrap_ = post_processor_from(*post, where("post_processor"));
@@ -1188,9 +1193,9 @@ std::string JsonTokenizer::decode(std::span<const int32_t> ids, bool skip_specia
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> tokenizer_json_load(const std::string& path, const HfConfig& config,
-                                               const TokenizerOptions& options) {
-    return std::make_unique<JsonTokenizer>(path, config, options);
+std::unique_ptr<Tokenizer> tokenizer_json_make(const json& doc, const std::string& path, const HfConfig& config,
+                                               const TokenizerOptions& options, const std::string& kind) {
+    return std::make_unique<JsonTokenizer>(doc, path, config, options, kind);
 }
 
 }  // namespace tessera::tok

@@ -9,6 +9,9 @@
 //     token's own pieces (so the leading "▁" survives);
 //  4. legacy=false: a lone leading "▁" before a special token is dropped;
 //  5. BOS/EOS per add_bos_token (default true) / add_eos_token (default false).
+// Also: the tokenizer.json document transformers 5 builds from tokenizer.model
+// (read with a small protobuf reader, since the model's proto schema is not
+// part of the Debian package).
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
@@ -315,10 +318,175 @@ std::string SentencePieceTokenizer::decode(std::span<const int32_t> ids, bool sk
     return clean_up_ ? clean_up_tokenization(text) : text;
 }
 
+// ---- the ModelProto fields transformers 5 reads (sentencepiece_model.proto) ----
+
+struct SpmProto {
+    struct Piece {
+        std::string piece;
+        int type = 1;  // NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5, BYTE 6
+    };
+    std::vector<Piece> pieces;         // ModelProto.pieces = 1
+    int model_type = 1;                // TrainerSpec.model_type = 3: UNIGRAM 1, BPE 2
+    bool byte_fallback = false;        // TrainerSpec.byte_fallback = 35
+    std::string precompiled_charsmap;  // NormalizerSpec.precompiled_charsmap = 2
+};
+
+// Protobuf wire format: (field << 3 | wire type) keys, varints, length-delimited bytes.
+class ProtoReader {
+public:
+    ProtoReader(std::string_view data, const std::string& path) : data_(data), path_(path) {}
+    bool next(uint32_t& field, uint32_t& wire) {
+        if (pos_ >= data_.size()) return false;
+        const uint64_t key = varint();
+        field = uint32_t(key >> 3);
+        wire = uint32_t(key & 7);
+        return true;
+    }
+    uint64_t varint() {
+        uint64_t v = 0;
+        for (int shift = 0; shift < 64; shift += 7) {
+            if (pos_ >= data_.size()) bad();
+            const uint8_t b = uint8_t(data_[pos_++]);
+            v |= uint64_t(b & 0x7F) << shift;
+            if (!(b & 0x80)) return v;
+        }
+        bad();
+    }
+    std::string_view bytes() {
+        const uint64_t n = varint();
+        if (n > data_.size() - pos_) bad();
+        std::string_view out = data_.substr(pos_, size_t(n));
+        pos_ += size_t(n);
+        return out;
+    }
+    void skip(uint32_t wire) {
+        if (wire == 0) {
+            varint();
+        } else if (wire == 2) {
+            bytes();
+        } else if (wire == 1 || wire == 5) {
+            const size_t n = wire == 1 ? 8 : 4;
+            if (n > data_.size() - pos_) bad();
+            pos_ += n;
+        } else {
+            bad();
+        }
+    }
+
+private:
+    [[noreturn]] void bad() const { fail(path_, "cannot load the SentencePiece model: malformed protobuf"); }
+    std::string_view data_;
+    const std::string& path_;
+    size_t pos_ = 0;
+};
+
+SpmProto spm_proto_read(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) fail(path, "cannot open file");
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    const std::string data = ss.str();
+    SpmProto proto;
+    ProtoReader top(data, path);
+    uint32_t field, wire;
+    while (top.next(field, wire)) {
+        if (field == 1 && wire == 2) {
+            ProtoReader r(top.bytes(), path);
+            SpmProto::Piece p;
+            while (r.next(field, wire)) {
+                if (field == 1 && wire == 2)
+                    p.piece = std::string(r.bytes());
+                else if (field == 3 && wire == 0)
+                    p.type = int(r.varint());
+                else
+                    r.skip(wire);
+            }
+            proto.pieces.push_back(std::move(p));
+        } else if (field == 2 && wire == 2) {
+            ProtoReader r(top.bytes(), path);
+            while (r.next(field, wire)) {
+                if (field == 3 && wire == 0)
+                    proto.model_type = int(r.varint());
+                else if (field == 35 && wire == 0)
+                    proto.byte_fallback = r.varint() != 0;
+                else
+                    r.skip(wire);
+            }
+        } else if (field == 3 && wire == 2) {
+            ProtoReader r(top.bytes(), path);
+            while (r.next(field, wire)) {
+                if (field == 2 && wire == 2)
+                    proto.precompiled_charsmap = std::string(r.bytes());
+                else
+                    r.skip(wire);
+            }
+        } else {
+            top.skip(wire);
+        }
+    }
+    if (proto.pieces.empty()) fail(path, "cannot load the SentencePiece model: no pieces");
+    return proto;
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> tokenizer_sentencepiece_load(const std::string& path, const HfConfig& config) {
     return std::make_unique<SentencePieceTokenizer>(path, config);
+}
+
+// transformers 5: SentencePieceExtractor.extract (vocab = pieces by id,
+// merges = generate_merges: every split of a piece into two pieces, ranked by
+// the piece's id, then by the left part's length) and, for the generic
+// TokenizersBackend, SpmConverter.build_tokenizer_from_spm_proto (spaces
+// become "▁", no prefix, Replace/ByteFallback/Fuse decoder). A LlamaTokenizer
+// class then replaces normalizer, pre-tokenizer and decoder itself.
+nlohmann::json sentencepiece_to_tokenizer_json(const std::string& path, const HfConfig& config) {
+    using nlohmann::json;
+    const SpmProto proto = spm_proto_read(path);
+    if (proto.model_type != 2)
+        fail(path, "transformers 5 conversion of a non-BPE SentencePiece model (model_type " +
+                       std::to_string(proto.model_type) + ") is not supported (only BPE)");
+    if (!proto.precompiled_charsmap.empty())
+        fail(path, "transformers 5 would run this model's precompiled SentencePiece normalizer, which is not supported");
+    const bool llama = config.transformers5_llama_class();
+
+    json vocab = json::object();
+    std::unordered_map<std::string, int32_t> ids;
+    std::string unk;
+    json added = json::array();
+    for (size_t i = 0; i < proto.pieces.size(); ++i) {
+        const SpmProto::Piece& p = proto.pieces[i];
+        vocab[p.piece] = i;
+        ids.emplace(p.piece, int32_t(i));
+        if (p.type == 2 && unk.empty()) unk = p.piece;
+        if (p.type == 3 || p.type == 4)  // control and user-defined pieces are added tokens
+            added.push_back({{"id", i}, {"content", p.piece}, {"single_word", false}, {"lstrip", false},
+                             {"rstrip", false}, {"normalized", false}, {"special", p.type == 3}});
+    }
+    json merges = json::array();
+    for (size_t i = 0; i < proto.pieces.size(); ++i) {
+        const std::string& piece = proto.pieces[i].piece;
+        for (size_t cut = 1; cut < piece.size(); ++cut) {
+            if ((uint8_t(piece[cut]) & 0xC0) == 0x80) continue;  // not a character boundary
+            const std::string left = piece.substr(0, cut), right = piece.substr(cut);
+            if (ids.count(left) && ids.count(right)) merges.push_back(json::array({left, right}));
+        }
+    }
+    json model = {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"fuse_unk", true},
+                  {"byte_fallback", llama || proto.byte_fallback}};
+    if (!llama && !unk.empty()) model["unk_token"] = unk;
+    json doc = {{"added_tokens", added}, {"model", model}};
+    if (!llama) {
+        doc["normalizer"] = {{"type", "Sequence"},
+                             {"normalizers", json::array({{{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", kSpace}}})}};
+        json decoders = json::array({{{"type", "Replace"}, {"pattern", {{"String", kSpace}}}, {"content", " "}}});
+        if (proto.byte_fallback) {
+            decoders.push_back({{"type", "ByteFallback"}});
+            decoders.push_back({{"type", "Fuse"}});
+        }
+        doc["decoder"] = {{"type", "Sequence"}, {"decoders", decoders}};
+    }
+    return doc;
 }
 
 }  // namespace tessera::tok

@@ -18,10 +18,6 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-bool ends_incomplete(const std::string& s) {
-    static const std::string replacement = "\xEF\xBF\xBD";  // U+FFFD from an unfinished byte sequence
-    return s.size() >= 3 && s.compare(s.size() - 3, 3, replacement) == 0;
-}
 
 }  // namespace
 
@@ -118,7 +114,7 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
     const auto t_decode = std::chrono::steady_clock::now();
     Ledger decode_ledger;
     std::vector<float> embed(static_cast<size_t>(tc.hidden));
-    std::string emitted;
+    TokenStream stream(*m.tokenizer, true);
     c.stop_reason = "max_new_tokens";
     for (int step = 0; step < o.max_new_tokens; ++step) {
         const int32_t next = sampler.next(im.decoder.logits);
@@ -126,11 +122,8 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
         if (step == 0) c.ms_first_token = ms_since(t0);
         const bool stop = o.stop_at_eos && std::find(m.cfg.eos_ids.begin(), m.cfg.eos_ids.end(), next) != m.cfg.eos_ids.end();
         if (on_text && !stop) {
-            std::string text = m.tokenizer->decode(c.token_ids, true);
-            if (!ends_incomplete(text) && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
-                on_text(text.substr(emitted.size()));
-                emitted = text;
-            }
+            const std::string piece = stream.push(next);
+            if (!piece.empty()) on_text(piece);
         }
         if (stop) {
             c.stop_reason = "eos";
@@ -148,8 +141,10 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
     c.macs_decode = decode_ledger.total();
     c.ms_decode = ms_since(t_decode);
     c.text = m.tokenizer->decode(c.token_ids, true);
-    if (on_text && c.text.size() > emitted.size() && c.text.compare(0, emitted.size(), emitted) == 0)
-        on_text(c.text.substr(emitted.size()));
+    if (on_text) {
+        const std::string rest = stream.finish();
+        if (!rest.empty()) on_text(rest);
+    }
     c.ms_total = ms_since(t0);
     return c;
 }
