@@ -80,6 +80,16 @@ TEST(LlmKernels, SiluMulMatchesNaiveInPlaceAndOut) {
     }
 }
 
+TEST(LlmKernels, SiluMulSeparateMatchesNaive) {
+    for (int64_t n : {1, 37, 70000}) {  // 70000: the parallel path
+        auto gate = random_values(size_t(n), 16, 8.0f), up = random_values(size_t(n), 17, 8.0f);
+        std::vector<float> ref(gate.size());
+        for (size_t i = 0; i < gate.size(); ++i) ref[i] = float(gate[i] * sigmoid_ref(gate[i]) * up[i]);
+        silu_mul_separate(gate.data(), up.data(), n);
+        EXPECT_LT(max_abs_diff(gate, ref), 2e-5f) << "n " << n;
+    }
+}
+
 TEST(LlmKernels, RopeInvFreqIsTorchDefault) {
     for (int64_t head_dim : {8, 128}) {
         std::vector<float> inv(size_t(head_dim / 2));

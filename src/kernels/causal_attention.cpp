@@ -24,6 +24,14 @@ constexpr int64_t score_budget_floats = (int64_t(1) << 20) / int64_t(sizeof(floa
 constexpr int64_t value_key_block = 64;
 
 #ifdef TESSERA_CAUSAL_AVX2
+// Keeps v in a register. Without it GCC folds the load of a vector that
+// several FMAs share into each of them, one memory operand per FMA, and
+// these loops become load-bound (measured: 30% slower prefill).
+inline __m256 in_register(__m256 v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+
 // Sum of the 8 lanes of each of a0..a3, as one 4-lane vector.
 inline __m128 sum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
     const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
@@ -46,15 +54,13 @@ void scores_4rows(const float* q, int64_t q_stride, const float* k, int64_t nk, 
         const float* kb = ka + d;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int64_t t = 0; t < d; t += 8) {
-            const __m256 kva = _mm256_loadu_ps(ka + t), kvb = _mm256_loadu_ps(kb + t);
-            __m256 qv = _mm256_loadu_ps(q0 + t);
-            a0 = _mm256_fmadd_ps(qv, kva, a0), b0 = _mm256_fmadd_ps(qv, kvb, b0);
-            qv = _mm256_loadu_ps(q1 + t);
-            a1 = _mm256_fmadd_ps(qv, kva, a1), b1 = _mm256_fmadd_ps(qv, kvb, b1);
-            qv = _mm256_loadu_ps(q2 + t);
-            a2 = _mm256_fmadd_ps(qv, kva, a2), b2 = _mm256_fmadd_ps(qv, kvb, b2);
-            qv = _mm256_loadu_ps(q3 + t);
-            a3 = _mm256_fmadd_ps(qv, kva, a3), b3 = _mm256_fmadd_ps(qv, kvb, b3);
+            const __m256 kva = in_register(_mm256_loadu_ps(ka + t)), kvb = in_register(_mm256_loadu_ps(kb + t));
+            const __m256 qv0 = in_register(_mm256_loadu_ps(q0 + t)), qv1 = in_register(_mm256_loadu_ps(q1 + t));
+            const __m256 qv2 = in_register(_mm256_loadu_ps(q2 + t)), qv3 = in_register(_mm256_loadu_ps(q3 + t));
+            a0 = _mm256_fmadd_ps(qv0, kva, a0), b0 = _mm256_fmadd_ps(qv0, kvb, b0);
+            a1 = _mm256_fmadd_ps(qv1, kva, a1), b1 = _mm256_fmadd_ps(qv1, kvb, b1);
+            a2 = _mm256_fmadd_ps(qv2, kva, a2), b2 = _mm256_fmadd_ps(qv2, kvb, b2);
+            a3 = _mm256_fmadd_ps(qv3, kva, a3), b3 = _mm256_fmadd_ps(qv3, kvb, b3);
         }
         _mm_store_ps(dots, _mm_mul_ps(sum4(a0, a1, a2, a3), vscale));
         for (int64_t r = 0; r < 4; ++r) s[r * s_stride + j] = dots[r];
@@ -65,7 +71,7 @@ void scores_4rows(const float* q, int64_t q_stride, const float* k, int64_t nk, 
         const float* ka = k + j * d;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t t = 0; t < d; t += 8) {
-            const __m256 kv = _mm256_loadu_ps(ka + t);
+            const __m256 kv = in_register(_mm256_loadu_ps(ka + t));
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + t), kv, a0);
             a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + t), kv, a1);
             a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + t), kv, a2);
@@ -86,7 +92,7 @@ void scores_1row(const float* q, const float* k, int64_t nk, int64_t d, float sc
         __m256 a[8];
         for (auto& x : a) x = _mm256_setzero_ps();
         for (int64_t t = 0; t < d; t += 8) {
-            const __m256 qv = _mm256_loadu_ps(q + t);
+            const __m256 qv = in_register(_mm256_loadu_ps(q + t));
             for (int64_t u = 0; u < 8; ++u) a[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kj + u * d + t), a[u]);
         }
         _mm_storeu_ps(s + j, _mm_mul_ps(sum4(a[0], a[1], a[2], a[3]), vscale));
@@ -116,7 +122,7 @@ inline void values_chunk(const float* p, int64_t p_stride, const float* v, int64
         const float* vj = v + j * d + c0;
         __m256 vv[V];
 #pragma GCC unroll 8
-        for (int u = 0; u < V; ++u) vv[u] = _mm256_loadu_ps(vj + 8 * u);
+        for (int u = 0; u < V; ++u) vv[u] = in_register(_mm256_loadu_ps(vj + 8 * u));
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
             const __m256 w = _mm256_broadcast_ss(p + r * p_stride + j);

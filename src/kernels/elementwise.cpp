@@ -6,14 +6,20 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#define TESSERA_ELEMENTWISE_AVX2 1
+#include <immintrin.h>
+#endif
+
 namespace tessera {
 
 namespace {
 
-// exp(x) for x <= 0 (softmax after max subtraction), written so the compiler
-// vectorizes it: 2^n * P(r) with r = x - n ln 2, |r| <= ln2/2 and a degree-6
-// Taylor polynomial; relative error below 2e-7, far under the float32 noise
-// of the products around it. libm's scalar expf was 15% of a ViT-Tiny pass.
+// exp(x) for x <= 0 (softmax after max subtraction): 2^n * P(r) with
+// r = x - n ln 2, |r| <= ln2/2 and a degree-6 Taylor polynomial; relative
+// error below 2e-7, far under the float32 noise of the products around it.
+// libm's scalar expf was 15% of a ViT-Tiny pass. Loops use the 8-lane form
+// below and this one for their tails.
 inline float exp_nonpositive(float x) {
     x = std::max(x, -87.0f);
     const float n = std::floor(x * 1.44269504f + 0.5f);
@@ -32,11 +38,73 @@ inline float exp_nonpositive(float x) {
 }
 
 // 1 / (1 + exp(-z)) from exp of a non-positive argument only, so it stays
-// finite and vectorizable for any z.
+// finite for any z (sigmoid8 is the 8-lane form).
 inline float sigmoid(float z) {
     const float e = exp_nonpositive(-std::abs(z));
     const float r = 1.0f / (1.0f + e);
     return z >= 0.0f ? r : e * r;
+}
+
+#ifdef TESSERA_ELEMENTWISE_AVX2
+// exp_nonpositive on 8 lanes, step for step. GCC leaves the scalar form
+// unvectorized (with trapping math the clamp turns into a branch).
+inline __m256 exp_nonpositive8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(0.5f)));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+inline __m256 sigmoid8(__m256 z) {
+    const __m256 e = exp_nonpositive8(_mm256_or_ps(z, _mm256_set1_ps(-0.0f)));  // exp(-|z|)
+    const __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    return _mm256_blendv_ps(_mm256_mul_ps(e, r), r, _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ));
+}
+
+inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
+// x = x * sigmoid(1.702 x) over n floats, one thread.
+void quick_gelu_span(float* x, int64_t n) {
+    int64_t i = 0;
+#ifdef TESSERA_ELEMENTWISE_AVX2
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(v, sigmoid8(_mm256_mul_ps(v, _mm256_set1_ps(1.702f)))));
+    }
+#endif
+    for (; i < n; ++i) x[i] = x[i] * sigmoid(1.702f * x[i]);
+}
+
+// out[i] = silu(gate[i]) * up[i], one thread; out may equal gate.
+void silu_mul_span(float* out, const float* gate, const float* up, int64_t n) {
+    int64_t i = 0;
+#ifdef TESSERA_ELEMENTWISE_AVX2
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid8(g)), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
 }
 
 // head_dim / 2 of the largest head rope_apply serves (its cos/sin live on the stack).
@@ -79,17 +147,31 @@ void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias) {
 void softmax_row(float* x, int64_t n, const float* bias) {
     if (bias)
         for (int64_t j = 0; j < n; ++j) x[j] += bias[j];
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < n; ++j) {
+    float m = -INFINITY, sum = 0.0f;
+    int64_t j = 0;
+#ifdef TESSERA_ELEMENTWISE_AVX2
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= n; j += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + j));
+    m = hmax8(m8);
+#endif
+    for (; j < n; ++j) m = std::max(m, x[j]);
+    j = 0;
+#ifdef TESSERA_ELEMENTWISE_AVX2
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 sum8 = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+        const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+        _mm256_storeu_ps(x + j, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    sum = hsum8(sum8);
+#endif
+    for (; j < n; ++j) {
         x[j] = exp_nonpositive(x[j] - m);
         sum += x[j];
     }
     const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n; ++j) x[j] *= inv;
+    for (j = 0; j < n; ++j) x[j] *= inv;
 }
 
 void rms_norm(float* y, const float* x, const float* weight, int64_t rows, int64_t dim, float eps) {
@@ -108,8 +190,9 @@ void rms_norm(float* y, const float* x, const float* weight, int64_t rows, int64
 }
 
 void quick_gelu(float* x, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) x[i] = x[i] * sigmoid(1.702f * x[i]);
+    constexpr int64_t chunk = 4096;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i += chunk) quick_gelu_span(x + i, std::min(chunk, n - i));
 }
 
 void silu_mul(float* out, const float* gate_up, int64_t rows, int64_t inter) {
@@ -120,20 +203,18 @@ void silu_mul(float* out, const float* gate_up, int64_t rows, int64_t inter) {
         const int64_t hi = in_place ? std::min(rows, std::max<int64_t>(1, 2 * lo)) : rows;
 #pragma omp parallel for schedule(static) if ((hi - lo) * inter > 65536)
         for (int64_t r = lo; r < hi; ++r) {
+            // Row 0 in place: out[i] is gate[i], read just before it is written.
             const float* gate = gate_up + r * 2 * inter;
-            const float* up = gate + inter;
-            float* o = out + r * inter;
-            // Row 0 in place: o[i] is gate[i], read just before it is written.
-#pragma omp simd
-            for (int64_t i = 0; i < inter; ++i) o[i] = gate[i] * sigmoid(gate[i]) * up[i];
+            silu_mul_span(out + r * inter, gate, gate + inter, inter);
         }
         lo = hi;
     }
 }
 
 void silu_mul_separate(float* gate, const float* up, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] * sigmoid(gate[i]) * up[i];
+    constexpr int64_t chunk = 4096;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i += chunk) silu_mul_span(gate + i, gate + i, up + i, std::min(chunk, n - i));
 }
 
 void rope_apply(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,

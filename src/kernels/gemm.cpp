@@ -139,6 +139,13 @@ inline __m256 widen8(const uint16_t* p) {
     else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+// Keeps v in a register. Without it GCC folds the load of a vector that
+// several FMAs share into each of them, one memory operand per FMA.
+inline __m256 in_register(__m256 v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+
 inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -175,7 +182,7 @@ inline void gemv_block(const uint16_t* w, int64_t in, const float* x, float* dot
         __m256 wv[O];
         for (int o = 0; o < O; ++o) wv[o] = widen8<T>(w + o * in + i);
         for (int r = 0; r < R; ++r) {
-            const __m256 xv = _mm256_loadu_ps(x + r * in + i);
+            const __m256 xv = in_register(_mm256_loadu_ps(x + r * in + i));
             for (int o = 0; o < O; ++o) acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
         }
     }
