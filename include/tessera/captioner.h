@@ -16,8 +16,12 @@
 
 namespace tessera {
 
+// The model `tessera caption` uses when none is given: Tessera's own demo
+// LLaVA, trained on ShapeScenes (models/shapescenes-llava, docs/shapescenes.md).
+inline constexpr const char* default_caption_model = "shapescenes-llava";
+
 struct CaptionOptions {
-    std::string model;     // LLaVA folder (or a name model_resolve finds); overrides the pipeline's
+    std::string model;     // LLaVA folder (or a name model_resolve finds); "" with no pipeline model: the demo model
     std::string pipeline;  // pipeline YAML whose stages act on the vision tower, or ""
     int threads = 0;       // 0: the pipeline's setting, else OMP_NUM_THREADS, else all cores
     std::string dtype = "auto";  // decoder matrices: auto | f32 | bf16 | f16

@@ -253,7 +253,9 @@ void add_caption(CLI::App& app) {
     };
     auto o = std::make_shared<Opts>();
     CLI::App* cmd = app.add_subcommand("caption", "Caption an image (or answer --prompt about it) with a LLaVA model");
-    cmd->add_option("--model", o->model, "LLaVA model folder (Hugging Face layout) or model name");
+    cmd->add_option("--model", o->model,
+                    "LLaVA model folder (Hugging Face layout) or model name (default: the bundled demo model, "
+                    "shapescenes-llava)");
     cmd->add_option("--pipeline", o->pipeline, "Pipeline YAML (stages on the vision tower)");
     cmd->add_option("--prompt", o->prompt, "What to ask (placed in the LLaVA-1.5 template)");
     cmd->add_option("--max-new-tokens", o->max_new_tokens, "Generation budget")->check(CLI::Range(1, 1 << 20));
@@ -273,11 +275,14 @@ void add_caption(CLI::App& app) {
         g.prompt = o->prompt, g.max_new_tokens = o->max_new_tokens, g.temperature = o->temperature;
         g.top_k = o->top_k, g.top_p = o->top_p, g.seed = o->seed, g.stop_at_eos = !o->ignore_eos;
         const bool stream = o->format == "text";
+        bool started = false;  // the answer's leading space is not shown (as LLaVA's demos strip it)
         Caption c = cap.caption_file(o->image, g, [&](const std::string& piece) {
-            if (stream) {
-                std::fputs(piece.c_str(), stdout);
-                std::fflush(stdout);
-            }
+            if (!stream) return;
+            size_t skip = started ? 0 : piece.find_first_not_of(' ');
+            if (skip == std::string::npos) return;
+            started = true;
+            std::fputs(piece.c_str() + skip, stdout);
+            std::fflush(stdout);
         });
         if (stream) {
             std::fputs("\n", stdout);

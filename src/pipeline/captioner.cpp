@@ -36,7 +36,8 @@ Captioner::Captioner(const CaptionOptions& options) : impl_(std::make_unique<Imp
     PipelineSpec spec;
     if (!options.pipeline.empty()) spec = pipeline_read(options.pipeline);
     if (!options.model.empty()) spec.model = model_resolve(options.model);
-    if (spec.model.empty()) fail("caption", "no model: give --model (or a pipeline with a 'model' key)");
+    // The embedded default: the demo model trained on ShapeScenes (models/).
+    if (spec.model.empty()) spec.model = model_resolve(default_caption_model);
     threads_init(options.threads > 0 ? options.threads : spec.threads);
     impl_->threads = threads_count();
     llava_load(impl_->model, spec.model, {.dtype = options.dtype});
