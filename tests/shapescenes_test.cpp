@@ -3,9 +3,11 @@
 // rendered at test time by the generator (bit-identical on every machine).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/image.h"
 #include "models/llava.h"
 #include "tessera/captioner.h"
 #include "test_support.h"
@@ -44,6 +46,89 @@ TEST(ShapeScenesModel, GreedyTokensMatchTheTrainingCodeOn50HeldOutScenes) {
         identical += c.token_ids == r["tokens"].get<std::vector<int32_t>>();
     }
     std::printf("[ measured ] identical greedy outputs on %d/50 held-out scenes\n", identical);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+using namespace test;
+
+// Records each block's head-mean CLS attention over the patches.
+class ClsRows : public Stage {
+public:
+    const std::string& name() const override { return name_; }
+    Signals signals(int) const override { return {true}; }
+    void encoder_after_attention(BlockView& view) override {
+        const int n = view.state->count;
+        std::vector<double> row(static_cast<size_t>(n - 1), 0.0);
+        for (int h = 0; h < view.heads; ++h)
+            for (int t = 1; t < n; ++t) row[size_t(t - 1)] += view.cls_attention[int64_t(h) * n + t] / view.heads;
+        rows.push_back(std::move(row));
+    }
+    std::vector<std::vector<double>> rows;
+
+private:
+    std::string name_ = "cls_rows";
+};
+
+// Fraction of object pixels inside the top quarter of patches by CLS attention.
+double coverage(const std::vector<double>& attention, const std::vector<int>& object_pixels) {
+    std::vector<int> order(attention.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return attention[size_t(a)] > attention[size_t(b)]; });
+    double inside = 0, total = 0;
+    for (size_t k = 0; k < order.size(); ++k) {
+        total += object_pixels[size_t(order[k])];
+        if (k < order.size() / 4) inside += object_pixels[size_t(order[k])];
+    }
+    return total > 0 ? inside / total : 1.0;
+}
+
+TEST(ShapeScenesModel, ClsAttentionOfTheVisionTowerCoversTheObjects) {
+    TESSERA_REQUIRE_PYTHON();
+    const int scenes = 100;
+    const std::string dir = render_heldout(scenes);
+    LlavaModel m;
+    llava_load(m, source_path("models/shapescenes-llava"), {.load_tokenizer = false});
+    LlavaVisionState vs;
+    llava_vision_state_init(vs, m);
+    std::ifstream lines(dir + "/scenes.jsonl");
+    std::string line;
+    std::vector<double> per_layer(size_t(m.vision_blocks), 0.0), area;
+    double summed_coverage = 0;
+    std::vector<float> pixels(static_cast<size_t>(3 * 224 * 224));
+    while (std::getline(lines, line)) {
+        const nlohmann::json scene = nlohmann::json::parse(line);
+        const std::vector<int> object_pixels = scene["patch_object_pixels"];
+        clip_preprocess_image(image_decode_file(dir + "/images/" + scene["image"].get<std::string>()), m.preprocess,
+                              pixels.data());
+        ClsRows rows;
+        Stage* stages[] = {&rows};
+        llava_encode_image(m, vs, pixels.data(), stages, 1, nullptr);
+        std::vector<double> summed(rows.rows[0].size(), 0.0);  // VTC-CLS's score: the sum over layers
+        for (int l = 0; l < m.vision_blocks; ++l) {
+            per_layer[size_t(l)] += coverage(rows.rows[size_t(l)], object_pixels);
+            for (size_t t = 0; t < summed.size(); ++t) summed[t] += rows.rows[size_t(l)][t];
+        }
+        summed_coverage += coverage(summed, object_pixels) / scenes;
+        double covered = 0;
+        for (int v : object_pixels) covered += v > 0;
+        area.push_back(covered / 196.0);
+    }
+    double mean_area = 0;
+    for (double a : area) mean_area += a / scenes;
+    for (int l = 0; l < m.vision_blocks; ++l) {
+        per_layer[size_t(l)] /= scenes;
+        std::printf("[ measured ] block %d: top-25%% CLS patches hold %.3f of object pixels\n", l, per_layer[size_t(l)]);
+    }
+    std::printf("[ measured ] summed over blocks: %.3f; patches touching an object: %.3f of the image\n",
+                summed_coverage, mean_area);
+    // CLS attention summed over the tower's layers (VTC-CLS's ranking) puts
+    // most object pixels in the top quarter of patches, which random patches
+    // would do for a quarter of them.
+    EXPECT_GT(summed_coverage, 0.6);
 }
 
 }  // namespace

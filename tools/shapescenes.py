@@ -158,6 +158,8 @@ def make_scene(split, index):
     cells = sorted(rnd.sample(9, n))
     cell = SIZE / 3
     objects = []
+    covered = np.zeros((SIZE, SIZE), dtype=bool)  # object pixels, outlines included
+    py, px = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64) + 0.5
     for c in cells:
         size = "small" if rnd.uniform() < 0.5 else "large"
         r = float(rnd.uniform(*SIZES[size]))
@@ -169,9 +171,13 @@ def make_scene(split, index):
         edge = (90.0, 90.0, 90.0) if obj["colour"] == "black" else (0.0, 0.0, 0.0)
         paint(img, obj["shape"], cx, cy, r + 1.0, edge)  # a one-pixel outline
         paint(img, obj["shape"], cx, cy, r, COLOURS[obj["colour"]])
+        covered |= shape_mask(obj["shape"], cx, cy, r + 1.0, px, py)
         objects.append(obj)
     pil = Image.fromarray(np.clip(np.floor(img + 0.5), 0, 255).astype(np.uint8))
-    return pil, {"split": split, "index": index, "objects": objects, "specks": specks, "caption": caption(objects)}
+    # Object pixels in each 16x16 patch (row-major 14x14), for attention coverage measurements.
+    patch_pixels = covered.reshape(SIZE // 16, 16, SIZE // 16, 16).sum(axis=(1, 3)).reshape(-1)
+    return pil, {"split": split, "index": index, "objects": objects, "specks": specks, "caption": caption(objects),
+                 "patch_object_pixels": [int(v) for v in patch_pixels]}
 
 
 def describe(obj):

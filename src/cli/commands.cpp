@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <cstdio>
@@ -241,6 +242,61 @@ void add_inspect(CLI::App& app) {
 }  // namespace tessera::cli
 
 namespace tessera::cli {
+namespace {
+
+json caption_json(const Caption& c) {
+    json top = json::array();
+    for (const auto& [id, logit] : c.first_logits_top5) top.push_back({id, logit});
+    return {{"text", c.text},
+            {"token_ids", c.token_ids},
+            {"stop_reason", c.stop_reason},
+            {"prompt_tokens", c.prompt_tokens},
+            {"visual_tokens", c.visual_tokens},
+            {"first_logits_top5", top},
+            {"gmacs",
+             {{"vision", double(c.macs_vision) * 1e-9},
+              {"projector", double(c.macs_projector) * 1e-9},
+              {"prefill", double(c.macs_prefill) * 1e-9},
+              {"decode", double(c.macs_decode) * 1e-9}}},
+            {"ms",
+             {{"preprocess", c.ms_preprocess},
+              {"vision", c.ms_vision},
+              {"prefill", c.ms_prefill},
+              {"first_token", c.ms_first_token},
+              {"decode", c.ms_decode},
+              {"total", c.ms_total}}}};
+}
+
+// One JSON line per request line: {"id", "image", "prompt", ...caption_json}.
+void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std::string& path) {
+    std::ifstream in(path);
+    if (!in) fail(path, "cannot open");
+    const std::string base = std::filesystem::path(path).parent_path().string();
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        const std::string where = path + ":" + std::to_string(number);
+        json req = json::parse(line, nullptr, false);
+        if (req.is_discarded() || !req.is_object()) fail(where, "expected a JSON object");
+        if (!req.contains("image") || !req["image"].is_string()) fail(where, "key 'image': expected a file name");
+        GenerateOptions g = defaults;
+        if (req.contains("prompt")) {
+            if (!req["prompt"].is_string()) fail(where, "key 'prompt': expected a string");
+            g.prompt = req["prompt"];
+        }
+        std::filesystem::path image(req["image"].get<std::string>());
+        if (image.is_relative() && !base.empty()) image = std::filesystem::path(base) / image;
+        json out = caption_json(cap.caption_file(image.string(), g));
+        out["image"] = req["image"];
+        out["prompt"] = g.prompt;
+        if (req.contains("id")) out["id"] = req["id"];
+        std::cout << out.dump() << "\n";
+        std::cout.flush();
+    }
+}
+
+}  // namespace
+
 
 void add_caption(CLI::App& app) {
     struct Opts {
@@ -249,7 +305,7 @@ void add_caption(CLI::App& app) {
         float temperature = 0.0f, top_p = 1.0f;
         uint64_t seed = 0;
         bool ignore_eos = false;
-        std::string image;
+        std::string image, requests;
     };
     auto o = std::make_shared<Opts>();
     CLI::App* cmd = app.add_subcommand("caption", "Caption an image (or answer --prompt about it) with a LLaVA model");
@@ -267,13 +323,21 @@ void add_caption(CLI::App& app) {
     cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
     cmd->add_option("--dtype", o->dtype, "Decoder weights while running: auto, f32, bf16, f16");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
-    cmd->add_option("image", o->image, "Image file (JPEG, PNG, BMP)")->required();
+    cmd->add_option("--requests", o->requests,
+                    "JSONL of {\"image\", \"prompt\", \"id\"} (images relative to the file): one JSON line out "
+                    "per request, one model load");
+    cmd->add_option("image", o->image, "Image file (JPEG, PNG, BMP)");
     cmd->callback([o] {
         check_format(o->format, {"text", "json"});
+        if (o->image.empty() == o->requests.empty()) fail("caption", "give one IMAGE, or --requests FILE.jsonl");
         Captioner cap({o->model, o->pipeline, o->threads, o->dtype});
         GenerateOptions g;
         g.prompt = o->prompt, g.max_new_tokens = o->max_new_tokens, g.temperature = o->temperature;
         g.top_k = o->top_k, g.top_p = o->top_p, g.seed = o->seed, g.stop_at_eos = !o->ignore_eos;
+        if (!o->requests.empty()) {
+            caption_requests(cap, g, o->requests);
+            return;
+        }
         const bool stream = o->format == "text";
         bool started = false;  // the answer's leading space is not shown (as LLaVA's demos strip it)
         Caption c = cap.caption_file(o->image, g, [&](const std::string& piece) {
@@ -288,27 +352,7 @@ void add_caption(CLI::App& app) {
             std::fputs("\n", stdout);
             return;
         }
-        json top = json::array();
-        for (const auto& [id, logit] : c.first_logits_top5) top.push_back({id, logit});
-        json out = {{"text", c.text},
-                    {"token_ids", c.token_ids},
-                    {"stop_reason", c.stop_reason},
-                    {"prompt_tokens", c.prompt_tokens},
-                    {"visual_tokens", c.visual_tokens},
-                    {"first_logits_top5", top},
-                    {"gmacs",
-                     {{"vision", double(c.macs_vision) * 1e-9},
-                      {"projector", double(c.macs_projector) * 1e-9},
-                      {"prefill", double(c.macs_prefill) * 1e-9},
-                      {"decode", double(c.macs_decode) * 1e-9}}},
-                    {"ms",
-                     {{"preprocess", c.ms_preprocess},
-                      {"vision", c.ms_vision},
-                      {"prefill", c.ms_prefill},
-                      {"first_token", c.ms_first_token},
-                      {"decode", c.ms_decode},
-                      {"total", c.ms_total}}}};
-        std::cout << out.dump() << "\n";
+        std::cout << caption_json(c).dump() << "\n";
     });
 }
 
