@@ -389,7 +389,13 @@ def make_batch(model, tok, imgs, scenes, rng, batch, device, c, tasks):
     eos = tok.eos_token_id
     for i in idx:
         pairs = examples_for(scenes[i], rng, tasks)
-        prompt, answer = pairs[int(rng.integers(len(pairs)))]
+        # Balanced: captions 40%, yes 20%, no 20%, counts 20% (a scene has one
+        # positive and three negatives, so drawing pairs uniformly biases to "no").
+        u = rng.random()
+        want = "caption" if u < 0.4 else "yes" if u < 0.6 else "no" if u < 0.8 else "count"
+        pool = [(p, a) for p, a in pairs if (want == "caption" and p == ss.CAPTION_PROMPT) or a == want or
+                (want == "count" and a in ss.NUMBERS)] or pairs
+        prompt, answer = pool[int(rng.integers(len(pool)))]
         p = prompt_ids(tok, prompt, visual)
         a = tok(" " + answer, add_special_tokens=False)["input_ids"] + [eos]
         seqs.append(p + a)
@@ -415,12 +421,12 @@ def causal_mask(T, device, dtype):
     return torch.triu(torch.full((T, T), float("-inf"), device=device, dtype=dtype), 1)
 
 
-def train_decoder(model, tok, imgs, scenes, c, device, steps, batch, seed):
+def train_decoder(model, tok, imgs, scenes, c, device, steps, batch, seed, lr=1e-3):
     rng = np.random.default_rng(seed)
     image_id = tok.convert_tokens_to_ids("<image>")
     params = list(model.multi_modal_projector.parameters()) + list(model.language_model.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps, pct_start=0.05)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     t0 = time.time()
     for step in range(steps):
         idx, ids, tgt = make_batch(model, tok, imgs, scenes, rng, batch, device, c, ("caption", "exist", "count"))
@@ -555,6 +561,8 @@ def main():
     ap.add_argument("--decoder-steps", type=int, default=4000)
     ap.add_argument("--eval-scenes", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--init", default="", help="continue from an exported folder (its tower stays as it is)")
+    ap.add_argument("--lr", type=float, default=1e-3)
     args = ap.parse_args()
     if args.quick:
         args.train_scenes, args.vision_steps, args.decoder_steps, args.eval_scenes = 600, 4, 4, 3
@@ -571,21 +579,35 @@ def main():
     t0 = time.time()
     imgs, scenes = render_many("train", args.train_scenes, args.workers)
     print(f"rendered {len(scenes)} training scenes in {time.time() - t0:.0f}s", flush=True)
-    corpus = []
-    rng = np.random.default_rng(1)
-    for s in scenes[:5000]:
-        corpus += [f"{p} {a}" for p, a in examples_for(s, rng, ("caption", "exist", "count"))]
-    corpus.append(PROMPT.format(ss.CAPTION_PROMPT))
-    tok = train_tokenizer(model_dir, corpus)
-    c["vocab"] = len(tok)
-
-    model = Llava(c).to(device)
-    heads = train_vision(model, imgs, scenes, c, device, args.vision_steps, 256 if not args.quick else 8)
+    if args.init:
+        from safetensors.torch import load_file
+        from transformers import PreTrainedTokenizerFast
+        tok = PreTrainedTokenizerFast.from_pretrained(args.init)
+        tok.save_pretrained(model_dir)
+        c["vocab"] = len(tok)
+        model = Llava(c).to(device)
+        sd = {}
+        for f in sorted(os.listdir(args.init)):
+            if f.endswith(".safetensors"):
+                sd.update(load_file(os.path.join(args.init, f)))
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        heads = None
+    else:
+        corpus = []
+        rng = np.random.default_rng(1)
+        for s in scenes[:5000]:
+            corpus += [f"{p} {a}" for p, a in examples_for(s, rng, ("caption", "exist", "count"))]
+        corpus.append(PROMPT.format(ss.CAPTION_PROMPT))
+        tok = train_tokenizer(model_dir, corpus)
+        c["vocab"] = len(tok)
+        model = Llava(c).to(device)
+        heads = train_vision(model, imgs, scenes, c, device, args.vision_steps, 256 if not args.quick else 8)
     model.vision_tower.requires_grad_(False)
     h_imgs, h_scenes = render_many("heldout", max(args.eval_scenes, 50 if not args.quick else 3), args.workers)
-    vacc = vision_accuracy(model, heads, h_imgs, h_scenes, c, device)
+    vacc = vision_accuracy(model, heads, h_imgs, h_scenes, c, device) if heads else "from --init"
     print("vision tower held-out", vacc, flush=True)
-    train_decoder(model, tok, imgs, scenes, c, device, args.decoder_steps, 128 if not args.quick else 4, seed=2)
+    train_decoder(model, tok, imgs, scenes, c, device, args.decoder_steps, 128 if not args.quick else 4, seed=2,
+                  lr=args.lr)
     export(model, tok, c, model_dir)
 
     # Reload the exported f16 weights in f32: what Tessera and transformers run.
