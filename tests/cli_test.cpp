@@ -257,3 +257,22 @@ TEST(CliCaption, BadInputsFailWithOneLine) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST(CliTokenize, PrintsTheIdsTransformersRecorded) {
+    const json ref =
+        json::parse(std::ifstream(test::source_path("tests/fixtures/llava/tiny-llava-gqa/reference/reference.json")));
+    const json& c = ref["tokenizer_cases"][16];  // the LLaVA prompt with <image>
+    const test::CommandResult r =
+        tessera("tokenize --model '" + test::source_path("tests/fixtures/llava/tiny-llava-gqa") +
+                "' \"$(printf 'USER: <image>\\nDescribe the image. ASSISTANT:')\"");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_EQ(c["text"], "USER: <image>\nDescribe the image. ASSISTANT:");
+    EXPECT_EQ(json::parse(r.out)["ids"], c["ids"]);
+    expect_error(tessera("tokenize --model /nonexistent x"), "/nonexistent");
+}
+
+}  // namespace
+}  // namespace tessera

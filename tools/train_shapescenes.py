@@ -449,12 +449,10 @@ def train_decoder(model, tok, imgs, scenes, c, device, steps, batch, seed, lr=1e
 
 
 @torch.no_grad()
-def greedy(model, tok, img_uint8, prompt, device, c, max_new=64):
-    """Greedy decoding with a KV cache, f32: the parity reference."""
-    visual = (c["image"] // c["patch"]) ** 2
-    ids = prompt_ids(tok, prompt, visual)
-    feats = model.image_features(pixels(img_uint8[None], device))
-    x = embed(model, torch.tensor([ids], device=device), feats, tok.convert_tokens_to_ids("<image>"))
+def greedy_from_ids(model, ids, feats, image_id, eos, c, max_new=64):
+    """Greedy decoding with a KV cache from prompt ids and image features."""
+    device = feats.device
+    x = embed(model, torch.tensor([ids], device=device), feats, image_id)
     T = len(ids)
     caches = [{} for _ in range(c["t_layers"])]
     logits = model.decode(x, torch.arange(T, device=device)[None], causal_mask(T, device, x.dtype), caches)[0, -1]
@@ -464,11 +462,20 @@ def greedy(model, tok, img_uint8, prompt, device, c, max_new=64):
         margins.append(float(top.values[0] - top.values[1]))
         nxt = int(top.indices[0])
         out.append(nxt)
-        if nxt == tok.eos_token_id:
+        if nxt == eos:
             break
         e = model.language_model.model.embed_tokens(torch.tensor([[nxt]], device=device))
         logits = model.decode(e, torch.tensor([[T + step]], device=device), None, caches)[0, -1]
     return ids, out, margins
+
+
+@torch.no_grad()
+def greedy(model, tok, img_uint8, prompt, device, c, max_new=64):
+    """Greedy decoding, f32: the parity reference."""
+    visual = (c["image"] // c["patch"]) ** 2
+    ids = prompt_ids(tok, prompt, visual)
+    feats = model.image_features(pixels(img_uint8[None], device))
+    return greedy_from_ids(model, ids, feats, tok.convert_tokens_to_ids("<image>"), tok.eos_token_id, c, max_new)
 
 
 # ---------------------------------------------------------------- export

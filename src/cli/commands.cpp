@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/labels.h"
+#include "io/tokenizer.h"
 #include "io/safetensors.h"
 #include "pipeline/config.h"
 #include "pipeline/report.h"
@@ -353,6 +354,31 @@ void add_caption(CLI::App& app) {
             return;
         }
         std::cout << caption_json(c).dump() << "\n";
+    });
+}
+
+}  // namespace tessera::cli
+
+namespace tessera::cli {
+
+void add_tokenize(CLI::App& app) {
+    struct Opts {
+        std::string model;
+        bool no_special = false;
+        std::vector<std::string> texts;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("tokenize", "Token ids of texts with a model folder's tokenizer (one JSON line each)");
+    cmd->add_option("--model", o->model, "Model folder with tokenizer.json or tokenizer.model (default: the demo model)");
+    cmd->add_flag("--no-special", o->no_special, "Do not add BOS/EOS (HF add_special_tokens=False)");
+    cmd->add_option("texts", o->texts, "Texts (use $'...' for newlines)")->required();
+    cmd->callback([o] {
+        const std::string dir = model_resolve(o->model.empty() ? default_caption_model : o->model);
+        const std::unique_ptr<Tokenizer> tok = Tokenizer::load(dir);
+        for (const std::string& text : o->texts) {
+            const std::vector<int32_t> ids = tok->encode(text, !o->no_special);
+            std::cout << json{{"text", text}, {"ids", ids}, {"decoded", tok->decode(ids, false)}}.dump() << "\n";
+        }
     });
 }
 

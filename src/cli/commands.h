@@ -10,5 +10,6 @@ void add_run(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_report(CLI::App& app);
 void add_caption(CLI::App& app);
+void add_tokenize(CLI::App& app);
 
 }  // namespace tessera::cli

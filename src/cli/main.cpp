@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
     tessera::cli::add_inspect(app);
     tessera::cli::add_report(app);
     tessera::cli::add_caption(app);
+    tessera::cli::add_tokenize(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
