@@ -117,7 +117,7 @@ def main():
             pids = []
             for i in ids_of[prompt]:
                 pids.extend([image_id] * visual if i == image_id else [i])
-            px = ts.pixels(np.asarray(img)[None], torch.device("cpu"))
+            px = ts.pixels(np.array(img)[None], torch.device("cpu"))
             image_feats = model.image_features(px)
             # The model's own greedy answer with full attention.
             _, answer, _ = ts.greedy_from_ids(model, pids, image_feats, image_id, eos, c, 48)
