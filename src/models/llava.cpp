@@ -168,8 +168,8 @@ void llava_vision_state_init(LlavaVisionState& s, const LlavaModel& m) {
 int64_t llava_encode_image(const LlavaModel& m, LlavaVisionState& s, const float* pixels, Stage* const* stages,
                            int stage_count, Ledger* ledger) {
     const int64_t vc = m.cfg.vision.hidden;
-    const int64_t n = vit_encode(m.vision, s.vit, pixels, 1, stages, stage_count, ledger, m.vision_blocks);
-    vit_after_encoder(s.vit, 1, n, int(vc), stages, stage_count, ledger);
+    const int64_t encoded = vit_encode(m.vision, s.vit, pixels, 1, stages, stage_count, ledger, m.vision_blocks);
+    const int64_t n = vit_after_encoder(s.vit, 1, encoded, int(vc), stages, stage_count, ledger);
     // "default" drops the prefix (CLS) token, "full" keeps it.
     const int64_t skip = m.cfg.select_strategy == "default" ? s.vit.tokens[0].prefix : 0;
     const int64_t count = n - skip;

@@ -392,25 +392,33 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
     return n;
 }
 
-void vit_after_encoder(VitState& s, int batch, int64_t n, int dim, Stage* const* stages, int stage_count,
-                       Ledger* ledger) {
+int64_t vit_after_encoder(VitState& s, int batch, int64_t n, int dim, Stage* const* stages, int stage_count,
+                          Ledger* ledger) {
+    int64_t new_n = -1;
     for (int b = 0; b < batch; ++b) {
         EncoderView view{ledger, s.x + b * n * dim, dim, &s.tokens[size_t(b)]};
         for (int i = 0; i < stage_count; ++i) {
             Ledger::StageScope stage_scope(ledger, stages[i]->name());
             stages[i]->encoder_after_encoder(view);
         }
-        if (view.state->count != n) fail("stage chain", "a stage changed the token count after the encoder");
+        // A stage may shorten the sequence here (pruning before a projector);
+        // images of one batch must agree, and are packed at the new stride.
+        const int64_t count = view.state->count;
+        if (new_n >= 0 && count != new_n)
+            fail("stage chain", "images of one batch left the encoder with different token counts");
+        new_n = count;
+        if (count != n && b > 0) std::memmove(s.x + b * count * dim, view.x, size_t(count * dim) * sizeof(float));
     }
+    return new_n < 0 ? n : new_n;
 }
 
 void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch, Stage* const* stages,
                  int stage_count, Ledger* ledger, float* logits) {
     const VitHparams& hp = m.hp;
     const int64_t c = hp.dim;
-    const int64_t n = vit_encode(m, s, pixels, batch, stages, stage_count, ledger, hp.depth);
+    int64_t n = vit_encode(m, s, pixels, batch, stages, stage_count, ledger, hp.depth);
     if (m.norm_w) layer_norm(s.x, s.x, m.norm_w, m.norm_b, batch * n, c, hp.norm_eps);
-    vit_after_encoder(s, batch, n, int(c), stages, stage_count, ledger);
+    n = vit_after_encoder(s, batch, n, int(c), stages, stage_count, ledger);  // pooling sees the tokens left
 
     // Pool: the CLS token, or the mean of the patch tokens.
     for (int b = 0; b < batch; ++b) {

@@ -124,8 +124,9 @@ void vit_state_init(VitState& state, const VitModel& model, int max_batch);
 int64_t vit_encode(const VitModel& model, VitState& state, const float* pixels, int batch, Stage* const* stages,
                    int stage_count, Ledger* ledger, int blocks);
 
-// The stages' encoder_after_encoder hook on each image's n tokens in state.x.
-void vit_after_encoder(VitState& state, int batch, int64_t n, int dim, Stage* const* stages, int stage_count,
+// The stages' encoder_after_encoder hook on each image's n tokens in state.x;
+// returns the token count after it (a stage may prune here).
+int64_t vit_after_encoder(VitState& state, int batch, int64_t n, int dim, Stage* const* stages, int stage_count,
                        Ledger* ledger);
 
 // pixels: [batch, 3, img_h, img_w] preprocessed; logits: [batch, num_classes].

@@ -4,6 +4,7 @@
 #include "stages/evit.h"
 #include "stages/noop.h"
 #include "stages/tome.h"
+#include "stages/vtc_cls.h"
 #include "stages/window_attention.h"
 #include "tessera/error.h"
 
@@ -27,6 +28,7 @@ constexpr StageEntry registry[] = {
     {"tome", make<TomeStage>},
     {"biformer_routing", make<BiformerRoutingStage>},
     {"window_attention", make<WindowAttentionStage>},
+    {"vtc_cls", make<VtcClsStage>},
 };
 
 }  // namespace

@@ -1,0 +1,100 @@
+// VTC-CLS on a LLaVA tower: scores = sum over layers start..feature of the
+// head-mean CLS attention; the kept tokens' features equal the full run's
+// features at those positions; the decoder sees exactly `keep` visual tokens.
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <yaml-cpp/yaml.h>
+
+#include "io/yaml_map.h"
+#include "models/llava.h"
+#include "stages/vtc_cls.h"
+#include "test_support.h"
+
+namespace tessera {
+namespace {
+using namespace test;
+
+class ClsRows : public Stage {
+public:
+    const std::string& name() const override { return name_; }
+    Signals signals(int) const override { return {true}; }
+    void encoder_after_attention(BlockView& view) override {
+        rows.emplace_back(view.cls_attention, view.cls_attention + int64_t(view.heads) * view.state->count);
+    }
+    std::vector<std::vector<float>> rows;
+
+private:
+    std::string name_ = "rows";
+};
+
+std::unique_ptr<VtcClsStage> make_stage(const std::string& yaml) {
+    YamlMap params(YAML::Load(yaml), "test.yaml", "vtc_cls");
+    auto stage = std::make_unique<VtcClsStage>(params);
+    params.finish();
+    return stage;
+}
+
+TEST(VtcCls, SelectKeepsTheBestInRasterOrder) {
+    EXPECT_EQ(vtc_cls_select({0.1, 0.9, 0.3, 0.9, 0.5}, 3), (std::vector<int32_t>{1, 3, 4}));
+    EXPECT_EQ(vtc_cls_select({0.2, 0.2, 0.2}, 2), (std::vector<int32_t>{0, 1}));  // ties: lower index
+}
+
+TEST(VtcCls, KeepsTheTopTokensOfTheSummedClsAttention) {
+    LlavaModel m;
+    llava_load(m, source_path("models/shapescenes-llava"), {.load_tokenizer = false});
+    const int64_t n = m.vision.hp.tokens(), vc = m.cfg.vision.hidden, tc = m.cfg.text.hidden;
+    std::vector<float> pixels = random_values(size_t(3 * 224 * 224), 5, 1.5f);
+
+    // Full run: CLS rows of every block and the projected features of all 196 patches.
+    LlavaVisionState full;
+    llava_vision_state_init(full, m);
+    ClsRows rows;
+    Stage* record[] = {&rows};
+    ASSERT_EQ(llava_encode_image(m, full, pixels.data(), record, 1, nullptr), n - 1);
+    std::vector<float> all_features(full.features, full.features + (n - 1) * tc);
+
+    auto stage = make_stage("{keep: 32, start_layer: 2}");
+    stage->check(m.vision.encoder_shape());
+    LlavaVisionState pruned;
+    llava_vision_state_init(pruned, m);
+    Stage* chain[] = {stage.get()};
+    Ledger ledger;
+    ASSERT_EQ(llava_encode_image(m, pruned, pixels.data(), chain, 1, &ledger), 32);
+
+    // Naive reference: S_j = sum_{l >= 2} mean_h A^l[h, 0, j].
+    std::vector<double> score(static_cast<size_t>(n - 1), 0.0);
+    for (int l = 2; l < m.vision_blocks; ++l)
+        for (int h = 0; h < m.cfg.vision.heads; ++h)
+            for (int64_t j = 1; j < n; ++j) score[size_t(j - 1)] += rows.rows[size_t(l)][size_t(h * n + j)] / m.cfg.vision.heads;
+    std::vector<int32_t> order(score.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return score[size_t(a)] > score[size_t(b)]; });
+    std::vector<int32_t> want(order.begin(), order.begin() + 32);
+    std::sort(want.begin(), want.end());
+    for (size_t i = 0; i < want.size(); ++i) {
+        const float* got = pruned.features + i * tc;
+        const float* ref = all_features.data() + want[i] * tc;
+        double diff = 0;
+        for (int64_t c = 0; c < tc; ++c) diff = std::max(diff, double(std::abs(got[c] - ref[c])));
+        EXPECT_LT(diff, 1e-5) << "kept token " << i << " (patch " << want[i] << ")";
+    }
+    // The projector ran on 32 tokens only.
+    EXPECT_EQ(ledger.by_component(Component::projector), uint64_t(32 * (vc * tc + tc * tc)));
+    (void)vc;
+}
+
+TEST(VtcCls, ImpossibleSettingsAreRejected) {
+    LlavaModel m;
+    llava_load(m, source_path("models/shapescenes-llava"), {.load_tokenizer = false});
+    EXPECT_NE(error_of([&] { make_stage("{keep: 500}")->check(m.vision.encoder_shape()); })
+                  .find("500 tokens is more than the tower's 196 patches"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] { make_stage("{keep: 8, start_layer: 9}")->check(m.vision.encoder_shape()); })
+                  .find("past the last block the tower runs (4)"),
+              std::string::npos);
+    EXPECT_NE(error_of([&] { make_stage("{keep: 0}"); }).find("keep"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
