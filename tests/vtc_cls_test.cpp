@@ -8,6 +8,7 @@
 
 #include "io/yaml_map.h"
 #include "models/llava.h"
+#include "stages/fastervlm.h"
 #include "stages/vtc_cls.h"
 #include "test_support.h"
 
@@ -94,6 +95,35 @@ TEST(VtcCls, ImpossibleSettingsAreRejected) {
                   .find("past the last block the tower runs (4)"),
               std::string::npos);
     EXPECT_NE(error_of([&] { make_stage("{keep: 0}"); }).find("keep"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+using namespace test;
+
+TEST(FasterVlm, RanksByTheFeatureLayersClsRowAlone) {
+    LlavaModel m;
+    llava_load(m, source_path("models/shapescenes-llava"), {.load_tokenizer = false});
+    std::vector<float> pixels = random_values(size_t(3 * 224 * 224), 9, 1.5f);
+    const std::string yaml = "{keep: 20}";
+    YamlMap a(YAML::Load(yaml), "t.yaml", "fastervlm");
+    FasterVlmStage faster(a);
+    YamlMap b(YAML::Load("{keep: 20, start_layer: 4}"), "t.yaml", "vtc_cls");
+    VtcClsStage last_only(b);  // the same selection spelled as VTC-CLS from the last block (4 of 0..4)
+    faster.check(m.vision.encoder_shape());
+    last_only.check(m.vision.encoder_shape());
+    LlavaVisionState s1, s2;
+    llava_vision_state_init(s1, m);
+    llava_vision_state_init(s2, m);
+    Stage* c1[] = {&faster};
+    Stage* c2[] = {&last_only};
+    ASSERT_EQ(llava_encode_image(m, s1, pixels.data(), c1, 1, nullptr), 20);
+    ASSERT_EQ(llava_encode_image(m, s2, pixels.data(), c2, 1, nullptr), 20);
+    EXPECT_EQ(s1.vit.tokens[0].patch_owner, s2.vit.tokens[0].patch_owner);
+    EXPECT_EQ(faster.name(), "fastervlm");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "stages/biformer_routing.h"
 #include "stages/evit.h"
+#include "stages/fastervlm.h"
 #include "stages/noop.h"
 #include "stages/tome.h"
 #include "stages/vtc_cls.h"
@@ -29,6 +30,7 @@ constexpr StageEntry registry[] = {
     {"biformer_routing", make<BiformerRoutingStage>},
     {"window_attention", make<WindowAttentionStage>},
     {"vtc_cls", make<VtcClsStage>},
+    {"fastervlm", make<FasterVlmStage>},
 };
 
 }  // namespace

@@ -26,13 +26,19 @@ VtcClsStage::VtcClsStage(YamlMap& params) : params_(params) {
     params_ = params;
 }
 
+VtcClsStage::VtcClsStage(YamlMap& params, LastLayerOnly, std::string name)
+    : name_(std::move(name)), params_(params), last_layer_only_(true) {
+    keep_ = params.integer("keep", 64, 1, 1 << 20);
+    params_ = params;
+}
+
 void VtcClsStage::check(const EncoderShape& shape) const {
     if (shape.prefix != 1)
         fail(params_.file(), "stage 'vtc_cls' ranks tokens by the CLS token's attention and needs exactly one prefix "
                              "token (a CLS token); this encoder has " + std::to_string(shape.prefix));
     // LLaVA-1.5: layers 16..22 of a 24-layer tower whose features come from
     // layer 22, i.e. two thirds of (blocks run + 1).
-    start_ = start_layer_ >= 0 ? start_layer_ : (2 * (shape.depth + 1)) / 3;
+    start_ = last_layer_only_ ? shape.depth - 1 : start_layer_ >= 0 ? start_layer_ : (2 * (shape.depth + 1)) / 3;
     if (start_ >= shape.depth)
         params_.error("start_layer", "layer " + std::to_string(start_) + " is past the last block the tower runs (" +
                                          std::to_string(shape.depth - 1) + ")");
@@ -51,14 +57,14 @@ void VtcClsStage::encoder_after_attention(BlockView& view) {
     if (view.block < start_) return;
     const TokenState& ts = *view.state;
     const int count = ts.count;
-    if (!view.cls_attention) fail("vtc_cls", "block " + std::to_string(view.block) + ": no CLS attention row");
+    if (!view.cls_attention) fail(name_, "block " + std::to_string(view.block) + ": no CLS attention row");
     if (view.block == start_) {
         scores_.assign(size_t(count - 1), 0.0);
     } else if (count != scored_count_) {
         // Another stage reorganized the tokens since the last block: carry
         // the sums (merged tokens add their parts' scores).
         if (ts.last_map_count != scored_count_)
-            fail("vtc_cls", "block " + std::to_string(view.block) +
+            fail(name_, "block " + std::to_string(view.block) +
                                 ": tokens were reorganized more than once since the last block; cannot carry scores");
         std::vector<double> carried(size_t(count - 1), 0.0);
         for (int t = 1; t < scored_count_; ++t) {
@@ -77,7 +83,7 @@ void VtcClsStage::encoder_after_attention(BlockView& view) {
 
 void VtcClsStage::encoder_after_encoder(EncoderView& view) {
     TokenState& ts = *view.state;
-    if (scored_count_ != ts.count) fail("vtc_cls", "the tokens changed after the last scored block");
+    if (scored_count_ != ts.count) fail(name_, "the tokens changed after the last scored block");
     const int n = ts.count - 1;
     if (keep_ >= n) return;
     std::vector<int32_t> kept = vtc_cls_select(scores_, keep_);

@@ -20,6 +20,9 @@ std::vector<int32_t> vtc_cls_select(const std::vector<double>& scores, int keep)
 class VtcClsStage : public Stage {
 public:
     explicit VtcClsStage(YamlMap& params);
+    // A variant scoring with the feature layer's CLS row alone (FasterVLM).
+    struct LastLayerOnly {};
+    VtcClsStage(YamlMap& params, LastLayerOnly, std::string name);
     const std::string& name() const override { return name_; }
     void check(const EncoderShape& shape) const override;
     Signals signals(int block) const override;
@@ -34,6 +37,7 @@ private:
     YamlMap params_;
     int keep_ = 64;
     int start_layer_ = -1;  // -1: two thirds of the tower's depth
+    bool last_layer_only_ = false;
     mutable int start_ = 0;
     std::vector<double> scores_;  // per current non-prefix token
     int scored_count_ = 0;        // token count the scores refer to
