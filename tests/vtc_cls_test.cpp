@@ -128,3 +128,42 @@ TEST(FasterVlm, RanksByTheFeatureLayersClsRowAlone) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+using namespace test;
+
+TEST(LlavaPositions, OriginalPositionsLeaveGapsWhereTokensWereDropped) {
+    LlavaModel m;
+    llava_load(m, source_path("models/shapescenes-llava"), {.load_tokenizer = false});
+    const int32_t img = m.cfg.image_token_id;
+    const std::vector<int32_t> ids = {0, 5, 6, img, img, img, 7, 8};
+    std::vector<int32_t> contiguous(ids.size()), original(ids.size());
+    llava_prompt_positions(m, ids, nullptr, contiguous.data());
+    EXPECT_EQ(contiguous, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+    const std::vector<int32_t> slots = {2, 40, 195};  // kept patches of the 196
+    llava_prompt_positions(m, ids, &slots, original.data());
+    EXPECT_EQ(original, (std::vector<int32_t>{0, 1, 2, 5, 43, 198, 199, 200}));
+}
+
+TEST(VtcCls, SlotsAreThePatchesTheKeptTokensCame) {
+    LlavaModel m;
+    llava_load(m, source_path("models/shapescenes-llava"), {.load_tokenizer = false});
+    std::vector<float> pixels = random_values(size_t(3 * 224 * 224), 3, 1.5f);
+    YamlMap p(YAML::Load("{keep: 10, positions: original}"), "t.yaml", "vtc_cls");
+    VtcClsStage stage(p);
+    EXPECT_TRUE(stage.keeps_original_positions());
+    stage.check(m.vision.encoder_shape());
+    LlavaVisionState s;
+    llava_vision_state_init(s, m);
+    Stage* chain[] = {&stage};
+    ASSERT_EQ(llava_encode_image(m, s, pixels.data(), chain, 1, nullptr), 10);
+    ASSERT_EQ(s.slots.size(), 10u);
+    EXPECT_TRUE(std::is_sorted(s.slots.begin(), s.slots.end()));
+    for (size_t i = 0; i < s.slots.size(); ++i) EXPECT_EQ(s.vit.tokens[0].patch_owner[size_t(s.slots[i])], int(i) + 1);
+    YamlMap bad(YAML::Load("{positions: gaps}"), "t.yaml", "vtc_cls");
+    EXPECT_NE(error_of([&] { VtcClsStage x(bad); }).find("expected contiguous or original, got 'gaps'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera

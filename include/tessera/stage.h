@@ -80,6 +80,11 @@ public:
     virtual bool encoder_attention(AttentionView& view) { return false; }
     virtual void encoder_after_attention(BlockView& view) {}
     virtual void encoder_after_encoder(EncoderView& view) {}
+
+    // Vision-language models: true when the visual tokens a stage keeps
+    // should enter the decoder at the positions they had in the full layout
+    // (gaps where tokens were dropped) instead of contiguous ones.
+    virtual bool keeps_original_positions() const { return false; }
 };
 
 }  // namespace tessera

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -174,6 +175,17 @@ int64_t llava_encode_image(const LlavaModel& m, LlavaVisionState& s, const float
     const int64_t skip = m.cfg.select_strategy == "default" ? s.vit.tokens[0].prefix : 0;
     const int64_t count = n - skip;
     std::memcpy(s.selected, s.vit.x + skip * vc, size_t(count * vc) * sizeof(float));
+    const TokenState& ts = s.vit.tokens[0];
+    s.slots.clear();
+    for (int64_t t = skip; t < n; ++t) {
+        if (t < ts.prefix) {
+            s.slots.push_back(int32_t(t));  // CLS kept ("full")
+            continue;
+        }
+        const std::vector<int32_t> patches = ts.patches_of(int(t));
+        const int32_t first = patches.empty() ? 0 : *std::min_element(patches.begin(), patches.end());
+        s.slots.push_back(int32_t(first + ts.prefix - skip));
+    }
     Ledger::ComponentScope scope(ledger, Component::projector);
     linear_w(ledger, s.hidden, s.selected, m.proj1, m.proj1_bias, count, Epilogue::gelu_erf, s.scratch);
     linear_w(ledger, s.features, s.hidden, m.proj2, m.proj2_bias, count, Epilogue::none, s.scratch);
@@ -198,6 +210,23 @@ std::vector<int32_t> llava_prompt_ids(const LlavaModel& m, const std::string& te
     if (images != 1)
         fail("prompt", "the prompt must hold exactly one <image> token, found " + std::to_string(images));
     return out;
+}
+
+void llava_prompt_positions(const LlavaModel& m, const std::vector<int32_t>& ids, const std::vector<int32_t>* slots,
+                            int32_t* positions) {
+    const int32_t full = m.cfg.visual_tokens_per_image();
+    int32_t image_start = -1, seen = 0, shift = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        if (!slots) {
+            positions[i] = int32_t(i);
+        } else if (ids[i] == m.cfg.image_token_id) {
+            if (image_start < 0) image_start = int32_t(i);
+            positions[i] = image_start + (*slots)[size_t(seen++)];
+            shift = full - seen;  // text after the image sits where it would with every visual token
+        } else {
+            positions[i] = int32_t(i) + shift;
+        }
+    }
 }
 
 void llava_embed_prompt(const LlavaModel& m, const std::vector<int32_t>& ids, const float* features,

@@ -55,6 +55,9 @@ struct LlavaVisionState {
     float* selected;   // [visual tokens, vision hidden]
     float* hidden;     // [visual tokens, text hidden] projector's middle
     float* scratch;    // linear_w scratch
+    // Slot of each visual token passed on in the unpruned layout (0 ..
+    // visual_tokens_per_image - 1), from the token state's patch provenance.
+    std::vector<int32_t> slots;
     Arena arena;
 };
 void llava_vision_state_init(LlavaVisionState& state, const LlavaModel& model);
@@ -72,6 +75,12 @@ std::string llava_prompt_text(const std::string& prompt);
 // Token ids of a prompt holding exactly one image token, with that token
 // repeated `visual_tokens` times (as transformers' LlavaProcessor expands it).
 std::vector<int32_t> llava_prompt_ids(const LlavaModel& model, const std::string& text, int64_t visual_tokens);
+
+// Decoder positions of a prompt: contiguous (0, 1, ...), or, with `slots`,
+// the positions the tokens would have had with every visual token present
+// (visual token k at image_start + slots[k], text after the image shifted).
+void llava_prompt_positions(const LlavaModel& model, const std::vector<int32_t>& ids,
+                            const std::vector<int32_t>* slots, int32_t* positions);
 
 // Input embeddings: text rows from the embedding table, image-token rows
 // filled with the visual features in order. out: [ids.size(), hidden].

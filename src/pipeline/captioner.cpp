@@ -102,7 +102,10 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
     im.embeds.resize(size_t(T * tc.hidden));
     llava_embed_prompt(m, ids, im.vision.features, visual, im.embeds.data());
     im.positions.resize(size_t(T));
-    for (int64_t i = 0; i < T; ++i) im.positions[size_t(i)] = int32_t(i);
+    bool original = false;
+    for (Stage* st : im.stage_ptrs) original |= st->keeps_original_positions();
+    llava_prompt_positions(m, ids, original ? &im.vision.slots : nullptr, im.positions.data());
+    const int32_t next_position = im.positions.back() + 1;
 
     const auto t_prefill = std::chrono::steady_clock::now();
     Ledger prefill_ledger;
@@ -136,7 +139,7 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
             break;
         }
         llama_embed(m.text, &next, 1, embed.data());
-        const int32_t pos = int32_t(T + step);
+        const int32_t pos = next_position + step;
         llama_forward(m.text, im.decoder, embed.data(), &pos, 1, &decode_ledger);
     }
     c.macs_decode = decode_ledger.total();

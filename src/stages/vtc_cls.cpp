@@ -23,12 +23,20 @@ std::vector<int32_t> vtc_cls_select(const std::vector<double>& scores, int keep)
 VtcClsStage::VtcClsStage(YamlMap& params) : params_(params) {
     keep_ = params.integer("keep", 64, 1, 1 << 20);
     start_layer_ = params.integer("start_layer", -1, -1, 255);
+    const std::string positions = params.string("positions", "contiguous");
+    if (positions != "contiguous" && positions != "original")
+        params.error("positions", "expected contiguous or original, got '" + positions + "'");
+    original_positions_ = positions == "original";
     params_ = params;
 }
 
 VtcClsStage::VtcClsStage(YamlMap& params, LastLayerOnly, std::string name)
     : name_(std::move(name)), params_(params), last_layer_only_(true) {
     keep_ = params.integer("keep", 64, 1, 1 << 20);
+    const std::string positions = params.string("positions", "contiguous");
+    if (positions != "contiguous" && positions != "original")
+        params.error("positions", "expected contiguous or original, got '" + positions + "'");
+    original_positions_ = positions == "original";
     params_ = params;
 }
 

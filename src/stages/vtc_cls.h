@@ -4,7 +4,9 @@
 // feature layer; keep the `keep` best, in raster order; the decoder then sees
 // only those (with contiguous positions). Only CLS rows are computed.
 //
-//   - vtc_cls: {keep: 64, start_layer: 16}
+//   - vtc_cls: {keep: 64, start_layer: 16, positions: contiguous}
+// positions: original is a variant that keeps each token's position from the
+// full layout (as FastV does), for decoders that read layout from positions.
 #pragma once
 #include <vector>
 
@@ -28,6 +30,7 @@ public:
     Signals signals(int block) const override;
     void encoder_after_attention(BlockView& view) override;
     void encoder_after_encoder(EncoderView& view) override;
+    bool keeps_original_positions() const override { return original_positions_; }
 
     // The last image's ensembled scores over its non-prefix tokens (tests).
     const std::vector<double>& scores() const { return scores_; }
@@ -38,6 +41,7 @@ private:
     int keep_ = 64;
     int start_layer_ = -1;  // -1: two thirds of the tower's depth
     bool last_layer_only_ = false;
+    bool original_positions_ = false;  // positions: original (a variant; METHODS.md: contiguous)
     mutable int start_ = 0;
     std::vector<double> scores_;  // per current non-prefix token
     int scored_count_ = 0;        // token count the scores refer to
