@@ -43,21 +43,6 @@ double max_abs_diff(const float* a, const std::vector<float>& b) {
     return m;
 }
 
-// Records the CLS attention row of every block.
-class ClsRecorder : public Stage {
-public:
-    const std::string& name() const override { return name_; }
-    Signals signals(int) const override { return {true}; }
-    void encoder_after_attention(BlockView& view) override {
-        const int n = view.state->count;
-        rows.emplace_back(view.cls_attention, view.cls_attention + int64_t(view.heads) * n);
-    }
-    std::vector<std::vector<float>> rows;
-
-private:
-    std::string name_ = "cls_recorder";
-};
-
 // Prefill on the reference's input ids, then `steps` greedy tokens.
 struct Decoded {
     double first_logits_error = 0;
@@ -117,7 +102,7 @@ TEST_P(LlavaParity, TowersLogitsAndGreedyTokensMatchTransformers) {
         ASSERT_EQ(want.size(), size_t(n * vc));
         EXPECT_LT(max_abs_diff(vs.vit.x, want), 1e-3) << "vision hidden state " << k;
     }
-    ClsRecorder recorder;
+    ClsRowRecorder recorder;
     Stage* stages[] = {&recorder};
     Ledger ledger;
     const int64_t visual = llava_encode_image(m, vs, pixels.data(), stages, 1, &ledger);

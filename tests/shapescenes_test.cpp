@@ -63,24 +63,6 @@ namespace tessera {
 namespace {
 using namespace test;
 
-// Records each block's head-mean CLS attention over the patches.
-class ClsRows : public Stage {
-public:
-    const std::string& name() const override { return name_; }
-    Signals signals(int) const override { return {true}; }
-    void encoder_after_attention(BlockView& view) override {
-        const int n = view.state->count;
-        std::vector<double> row(static_cast<size_t>(n - 1), 0.0);
-        for (int h = 0; h < view.heads; ++h)
-            for (int t = 1; t < n; ++t) row[size_t(t - 1)] += view.cls_attention[int64_t(h) * n + t] / view.heads;
-        rows.push_back(std::move(row));
-    }
-    std::vector<std::vector<double>> rows;
-
-private:
-    std::string name_ = "cls_rows";
-};
-
 // Fraction of object pixels inside the top quarter of patches by CLS attention.
 double coverage(const std::vector<double>& attention, const std::vector<int>& object_pixels) {
     std::vector<int> order(attention.size());
@@ -112,13 +94,14 @@ TEST(ShapeScenesModel, ClsAttentionOfTheVisionTowerCoversTheObjects) {
         const std::vector<int> object_pixels = scene["patch_object_pixels"];
         clip_preprocess_image(image_decode_file(dir + "/images/" + scene["image"].get<std::string>()), m.preprocess,
                               pixels.data());
-        ClsRows rows;
+        ClsRowRecorder rows;
         Stage* stages[] = {&rows};
         llava_encode_image(m, vs, pixels.data(), stages, 1, nullptr);
-        std::vector<double> summed(rows.rows[0].size(), 0.0);  // VTC-CLS's score: the sum over layers
+        std::vector<double> summed(rows.head_mean(0).size(), 0.0);  // VTC-CLS's score: the sum over layers
         for (int l = 0; l < m.vision_blocks; ++l) {
-            per_layer[size_t(l)] += coverage(rows.rows[size_t(l)], object_pixels);
-            for (size_t t = 0; t < summed.size(); ++t) summed[t] += rows.rows[size_t(l)][t];
+            const std::vector<double> mean = rows.head_mean(size_t(l));
+            per_layer[size_t(l)] += coverage(mean, object_pixels);
+            for (size_t t = 0; t < summed.size(); ++t) summed[t] += mean[t];
         }
         summed_coverage += coverage(summed, object_pixels) / scenes;
         double covered = 0;

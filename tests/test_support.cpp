@@ -210,4 +210,11 @@ void write_tiny_vit(const std::string& dir, const TinyVit& v) {
     write_file(dir + "/model.safetensors", safetensors_bytes(tiny_vit_tensors(v)));
 }
 
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float m = 0.0f;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+    return m;
+}
+
 }  // namespace tessera::test

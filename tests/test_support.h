@@ -1,6 +1,7 @@
 // Helpers shared by the tests: where the real weights and images live, and
 // temporary files.
 #pragma once
+#include "tessera/stage.h"
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -77,6 +78,34 @@ std::string error_of(const std::function<void()>& f);
 void masked_attention(const std::vector<float>& qkv, int n, int heads, int d, double scale, const float* key_bias,
                       const std::function<bool(int, int)>& allowed, std::vector<double>& out,
                       std::vector<double>& cls_probs);
+
+// Largest |a[i] - b[i]| (sizes must agree).
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
+
+// A stage that records every block's CLS attention row ([heads, count] per block).
+class ClsRowRecorder : public Stage {
+public:
+    const std::string& name() const override { return name_; }
+    Signals signals(int) const override { return {true}; }
+    void encoder_after_attention(BlockView& view) override {
+        rows.emplace_back(view.cls_attention, view.cls_attention + int64_t(view.heads) * view.state->count);
+        heads = view.heads;
+    }
+    // Head-mean attention of block l's CLS row to the non-CLS tokens.
+    std::vector<double> head_mean(size_t block) const {
+        const std::vector<float>& r = rows[block];
+        const size_t n = r.size() / size_t(heads);
+        std::vector<double> out(n - 1, 0.0);
+        for (int h = 0; h < heads; ++h)
+            for (size_t t = 1; t < n; ++t) out[t - 1] += r[size_t(h) * n + t] / heads;
+        return out;
+    }
+    std::vector<std::vector<float>> rows;
+    int heads = 0;
+
+private:
+    std::string name_ = "cls_row_recorder";
+};
 
 // Deterministic uniform values in [-scale, scale].
 std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f);

@@ -16,19 +16,6 @@ namespace tessera {
 namespace {
 using namespace test;
 
-class ClsRows : public Stage {
-public:
-    const std::string& name() const override { return name_; }
-    Signals signals(int) const override { return {true}; }
-    void encoder_after_attention(BlockView& view) override {
-        rows.emplace_back(view.cls_attention, view.cls_attention + int64_t(view.heads) * view.state->count);
-    }
-    std::vector<std::vector<float>> rows;
-
-private:
-    std::string name_ = "rows";
-};
-
 std::unique_ptr<VtcClsStage> make_stage(const std::string& yaml) {
     YamlMap params(YAML::Load(yaml), "test.yaml", "vtc_cls");
     auto stage = std::make_unique<VtcClsStage>(params);
@@ -50,7 +37,7 @@ TEST(VtcCls, KeepsTheTopTokensOfTheSummedClsAttention) {
     // Full run: CLS rows of every block and the projected features of all 196 patches.
     LlavaVisionState full;
     llava_vision_state_init(full, m);
-    ClsRows rows;
+    ClsRowRecorder rows;
     Stage* record[] = {&rows};
     ASSERT_EQ(llava_encode_image(m, full, pixels.data(), record, 1, nullptr), n - 1);
     std::vector<float> all_features(full.features, full.features + (n - 1) * tc);
