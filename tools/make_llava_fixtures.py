@@ -34,11 +34,15 @@ import inspect
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_folder import save_sharded  # noqa: E402
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -249,16 +253,7 @@ def to_4x_layout(folder, shortest_edge, crop, patch, strategy):
                 k = b + k[len(a):]
                 break
         old[k] = v.contiguous()
-    names = sorted(old)
-    half = len(names) // 2
-    weight_map = {}
-    for i, part in enumerate((names[:half], names[half:])):
-        shard = f"model-{i + 1:05d}-of-00002.safetensors"
-        save_file({k: old[k] for k in part}, os.path.join(folder, shard), metadata={"format": "pt"})
-        weight_map.update({k: shard for k in part})
-    total = sum(t.numel() * t.element_size() for t in old.values())
-    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
-              open(os.path.join(folder, "model.safetensors.index.json"), "w"), indent=2)
+    save_sharded(old, folder)
 
     for f in ("processor_config.json", "chat_template.jinja", "chat_template.json"):
         if os.path.exists(os.path.join(folder, f)):

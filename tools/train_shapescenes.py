@@ -24,7 +24,6 @@ Needs torch, tokenizers and transformers (the tokenizer is trained with the
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shapescenes as ss  # noqa: E402
+from hf_folder import save_sharded  # noqa: E402
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
@@ -330,6 +330,16 @@ def prompt_ids(tok, prompt, visual):
 
 # ---------------------------------------------------------------- training
 
+def optimizer_step(opt, sched, params, loss, what, step, steps, t0):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    if step % 200 == 0 or step == steps - 1:
+        print(f"{what} step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+
+
 def train_vision(model, imgs, scenes, c, device, steps, batch):
     grid = c["image"] // c["patch"]
     cls_t, count_t, ps_t, pc_t = (torch.as_tensor(a, device=device) for a in vision_targets(scenes, grid))
@@ -354,13 +364,7 @@ def train_vision(model, imgs, scenes, c, device, steps, batch):
                     + F.cross_entropy(heads["count"](cls).float(), count_t[idx])
                     + F.cross_entropy(heads["shape"](feat).flatten(0, 1).float(), ps_t[idx].flatten())
                     + F.cross_entropy(heads["colour"](feat).flatten(0, 1).float(), pc_t[idx].flatten()))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            print(f"vision step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+        optimizer_step(opt, sched, params, loss, "vision", step, steps, t0)
     return heads
 
 
@@ -439,13 +443,7 @@ def train_decoder(model, tok, imgs, scenes, c, device, steps, batch, seed, lr=1e
             pos = torch.arange(T, device=device)[None].expand(ids.shape[0], -1)
             logits = model.decode(x, pos, causal_mask(T, device, torch.float32))
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tgt[:, 1:].flatten(), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            print(f"decoder step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+        optimizer_step(opt, sched, params, loss, "decoder", step, steps, t0)
 
 
 @torch.no_grad()
@@ -481,18 +479,8 @@ def greedy(model, tok, img_uint8, prompt, device, c, max_new=64):
 # ---------------------------------------------------------------- export
 
 def export(model, tok, c, out):
-    from safetensors.torch import save_file
     sd = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
-    names = sorted(sd)
-    half = len(names) // 2
-    weight_map = {}
-    for i, part in enumerate((names[:half], names[half:])):
-        shard = f"model-{i + 1:05d}-of-00002.safetensors"
-        save_file({k: sd[k] for k in part}, os.path.join(out, shard), metadata={"format": "pt"})
-        weight_map.update({k: shard for k in part})
-    total = sum(t.numel() * 2 for t in sd.values())
-    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
-              open(os.path.join(out, "model.safetensors.index.json"), "w"), indent=2)
+    save_sharded(sd, out)
     image_id = tok.convert_tokens_to_ids("<image>")
     cfg = {
         "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "image_token_index": image_id,
@@ -524,7 +512,6 @@ def export(model, tok, c, out):
 
 def evaluate(model, tok, imgs, scenes, c, device, limit):
     """Held-out quality from greedy decoding (docs/shapescenes.md metrics)."""
-    rng = np.random.default_rng(12345)
     cap_tp = cap_fp = cap_fn = 0
     chair_s = chair_i_num = chair_i_den = 0
     yes = {}
