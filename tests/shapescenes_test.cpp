@@ -16,22 +16,6 @@ namespace tessera {
 namespace {
 using namespace test;
 
-std::string render_heldout(int count) {
-    const std::string dir = temp_dir();
-    std::string command = "'";  // built with += (operator+ on literals trips a GCC 12 -Wrestrict false positive)
-    command += reference_python();
-    command += "' '";
-    command += source_path("tools/shapescenes.py");
-    command += "' --split heldout --count ";
-    command += std::to_string(count);
-    command += " --out '";
-    command += dir;
-    command += "'";
-    const CommandResult r = run_command(command);
-    if (r.exit_code != 0) throw std::runtime_error("shapescenes.py failed: " + r.err);
-    return dir;
-}
-
 TEST(ShapeScenesModel, GreedyTokensMatchTheTrainingCodeOn50HeldOutScenes) {
     TESSERA_REQUIRE_PYTHON();
     const nlohmann::json ref =

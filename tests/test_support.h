@@ -35,6 +35,10 @@ CommandResult run_command(const std::string& command);
 // The Debian python3 with numpy and Pillow, or "" when not available.
 std::string reference_python();
 
+// Renders held-out ShapeScenes scenes 0..count-1 with tools/shapescenes.py
+// into a fresh temporary folder (images/heldout-NNNNNN.png, scenes.jsonl).
+std::string render_heldout(int count);
+
 }  // namespace tessera::test
 
 // Skips the current test, with the reason, when ../shared is not present.

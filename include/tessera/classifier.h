@@ -32,6 +32,7 @@ struct Classification {
     uint64_t macs = 0;            // multiply-accumulates of this image's forward pass
     double ms = 0.0;              // forward time (batch time / batch), decode and preprocessing excluded
     std::vector<int> tokens;      // token count entering each encoder block
+    std::vector<float> logits;    // [num_classes], the head's raw output (multi-label heads read these)
 };
 
 class Classifier {

@@ -62,6 +62,7 @@ void add_classify(CLI::App& app) {
     struct Opts {
         std::string model, pipeline, labels, format = "text", visualize;
         int top = 5, threads = 0;
+        bool logits = false;
         std::vector<std::string> images;
     };
     auto o = std::make_shared<Opts>();
@@ -71,12 +72,14 @@ void add_classify(CLI::App& app) {
     cmd->add_option("--top", o->top, "How many classes to print")->check(CLI::Range(1, 1000));
     cmd->add_option("--format", o->format, "text or jsonl");
     cmd->add_option("--labels", o->labels, "Class-name TSV (default: ImageNet-1k)");
+    cmd->add_flag("--logits", o->logits, "jsonl: also every raw logit (for multi-label heads)");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
     cmd->add_option("--visualize", o->visualize,
                     "Write a PNG per image showing each stage's effect on the patches (several images: OUT-1.png, ...)");
     cmd->add_option("images", o->images, "Image files (JPEG, PNG, BMP)")->required();
     cmd->callback([o] {
         check_format(o->format, {"text", "jsonl"});
+        if (o->logits && o->format != "jsonl") fail("classify", "--logits needs --format jsonl");
         if (o->model.empty() && o->pipeline.empty()) fail("classify", "give --model (or a --pipeline with a 'model' key)");
         Classifier clf({o->model, o->pipeline, o->threads, 1});
         const std::vector<std::string> names = o->labels.empty() ? class_names_imagenet() : class_names_read(o->labels);
@@ -94,6 +97,7 @@ void add_classify(CLI::App& app) {
                     top.push_back({{"class", p.class_index}, {"label", label_of(names, p.class_index)}, {"prob", p.prob}});
                 json line = {{"image", image}, {"top", top}, {"gmacs", double(c.macs) * 1e-9}, {"ms", c.ms},
                              {"tokens", c.tokens}};
+                if (o->logits) line["logits"] = c.logits;
                 std::cout << line.dump() << "\n";
             } else {
                 std::printf("%s\n", image.c_str());

@@ -70,6 +70,7 @@ void load_vision(LlavaModel& m, WeightLoader& w, const std::string& p) {
     hp.dim = v.hidden, hp.depth = v.layers, hp.heads = v.heads, hp.mlp_hidden = v.intermediate;
     hp.qkv_bias = true, hp.class_token = true, hp.pre_norm = true;
     hp.norm_eps = v.layer_norm_eps, hp.num_classes = 0, hp.act = v.act;
+    hp.block_attention.assign(size_t(v.layers), BlockAttention{});
     vit.dir = m.dir, vit.architecture = "clip_vision_model";
 
     const int64_t c = v.hidden, n = hp.tokens();
@@ -103,6 +104,7 @@ void load_vision(LlavaModel& m, WeightLoader& w, const std::string& p) {
         blk.fc2_w = w.f32(b + "mlp.fc2.weight", {c, v.intermediate});
         blk.fc2_b = w.f32(b + "mlp.fc2.bias", {c});
         blk.ls2 = nullptr;
+        blk.lce_w = blk.lce_b = nullptr;
     }
     for (int l = m.vision_blocks; l < v.layers; ++l)
         w.skip_prefix(p + "encoder.layers." + std::to_string(l) + ".");

@@ -1,5 +1,6 @@
 #include "models/vit.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <regex>
@@ -7,6 +8,7 @@
 
 #include "io/safetensors.h"
 #include "kernels/attention.h"
+#include "kernels/channel_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "tessera/error.h"
@@ -27,7 +29,80 @@ constexpr VitSize vit_sizes[] = {
     {"base", 768, 12, 12}, {"large", 1024, 24, 16}, {"huge", 1280, 32, 16},
 };
 
+// model_args.block_attention: absent (every block global) or one entry per
+// block, {"kind": "global" | "routing" | "window" | "channel", settings...}.
+std::vector<BlockAttention> block_attention_read(const nlohmann::json& args, const VitHparams& hp,
+                                                 const std::string& where) {
+    std::vector<BlockAttention> out(size_t(hp.depth));
+    if (!args.contains("block_attention")) return out;
+    const nlohmann::json& list = args["block_attention"];
+    if (!list.is_array() || list.size() != size_t(hp.depth))
+        fail(where, "block_attention must be a list with one entry per block (" + std::to_string(hp.depth) + ")");
+    const int side = std::min(hp.grid_h(), hp.grid_w());
+    for (int l = 0; l < hp.depth; ++l) {
+        const nlohmann::json& e = list[size_t(l)];
+        const std::string at = where + ".block_attention[" + std::to_string(l) + "]";
+        if (!e.is_object()) fail(at, "expected an object such as {\"kind\": \"global\"}");
+        BlockAttention& b = out[size_t(l)];
+        const std::string kind = json_string(e, "kind", "", at);
+        auto bad = [&](const std::string& what) { fail(at, what); };
+        auto allow = [&](std::initializer_list<const char*> keys) {
+            for (const auto& [key, value] : e.items()) {
+                bool known = key == "kind";
+                for (const char* k : keys) known |= key == k;
+                if (!known) bad("key '" + key + "' does not apply to " + kind + " attention");
+            }
+        };
+        if (kind == "global") {
+            allow({});
+        } else if (kind == "routing") {
+            allow({"regions", "topk", "scale", "lce_kernel"});
+            b.kind = BlockAttention::Kind::routing;
+            b.regions = json_int(e, "regions", b.regions, at);
+            b.topk = json_int(e, "topk", b.topk, at);
+            const std::string scale = json_string(e, "scale", "head", at);
+            if (scale != "head" && scale != "channel") bad("scale must be 'head' or 'channel', got '" + scale + "'");
+            b.channel_scale = scale == "channel";
+            b.lce_kernel = json_int(e, "lce_kernel", 0, at);
+            if (b.regions < 1 || b.regions > side)
+                bad("regions must be in 1.." + std::to_string(side) + " (the patch grid's shorter side), got " +
+                    std::to_string(b.regions));
+            if (b.topk < 1 || b.topk > b.regions * b.regions)
+                bad("topk must be in 1..regions^2 = " + std::to_string(b.regions * b.regions) + ", got " +
+                    std::to_string(b.topk));
+            if (b.lce_kernel < 0 || b.lce_kernel > 15 || (b.lce_kernel && b.lce_kernel % 2 == 0))
+                bad("lce_kernel must be 0 (none) or odd in 1..15, got " + std::to_string(b.lce_kernel));
+        } else if (kind == "window") {
+            allow({"window"});
+            b.kind = BlockAttention::Kind::window;
+            b.window = json_int(e, "window", b.window, at);
+            if (b.window < 1 || hp.grid_h() % b.window || hp.grid_w() % b.window)
+                bad("window must divide both sides of the " + std::to_string(hp.grid_h()) + "x" +
+                    std::to_string(hp.grid_w()) + " patch grid, got " + std::to_string(b.window));
+        } else if (kind == "channel") {
+            allow({"groups"});
+            b.kind = BlockAttention::Kind::channel;
+            b.groups = json_int(e, "groups", b.groups, at);
+            if (b.groups < 1 || hp.dim % b.groups)
+                bad("groups must divide embed_dim " + std::to_string(hp.dim) + ", got " + std::to_string(b.groups));
+        } else {
+            bad("kind '" + kind + "' is not one of global, routing, window, channel");
+        }
+    }
+    return out;
+}
+
 }  // namespace
+
+const char* block_attention_name(BlockAttention::Kind kind) {
+    switch (kind) {
+        case BlockAttention::Kind::global: return "global";
+        case BlockAttention::Kind::routing: return "routing";
+        case BlockAttention::Kind::window: return "window";
+        case BlockAttention::Kind::channel: return "channel";
+    }
+    return "?";
+}
 
 VitHparams vit_hparams_from_timm(const TimmConfig& cfg) {
     const std::string& where = cfg.path;
@@ -80,7 +155,8 @@ VitHparams vit_hparams_from_timm(const TimmConfig& cfg) {
     std::string act = json_string(a, "act_layer", "gelu", args_where);
 
     auto bad = [&](const std::string& what) { fail(where, what); };
-    if (act != "gelu") bad("model_args.act_layer '" + act + "' is not supported (only exact GELU)");
+    if (act != "gelu" && act != "quick_gelu") bad("model_args.act_layer '" + act + "' is not supported (gelu or quick_gelu)");
+    hp.act = act;
     if (hp.patch < 1 || hp.patch > 64) bad("model_args.patch_size must be in 1..64, got " + std::to_string(hp.patch));
     if (hp.img_h < hp.patch || hp.img_w < hp.patch || hp.img_h % hp.patch || hp.img_w % hp.patch || hp.img_h > 4096 ||
         hp.img_w > 4096)
@@ -95,6 +171,7 @@ VitHparams vit_hparams_from_timm(const TimmConfig& cfg) {
     if (hp.global_pool != "token" && hp.global_pool != "avg")
         bad("global_pool '" + hp.global_pool + "' is not supported (token or avg)");
     if (hp.global_pool == "token" && !hp.class_token) bad("global_pool 'token' needs class_token");
+    hp.block_attention = block_attention_read(a, hp, args_where);
     return hp;
 }
 
@@ -162,7 +239,8 @@ void vit_load(VitModel& model, const std::string& dir) {
 
     const int64_t c = hp.dim, hidden = hp.mlp_hidden, n = hp.tokens();
     model.patch_w = r.take("patch_embed.proj.weight", {c, 3, hp.patch, hp.patch});
-    model.patch_b = r.take("patch_embed.proj.bias", {c});
+    // timm: pre-norm (CLIP-style) models have a bias-free patch convolution.
+    model.patch_b = hp.pre_norm ? r.take_optional("patch_embed.proj.bias", {c}) : r.take("patch_embed.proj.bias", {c});
     model.cls_token = hp.class_token ? r.take("cls_token", {1, 1, c}) : nullptr;
     model.pos_embed = r.take("pos_embed", {1, n, c});
     model.norm_pre_w = hp.pre_norm ? r.take("norm_pre.weight", {c}) : nullptr;
@@ -185,6 +263,9 @@ void vit_load(VitModel& model, const std::string& dir) {
         b.fc2_w = r.take(p + "mlp.fc2.weight", {c, hidden});
         b.fc2_b = r.take(p + "mlp.fc2.bias", {c});
         b.ls2 = r.take_optional(p + "ls2.gamma", {c});
+        const int k = hp.block_attention[size_t(i)].lce_kernel;
+        b.lce_w = k ? r.take(p + "attn.lepe.weight", {c, 1, k, k}) : nullptr;
+        b.lce_b = k ? r.take(p + "attn.lepe.bias", {c}) : nullptr;
     }
     // timm: avg pooling moves the final norm after pooling (fc_norm).
     model.fc_norm_w = r.take_optional("fc_norm.weight", {c});
@@ -206,9 +287,21 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     const int64_t grid = int64_t(hp.grid_h()) * hp.grid_w(), patch_len = 3 * hp.patch * hp.patch;
     s.max_batch = max_batch;
     s.stage_scratch_floats = n * (c + n) + 8 * n + 2 * c;
+    int64_t channel_floats = 0;
+    s.routed.assign(size_t(hp.depth), RoutedAttention{});
+    s.windowed.assign(size_t(hp.depth), WindowedAttention{});
+    for (int l = 0; l < hp.depth && l < int(hp.block_attention.size()); ++l) {
+        const BlockAttention& a = hp.block_attention[size_t(l)];
+        if (a.kind == BlockAttention::Kind::routing)
+            s.routed[size_t(l)].init(hp.prefix(), hp.grid_h(), hp.grid_w(), hp.dim, a.regions, a.topk);
+        if (a.kind == BlockAttention::Kind::window)
+            s.windowed[size_t(l)].init(hp.prefix(), hp.grid_h(), hp.grid_w(), a.window);
+        if (a.kind == BlockAttention::Kind::channel)
+            channel_floats = std::max(channel_floats, channel_attention_scratch_floats(c, a.groups));
+    }
     const int64_t floats = b * n * c * 3 + b * n * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
                            attention_scratch_floats(hp.heads, n) + 2 * n + b * hp.heads * n + b * c +
-                           s.stage_scratch_floats;
+                           s.stage_scratch_floats + channel_floats;
     s.arena.reserve(size_t(floats) * sizeof(float) + 16 * 64);
     s.x = s.arena.alloc<float>(size_t(b * n * c));
     s.xn = s.arena.alloc<float>(size_t(b * n * c));
@@ -222,6 +315,7 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.cls_remap = s.arena.alloc<float>(size_t(n));
     s.pooled = s.arena.alloc<float>(size_t(b * c));
     s.stage_scratch = s.arena.alloc<float>(size_t(s.stage_scratch_floats));
+    s.channel_maps = channel_floats ? s.arena.alloc<float>(size_t(channel_floats)) : nullptr;
     s.tokens.assign(size_t(max_batch), TokenState{});
     s.tokens_entering_block.assign(size_t(hp.depth), 0);
 }
@@ -271,6 +365,45 @@ void carry_cls_row(float* cls, int heads, const TokenState& ts, float* scratch) 
     }
 }
 
+// The attention a block was trained with, when it is not global: routing
+// (with LCE), window or channel-group attention. Routing and window follow
+// the patch grid, so the tokens must still be the intact grid there; channel
+// attention is global and takes any token set. Returns false for global
+// blocks.
+bool trained_attention(const VitModel& m, VitState& s, int l, const AttentionView& view, Ledger* ledger) {
+    const VitHparams& hp = m.hp;
+    if (l >= int(hp.block_attention.size())) return false;
+    const BlockAttention& a = hp.block_attention[size_t(l)];
+    if (a.kind == BlockAttention::Kind::global) return false;
+    const TokenState& ts = *view.state;
+    if (a.kind != BlockAttention::Kind::channel && (view.tokens != ts.count || !ts.is_intact_grid()))
+        fail(m.dir, "block " + std::to_string(l) + " was trained with " + block_attention_name(a.kind) +
+                        " attention over the patch grid, but an earlier stage changed the tokens (" +
+                        std::to_string(ts.count) + " left); put token-reducing stages after block " +
+                        std::to_string(l));
+    const int64_t c = hp.dim;
+    if (a.kind == BlockAttention::Kind::channel) {
+        if (view.cls_probs)
+            fail(m.dir, "block " + std::to_string(l) + " has channel-group attention, which has no CLS attention "
+                        "row; a stage asked for one there");
+        ChannelAttentionArgs args{view.qkv, view.out, view.tokens, c, a.groups, s.channel_maps};
+        channel_attention(ledger, args);
+        return true;
+    }
+    GridAttentionCall call{view.qkv, view.out, view.tokens, view.heads, view.head_dim, view.scale, view.key_bias,
+                           view.cls_probs};
+    if (a.kind == BlockAttention::Kind::window) {
+        s.windowed[size_t(l)].run(ledger, call);
+        return true;
+    }
+    if (a.channel_scale) call.scale = 1.0f / std::sqrt(float(c));
+    s.routed[size_t(l)].run(ledger, call);
+    if (a.lce_kernel)  // local context enhancement: depthwise conv of V over the grid, added before proj
+        grid_depthwise_conv_add(ledger, view.qkv + 2 * c, 3 * c, view.out, c, hp.prefix(), hp.grid_h(), hp.grid_w(),
+                                c, m.blocks[size_t(l)].lce_w, m.blocks[size_t(l)].lce_b, a.lce_kernel);
+    return true;
+}
+
 // y += gamma * t (layer scale), or y += t.
 void add_scaled(float* y, const float* t, const float* gamma, int64_t rows, int64_t c) {
     for (int64_t r = 0; r < rows; ++r)
@@ -318,7 +451,13 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 for (int i = 0; i < stage_count && !handled; ++i) {
                     Ledger::StageScope stage_scope(ledger, stages[i]->name());
                     handled = stages[i]->encoder_attention(view);
+                    if (handled && l < int(hp.block_attention.size()) &&
+                        hp.block_attention[size_t(l)].kind != BlockAttention::Kind::global)
+                        fail(stages[i]->name(), "block " + std::to_string(l) + " was trained with " +
+                                                    block_attention_name(hp.block_attention[size_t(l)].kind) +
+                                                    " attention; a stage cannot replace it");
                 }
+                if (!handled) handled = trained_attention(m, s, l, view, ledger);
                 if (!handled) {
                     AttentionArgs args{view.qkv, view.out, n, heads, hd, view.scale, view.key_bias, view.cls_probs,
                                        s.scores};

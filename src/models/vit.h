@@ -11,10 +11,26 @@
 #include <vector>
 
 #include "io/timm_config.h"
+#include "kernels/grid_attention.h"
 #include "tessera/arena.h"
 #include "tessera/stage.h"
 
 namespace tessera {
+
+// The attention a block was trained with (config.json
+// model_args.block_attention; global when absent). Routing and window blocks
+// keep the CLS token global (it attends to every token and is a key of every
+// region / window); in channel blocks it is one of the tokens.
+struct BlockAttention {
+    enum class Kind { global, routing, window, channel };
+    Kind kind = Kind::global;
+    int regions = 7, topk = 16;  // routing: S x S regions, key regions per query region
+    bool channel_scale = false;  // routing: softmax scale C^-1/2 (BiFormer's released models), else d^-1/2
+    int lce_kernel = 0;          // routing: k of the depthwise k x k conv of V added to the output (0: none)
+    int window = 7;              // window: w x w patches
+    int groups = 1;              // channel: G groups of C / G channels
+};
+const char* block_attention_name(BlockAttention::Kind kind);
 
 // One variant = one row of dimensions and flags.
 struct VitHparams {
@@ -25,6 +41,7 @@ struct VitHparams {
     std::string act = "gelu";  // MLP activation: "gelu" (exact erf) | "quick_gelu" (CLIP)
     int num_classes = 1000;
     std::string global_pool = "token";  // "token" | "avg"
+    std::vector<BlockAttention> block_attention;  // [depth]
 
     int grid_h() const { return img_h / patch; }
     int grid_w() const { return img_w / patch; }
@@ -52,6 +69,8 @@ struct VitBlock {
     const float* fc2_w;    // [dim, mlp_hidden]
     const float* fc2_b;    // [dim]
     const float* ls2;      // [dim] layer scale or null
+    const float* lce_w;    // [dim, k * k] routing blocks with LCE (attn.lepe), else null
+    const float* lce_b;    // [dim]
 };
 
 struct VitModel {
@@ -108,8 +127,11 @@ struct VitState {
     float* cls_probs; // [batch, heads, tokens]
     float* cls_remap; // [tokens] scratch for carrying the CLS row through a reorganization
     float* pooled;    // [batch, dim]
+    float* channel_maps;  // channel blocks' C_g x C_g maps, or null
     float* stage_scratch;
     long stage_scratch_floats = 0;
+    std::vector<RoutedAttention> routed;      // [depth], set up for routing blocks
+    std::vector<WindowedAttention> windowed;  // [depth], set up for window blocks
     std::vector<TokenState> tokens;           // per image
     std::vector<int> tokens_entering_block;   // [depth], from the last forward
     bool record_trace = false;                // off: the forward pass allocates nothing

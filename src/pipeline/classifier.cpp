@@ -88,6 +88,7 @@ std::vector<Classification> Classifier::classify(const float* pixels, int batch,
         c.macs = m.ledger.total() / uint64_t(batch);
         c.ms = ms / batch;
         c.tokens = m.state.tokens_entering_block;
+        c.logits.assign(z, z + classes);
     }
     return out;
 }

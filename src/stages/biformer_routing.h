@@ -52,34 +52,10 @@
 #include <vector>
 
 #include "io/yaml_map.h"
-#include "kernels/gathered_attention.h"
+#include "kernels/grid_attention.h"
 #include "tessera/stage.h"
 
 namespace tessera {
-
-// Q_r, K_r [regions, dim]: means of q (columns 0..dim) and k (columns
-// dim..2 dim) of qkv [tokens, 3 dim] over each region's tokens
-// (region_tokens[region_start[r] .. region_start[r + 1])).
-void routing_region_means(const float* qkv, int64_t dim, const int32_t* region_start, const int32_t* region_tokens,
-                          int64_t regions, float* q_r, float* k_r);
-
-// A_r [regions, regions] = Q_r K_r^T; adds regions^2 * dim MACs.
-void routing_affinity(Ledger* ledger, const float* q_r, const float* k_r, int64_t regions, int64_t dim, float* a_r);
-
-// plan [regions, topk]: for each query region, the topk key regions with the
-// largest affinity, largest first, ties to the lower index. order: [regions].
-void routing_topk(const float* a_r, int regions, int topk, int32_t* plan, int32_t* order);
-
-// The attention groups BRA runs over. Group 0 is the prefix (CLS) queries
-// with every token as a key (absent when prefix is 0); then one group per
-// region whose queries are the region's tokens and whose keys are the prefix
-// tokens followed by the tokens of its routed regions in plan order. The
-// key lists of the region groups are left empty: routing_key_lists fills
-// them, without allocating, once a plan exists.
-void routing_groups_init(int prefix, int tokens, const std::vector<int32_t>& region_start,
-                         const std::vector<int32_t>& region_tokens, int topk, AttentionGroups& groups);
-void routing_key_lists(const int32_t* plan, int topk, int prefix, const std::vector<int32_t>& region_start,
-                       const std::vector<int32_t>& region_tokens, AttentionGroups& groups);
 
 class BiformerRoutingStage : public Stage {
 public:
@@ -89,7 +65,7 @@ public:
     bool encoder_attention(AttentionView& view) override;
 
     // The routing plan of the last block this stage ran, [regions^2, topk].
-    const std::vector<int32_t>& last_plan() const { return buffers_.plan; }
+    const std::vector<int32_t>& last_plan() const { return buffers_.attention.plan(); }
 
 private:
     std::string name_ = "biformer_routing";
@@ -100,12 +76,8 @@ private:
 
     // Sized once by check() for the encoder's shape.
     struct Buffers {
-        EncoderShape shape;
-        std::vector<bool> routed;                      // [depth]
-        std::vector<int32_t> region_start, region_tokens;
-        std::vector<float> q_r, k_r, a_r;              // [R, C], [R, C], [R, R]
-        std::vector<int32_t> plan, order;              // [R, topk], [R]
-        GatheredAttentionPlan attention;  // query/key groups and worker scratch
+        std::vector<bool> routed;  // [depth]
+        RoutedAttention attention;
     };
     mutable Buffers buffers_;
 };

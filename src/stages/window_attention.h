@@ -36,17 +36,10 @@
 #include <vector>
 
 #include "io/yaml_map.h"
-#include "kernels/gathered_attention.h"
+#include "kernels/grid_attention.h"
 #include "tessera/stage.h"
 
 namespace tessera {
-
-// The attention groups of window attention: group 0 is the prefix (CLS)
-// queries with every token as a key (absent when prefix is 0); then one group
-// per window, in raster order, whose queries are the window's tokens and
-// whose keys are the prefix tokens followed by the window's tokens.
-// window must divide both grid sides.
-void window_groups(int prefix, int grid_h, int grid_w, int window, AttentionGroups& groups);
 
 class WindowAttentionStage : public Stage {
 public:
@@ -63,9 +56,8 @@ private:
 
     // Sized once by check() for the encoder's shape.
     struct Buffers {
-        EncoderShape shape;
         std::vector<bool> windowed;  // [depth]
-        GatheredAttentionPlan attention;  // query/key groups and worker scratch
+        WindowedAttention attention;
     };
     mutable Buffers buffers_;
 };
