@@ -22,7 +22,7 @@ inline constexpr const char* default_caption_model = "shapescenes-llava";
 
 struct CaptionOptions {
     std::string model;     // LLaVA folder (or a name model_resolve finds); "" with no pipeline model: the demo model
-    std::string pipeline;  // pipeline YAML whose stages act on the vision tower, or ""
+    std::string pipeline;  // pipeline YAML whose stages act on the vision tower and the decoder, or ""
     int threads = 0;       // 0: the pipeline's setting, else OMP_NUM_THREADS, else all cores
     std::string dtype = "auto";  // decoder matrices: auto | f32 | bf16 | f16
 };
@@ -43,7 +43,11 @@ struct Caption {
     std::string stop_reason;         // "eos" | "max_new_tokens" | "context_full"
     int64_t prompt_tokens = 0;       // decoder input, visual tokens included
     int64_t visual_tokens = 0;       // visual tokens passed to the decoder
-    std::vector<std::pair<int32_t, float>> first_logits_top5;
+    std::vector<std::pair<int32_t, float>> first_logits_top5;  // after any contrast
+    // Prefill: tokens and visual tokens entering each decoder layer (decoder
+    // stages may drop visual tokens part-way).
+    std::vector<int64_t> decoder_tokens, decoder_visual_tokens;
+    int64_t contrast_visual_tokens = 0;  // visual tokens of a contrastive stream (DAMRO), 0 without one
     uint64_t macs_vision = 0, macs_projector = 0, macs_prefill = 0, macs_decode = 0;
     double ms_preprocess = 0, ms_vision = 0, ms_prefill = 0, ms_decode = 0, ms_first_token = 0, ms_total = 0;
 };

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -16,6 +17,7 @@
 #include "pipeline/config.h"
 #include "pipeline/report.h"
 #include "pipeline/runner.h"
+#include "tessera/analyze.h"
 #include "tessera/captioner.h"
 #include "tessera/classifier.h"
 #include "tessera/error.h"
@@ -252,11 +254,13 @@ namespace {
 json caption_json(const Caption& c) {
     json top = json::array();
     for (const auto& [id, logit] : c.first_logits_top5) top.push_back({id, logit});
-    return {{"text", c.text},
+    json out = {{"text", c.text},
             {"token_ids", c.token_ids},
             {"stop_reason", c.stop_reason},
             {"prompt_tokens", c.prompt_tokens},
             {"visual_tokens", c.visual_tokens},
+            {"decoder_tokens", c.decoder_tokens},
+            {"decoder_visual_tokens", c.decoder_visual_tokens},
             {"first_logits_top5", top},
             {"gmacs",
              {{"vision", double(c.macs_vision) * 1e-9},
@@ -270,6 +274,8 @@ json caption_json(const Caption& c) {
               {"first_token", c.ms_first_token},
               {"decode", c.ms_decode},
               {"total", c.ms_total}}}};
+    if (c.contrast_visual_tokens) out["contrast_visual_tokens"] = c.contrast_visual_tokens;
+    return out;
 }
 
 // One JSON line per request line: {"id", "image", "prompt", ...caption_json}.
@@ -383,6 +389,51 @@ void add_tokenize(CLI::App& app) {
             const std::vector<int32_t> ids = tok->encode(text, !o->no_special);
             std::cout << json{{"text", text}, {"ids", ids}, {"decoded", tok->decode(ids, false)}}.dump() << "\n";
         }
+    });
+}
+
+void add_analyze(CLI::App& app) {
+    struct Opts {
+        SinkAnalysisOptions sinks;
+        std::string out;
+    };
+    auto o = std::make_shared<Opts>();
+    CLI::App* cmd = app.add_subcommand("analyze", "Offline analyses of a model that stages read");
+    cmd->require_subcommand(1);
+    CLI::App* sinks = cmd->add_subcommand(
+        "sinks", "Find a LLaVA decoder's massive-activation (sink) dimensions for the var stage");
+    sinks->add_option("--model", o->sinks.model, "LLaVA folder (default: the demo model)");
+    sinks->add_option("--prompt", o->sinks.prompt, "Prompt placed after the image");
+    sinks->add_option("--tau", o->sinks.tau, "Sink threshold on |x_d| / rms(x) (VAR: 20)");
+    sinks->add_option("--first-layer", o->sinks.first_layer, "First decoder layer whose input is scanned (VAR: 2)");
+    sinks->add_option("--threads", o->sinks.threads, "Threads")->check(CLI::Range(0, 1024));
+    sinks->add_option("--out", o->out, "Where to write the result (default: MODEL/var_sinks.json)");
+    sinks->add_option("images", o->sinks.images, "A few images the model will see")->required();
+    sinks->callback([o] {
+        const SinkAnalysis a = analyze_sinks(o->sinks);
+        const std::string dir = model_resolve(o->sinks.model.empty() ? default_caption_model : o->sinks.model);
+        const std::string out = o->out.empty() ? dir + "/var_sinks.json" : o->out;
+        json strongest = json::array();
+        for (const SinkDimension& s : a.strongest)
+            strongest.push_back({{"dim", s.dim}, {"max_ratio", s.max_ratio}, {"tokens_over_tau", s.tokens_over_tau}});
+        const json j = {{"dims", a.dims},
+                        {"tau", o->sinks.tau},
+                        {"first_layer", o->sinks.first_layer},
+                        {"images", o->sinks.images.size()},
+                        {"tokens_scanned", a.tokens_scanned},
+                        {"strongest", strongest}};
+        write_atomically(out, j.dump(1) + "\n");
+        std::printf("%zu sink dimension(s) over tau %.1f in %lld (layer, token) inputs of %zu image(s): wrote %s\n",
+                    a.dims.size(), double(o->sinks.tau), static_cast<long long>(a.tokens_scanned),
+                    o->sinks.images.size(), out.c_str());
+        for (const SinkDimension& s : a.strongest)
+            std::printf("  dim %5d  max |x_d|/rms %7.2f  inputs over tau %lld\n", s.dim, double(s.max_ratio),
+                        static_cast<long long>(s.tokens_over_tau));
+        const double bound = std::sqrt(double(a.hidden));
+        if (o->sinks.tau >= bound)
+            std::printf("note: |x_d|/rms(x) is at most sqrt(hidden) = %.1f for this decoder, so tau %.1f can never be "
+                        "exceeded; VAR's tau = 20 was set for 4096-wide decoders\n",
+                        bound, double(o->sinks.tau));
     });
 }
 

@@ -11,5 +11,6 @@ void add_inspect(CLI::App& app);
 void add_report(CLI::App& app);
 void add_caption(CLI::App& app);
 void add_tokenize(CLI::App& app);
+void add_analyze(CLI::App& app);
 
 }  // namespace tessera::cli

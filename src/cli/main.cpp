@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     tessera::cli::add_report(app);
     tessera::cli::add_caption(app);
     tessera::cli::add_tokenize(app);
+    tessera::cli::add_analyze(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

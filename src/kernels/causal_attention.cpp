@@ -207,6 +207,7 @@ void attend_block(const CausalAttentionArgs& p, int64_t h, int64_t t0, int64_t b
     for (i = 0; i < b; ++i) {
         float* si = s + i * s_stride;
         softmax_row(si, keys_of(i), p.key_bias);
+        if (p.row_hook.fn && t0 + i >= p.row_hook.first_row) p.row_hook.fn(p.row_hook.context, h, t0 + i, si, keys_of(i));
         if (i < grouped) std::fill(si + keys_of(i), si + keys_of(i / 4 * 4 + 3), 0.0f);
     }
 

@@ -10,6 +10,15 @@
 
 namespace tessera {
 
+// Sees (and may rewrite) the post-softmax row of query t (t = 0 .. tokens-1
+// of this call) in q head `head` before the value product; keys = past + t
+// + 1. Called from worker threads, concurrently for different rows.
+struct AttentionRowHook {
+    void (*fn)(void* context, int64_t head, int64_t t, float* probs, int64_t keys) = nullptr;
+    void* context = nullptr;
+    int64_t first_row = 0;  // rows t < first_row are not offered
+};
+
 struct CausalAttentionArgs {
     const float* q = nullptr;  // [tokens, q_heads * head_dim], row stride q_stride (elements)
     int64_t q_stride = 0;
@@ -21,6 +30,7 @@ struct CausalAttentionArgs {
     float scale = 0.0f;                // usually head_dim^-1/2
     float* scratch = nullptr;          // causal_attention_scratch_floats(tokens, past) floats
     const float* key_bias = nullptr;   // [past + tokens] added to the logit of every key; may be null
+    AttentionRowHook row_hook;         // optional
 };
 
 // Query rows per block for a call that sees past + tokens keys.

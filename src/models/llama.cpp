@@ -95,7 +95,8 @@ void llama_state_init(LlamaState& s, const LlamaModel& m, int64_t capacity, int6
     const int64_t lin = linear_w_scratch_floats(std::max<int64_t>(c.hidden, c.intermediate));
     const int64_t att = causal_attention_scratch_floats(max_step, capacity);
     const int64_t floats = 2 * cache + 2 * max_step * c.hidden + max_step * qkv + max_step * m.q_width() +
-                           max_step * 2 * c.intermediate + c.vocab + lin + att;
+                           max_step * 2 * c.intermediate + c.vocab + lin + att + 2 * max_step +
+                           int64_t(c.heads) * capacity;
     s.arena.reserve(size_t(floats) * sizeof(float) + 16 * 64);
     s.k_cache = s.arena.alloc<float>(size_t(cache));
     s.v_cache = s.arena.alloc<float>(size_t(cache));
@@ -107,7 +108,19 @@ void llama_state_init(LlamaState& s, const LlamaModel& m, int64_t capacity, int6
     s.logits = s.arena.alloc<float>(size_t(c.vocab));
     s.linear_scratch = s.arena.alloc<float>(size_t(lin));
     s.attn_scratch = s.arena.alloc<float>(size_t(att));
+    s.positions = s.arena.alloc<int32_t>(size_t(max_step));
+    s.keep = s.arena.alloc<int32_t>(size_t(max_step));
+    s.last_query = s.arena.alloc<float>(size_t(int64_t(c.heads) * capacity));
     s.layer_len.assign(size_t(c.layers), 0);
+    s.prefill_tokens.assign(size_t(c.layers), 0);
+    s.prefill_visual.assign(size_t(c.layers), 0);
+}
+
+DecoderShape llama_decoder_shape(const LlamaModel& m) {
+    DecoderShape s;
+    s.layers = m.cfg.layers, s.heads = m.cfg.heads, s.kv_heads = m.cfg.kv_heads;
+    s.head_dim = m.cfg.head_dim, s.hidden = m.cfg.hidden;
+    return s;
 }
 
 void llama_state_reset(LlamaState& s) { std::fill(s.layer_len.begin(), s.layer_len.end(), 0); }
@@ -123,8 +136,52 @@ void llama_embed(const LlamaModel& m, const int32_t* ids, int64_t n, float* out)
     }
 }
 
+namespace {
+
+// What the attention kernel's row hook needs to reach the stages.
+struct RowHookContext {
+    const DecoderRun* run;
+    int layer;
+    int64_t past, tokens;
+    float* last_query;  // [heads, past + tokens] or null: capture the last row
+};
+
+void attention_row_hook(void* context, int64_t head, int64_t t, float* probs, int64_t keys) {
+    const RowHookContext& c = *static_cast<const RowHookContext*>(context);
+    AttentionRowView view;
+    view.layer = c.layer, view.head = int(head), view.prefill = c.run->prefill;
+    view.query = c.past + t, view.probs = probs, view.keys = keys;
+    for (int i = 0; i < c.run->stage_count; ++i)
+        if (c.run->stages[i]->wants_attention_rows(c.layer, c.run->prefill)) c.run->stages[i]->decoder_attention_row(view);
+    if (c.last_query && t == c.tokens - 1) std::memcpy(c.last_query + head * keys, probs, size_t(keys) * sizeof(float));
+}
+
+// Keeps visual rows image_start + keep[i] (i < kept) and every text row, in
+// order; returns the new row count.
+int64_t drop_visual_rows(float* x, int32_t* positions, int64_t tokens, int64_t d, int64_t image_start,
+                         int64_t image_count, const int32_t* keep, int64_t kept) {
+    int64_t to = image_start;
+    auto move_row = [&](int64_t from) {
+        if (from != to) {
+            std::memmove(x + to * d, x + from * d, size_t(d) * sizeof(float));
+            positions[to] = positions[from];
+        }
+        ++to;
+    };
+    for (int64_t i = 0; i < kept; ++i) {
+        if (keep[i] < 0 || keep[i] >= image_count || (i > 0 && keep[i] <= keep[i - 1]))
+            fail("decoder", "a stage kept visual token " + std::to_string(keep[i]) +
+                                " out of order or outside the image's " + std::to_string(image_count));
+        move_row(image_start + keep[i]);
+    }
+    for (int64_t from = image_start + image_count; from < tokens; ++from) move_row(from);
+    return to;
+}
+
+}  // namespace
+
 void llama_forward(const LlamaModel& m, LlamaState& s, const float* embeds, const int32_t* positions, int64_t tokens,
-                   Ledger* ledger) {
+                   Ledger* ledger, const DecoderRun* run) {
     const LlamaConfig& c = m.cfg;
     const int64_t d = c.hidden, hd = c.head_dim, qw = m.q_width(), kvw = m.kv_width(), inter = c.intermediate;
     const int64_t qkv_w = qw + 2 * kvw;
@@ -132,6 +189,18 @@ void llama_forward(const LlamaModel& m, LlamaState& s, const float* embeds, cons
         fail("decoder", "a step of " + std::to_string(tokens) + " tokens outside 1.." + std::to_string(s.max_step));
     Ledger::ComponentScope scope(ledger, Component::decoder);
     std::memcpy(s.x, embeds, size_t(tokens * d) * sizeof(float));
+    std::memcpy(s.positions, positions, size_t(tokens) * sizeof(int32_t));
+    const bool prefill = run && run->prefill;
+    int64_t image_start = prefill ? run->image_start : 0, image_count = prefill ? run->image_count : 0;
+    if (image_start < 0 || image_count < 0 || image_start + image_count > tokens)
+        fail("decoder", "the image span lies outside the prompt");
+    auto layer_view = [&](int l, int64_t past) {
+        DecoderLayerView v;
+        v.layer = l, v.prefill = prefill, v.ledger = ledger, v.x = s.x, v.tokens = tokens, v.past = past;
+        v.hidden = int(d), v.heads = c.heads, v.image_start = image_start, v.image_count = image_count;
+        v.keep = s.keep;
+        return v;
+    };
 
     for (int l = 0; l < c.layers; ++l) {
         const LlamaLayer& L = m.layers[size_t(l)];
@@ -140,6 +209,19 @@ void llama_forward(const LlamaModel& m, LlamaState& s, const float* embeds, cons
             fail("decoder", "the context is full: " + std::to_string(past + tokens) + " tokens exceed the cache of " +
                                 std::to_string(s.capacity));
         if (s.observe) s.observe(l, s.x, tokens);
+        if (prefill) s.prefill_tokens[size_t(l)] = tokens, s.prefill_visual[size_t(l)] = image_count;
+        bool rows_hooked = false, want_last = false, all_rows = false;
+        if (run) {
+            DecoderLayerView view = layer_view(l, past);
+            for (int i = 0; i < run->stage_count; ++i) {
+                Ledger::StageScope stage_scope(ledger, run->stages[i]->name());
+                run->stages[i]->decoder_layer_input(view);
+                const bool wants = run->stages[i]->wants_attention_rows(l, prefill);
+                rows_hooked |= wants;
+                all_rows |= wants && run->stages[i]->wants_all_prefill_rows();
+                want_last |= prefill && run->stages[i]->decoder_signals(l).last_query_attention;
+            }
+        }
         float* k_cache = s.k_cache + int64_t(l) * kvw * s.capacity;
         float* v_cache = s.v_cache + int64_t(l) * kvw * s.capacity;
 
@@ -157,13 +239,19 @@ void llama_forward(const LlamaModel& m, LlamaState& s, const float* embeds, cons
             linear_w(ledger, k, s.xn, L.k, b ? b + qw : nullptr, tokens, Epilogue::none, s.linear_scratch);
             linear_w(ledger, v, s.xn, L.v, b ? b + qw + kvw : nullptr, tokens, Epilogue::none, s.linear_scratch);
         }
-        rope_apply(q, tokens, q_stride, c.heads, hd, positions, m.inv_freq.data(), m.attention_scaling);
-        rope_apply(k, tokens, kv_stride, c.kv_heads, hd, positions, m.inv_freq.data(), m.attention_scaling);
+        rope_apply(q, tokens, q_stride, c.heads, hd, s.positions, m.inv_freq.data(), m.attention_scaling);
+        rope_apply(k, tokens, kv_stride, c.kv_heads, hd, s.positions, m.inv_freq.data(), m.attention_scaling);
         kv_cache_write(k_cache, v_cache, s.capacity, k, v, kv_stride, tokens, past, c.kv_heads, hd);
         CausalAttentionArgs a;
         a.q = q, a.q_stride = q_stride, a.k_cache = k_cache, a.v_cache = v_cache, a.capacity = s.capacity;
         a.out = s.attn, a.tokens = tokens, a.past = past, a.q_heads = c.heads, a.kv_heads = c.kv_heads;
         a.head_dim = hd, a.scale = 1.0f / std::sqrt(float(hd)), a.scratch = s.attn_scratch;
+        RowHookContext hook{run, l, past, tokens, want_last ? s.last_query : nullptr};
+        if (rows_hooked || want_last) {
+            a.row_hook.fn = attention_row_hook, a.row_hook.context = &hook;
+            // Prefill offers the queries after the image (and the last one); decoding its one query.
+            a.row_hook.first_row = !rows_hooked ? tokens - 1 : prefill && !all_rows ? image_start + image_count : 0;
+        }
         causal_attention(ledger, a);
         linear_w(ledger, s.x, s.attn, L.o, L.o_bias, tokens, Epilogue::residual, s.linear_scratch);
         s.layer_len[size_t(l)] = past + tokens;
@@ -181,6 +269,23 @@ void llama_forward(const LlamaModel& m, LlamaState& s, const float* embeds, cons
             silu_mul_separate(s.mlp, up, tokens * inter);
         }
         linear_w(ledger, s.x, s.mlp, L.down, L.down_bias, tokens, Epilogue::residual, s.linear_scratch);
+
+        // Stages after the layer; in prefill one may drop visual tokens for the later layers.
+        if (run) {
+            DecoderLayerView view = layer_view(l, past);
+            view.last_query_attention = want_last ? s.last_query : nullptr;
+            for (int i = 0; i < run->stage_count; ++i) {
+                {
+                    Ledger::StageScope stage_scope(ledger, run->stages[i]->name());
+                    run->stages[i]->decoder_after_layer(view);
+                }
+                if (view.kept < 0) continue;
+                if (!prefill) fail(run->stages[i]->name(), "dropped tokens outside prefill");
+                tokens = drop_visual_rows(s.x, s.positions, tokens, d, image_start, image_count, s.keep, view.kept);
+                image_count = view.kept;
+                view = layer_view(l, past);
+            }
+        }
     }
 
     // Logits of the last token only (all rows are normalized when observed).

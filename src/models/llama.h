@@ -14,6 +14,7 @@
 #include "kernels/gemm.h"
 #include "models/weights.h"
 #include "tessera/arena.h"
+#include "tessera/stage.h"
 
 namespace tessera {
 
@@ -72,12 +73,26 @@ struct LlamaState {
     float* logits;          // [vocab] of the last token
     float* linear_scratch;
     float* attn_scratch;
+    int32_t* positions;     // [max_step] this call's positions (rows leave with dropped tokens)
+    int32_t* keep;          // [max_step] a stage's kept visual tokens
+    float* last_query;      // [heads, capacity] the last prompt token's attention row, when a stage asks
+    // From the last prefill: tokens and visual tokens entering each layer.
+    std::vector<int64_t> prefill_tokens, prefill_visual;
     // Tests and analyses: sees the hidden states entering layer l (l <
     // layers) and, with l = layers, after the final norm. Null in runs.
     std::function<void(int layer, const float* hidden, int64_t tokens)> observe;
 };
 
 void llama_state_init(LlamaState& state, const LlamaModel& model, int64_t capacity, int64_t max_step);
+DecoderShape llama_decoder_shape(const LlamaModel& model);
+
+// The stages acting in one forward call and where the image sits in it.
+struct DecoderRun {
+    Stage* const* stages = nullptr;
+    int stage_count = 0;
+    bool prefill = false;                      // the call holds the whole prompt (cache empty)
+    int64_t image_start = 0, image_count = 0;  // visual rows of this call's tokens
+};
 void llama_state_reset(LlamaState& state);  // empties every layer's cache
 
 // Embedding rows of token ids into out [n, hidden].
@@ -86,7 +101,9 @@ void llama_embed(const LlamaModel& model, const int32_t* ids, int64_t n, float* 
 // Runs `tokens` embedded tokens (embeds [tokens, hidden]) at `positions`
 // through every layer, appending to each layer's cache, and leaves the last
 // token's logits in state.logits. Throws when the cache would overflow.
+// Stages in `run` act at the decoder hooks (stage.h); a stage may drop
+// visual tokens after a layer in prefill, so later layers cache fewer.
 void llama_forward(const LlamaModel& model, LlamaState& state, const float* embeds, const int32_t* positions,
-                   int64_t tokens, Ledger* ledger);
+                   int64_t tokens, Ledger* ledger, const DecoderRun* run = nullptr);
 
 }  // namespace tessera

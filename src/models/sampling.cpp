@@ -1,6 +1,7 @@
 #include "models/sampling.h"
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 
 #include "tessera/error.h"
@@ -62,6 +63,12 @@ std::vector<std::pair<int32_t, float>> top_logits(const float* logits, int64_t v
     std::vector<std::pair<int32_t, float>> out;
     for (int i = 0; i < k; ++i) out.emplace_back(ids[size_t(i)], logits[ids[size_t(i)]]);
     return out;
+}
+
+void contrastive_logits(const float* z, const float* z_o, int64_t vocab, float alpha, float beta, float* out) {
+    const float cut = std::log(beta) + *std::max_element(z, z + vocab);
+    for (int64_t y = 0; y < vocab; ++y)
+        out[y] = z[y] < cut ? -std::numeric_limits<float>::infinity() : (1.0f + alpha) * z[y] - alpha * z_o[y];
 }
 
 }  // namespace tessera

@@ -27,6 +27,10 @@ private:
     std::vector<std::pair<float, int32_t>> sorted_;  // sized once
 };
 
+// DAMRO's contrastive logits (METHODS.md 6): out = (1 + alpha) z - alpha z_o,
+// and -inf wherever z_y < log(beta) + max z (the plausibility cut).
+void contrastive_logits(const float* z, const float* z_o, int64_t vocab, float alpha, float beta, float* out);
+
 // The k largest logits, best first (ties: lower id first).
 std::vector<std::pair<int32_t, float>> top_logits(const float* logits, int64_t vocab, int k);
 

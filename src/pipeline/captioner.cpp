@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include "io/image.h"
 #include "models/llava.h"
@@ -18,6 +20,11 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Index of the first image token in a prompt.
+int64_t image_start_of(const std::vector<int32_t>& ids, int32_t image_token) {
+    const auto it = std::find(ids.begin(), ids.end(), image_token);
+    return it == ids.end() ? 0 : int64_t(it - ids.begin());
+}
 
 }  // namespace
 
@@ -29,6 +36,11 @@ struct Captioner::Impl {
     LlamaState decoder;
     std::vector<float> embeds;
     std::vector<int32_t> positions;
+    // A contrastive decoding stream (DAMRO): its own cache and prompt.
+    LlamaState contrast;
+    std::vector<float> contrast_embeds, contrast_features;
+    std::vector<int32_t> contrast_positions;
+    std::vector<float> mixed_logits;
     int threads = 1;
 };
 
@@ -41,7 +53,9 @@ Captioner::Captioner(const CaptionOptions& options) : impl_(std::make_unique<Imp
     threads_init(options.threads > 0 ? options.threads : spec.threads);
     impl_->threads = threads_count();
     llava_load(impl_->model, spec.model, {.dtype = options.dtype});
-    impl_->stages = stages_build(spec.stages, impl_->model.vision.encoder_shape());
+    DecoderShape decoder = llama_decoder_shape(impl_->model.text);
+    decoder.model_dir = impl_->model.dir;
+    impl_->stages = stages_build(spec.stages, impl_->model.vision.encoder_shape(), &decoder);
     for (auto& s : impl_->stages) impl_->stage_ptrs.push_back(s.get());
     llava_vision_state_init(impl_->vision, impl_->model);
 }
@@ -79,6 +93,7 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
     Sampler sampler({o.temperature, o.top_k, o.top_p, o.seed}, tc.vocab);
     Caption c;
     const auto t0 = std::chrono::steady_clock::now();
+    for (Stage* st : im.stage_ptrs) st->begin_request();
 
     // Vision tower + projector.
     Ledger vision_ledger;
@@ -109,9 +124,53 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
 
     const auto t_prefill = std::chrono::steady_clock::now();
     Ledger prefill_ledger;
-    llama_forward(m.text, im.decoder, im.embeds.data(), im.positions.data(), T, &prefill_ledger);
+    DecoderRun run;
+    run.stages = im.stage_ptrs.data(), run.stage_count = int(im.stage_ptrs.size());
+    run.prefill = true, run.image_start = image_start_of(ids, m.cfg.image_token_id), run.image_count = visual;
+    llama_forward(m.text, im.decoder, im.embeds.data(), im.positions.data(), T, &prefill_ledger, &run);
+    run.prefill = false, run.image_start = run.image_count = 0;
+    c.decoder_tokens = im.decoder.prefill_tokens;
+    c.decoder_visual_tokens = im.decoder.prefill_visual;
+
+    // A contrastive stream: the prompt with only the stage's chosen visual
+    // tokens (contiguous positions), its own cache, run alongside.
+    const ContrastiveDecoding* contrast = nullptr;
+    for (Stage* st : im.stage_ptrs)
+        if (!contrast) contrast = st->contrastive_decoding();
+    if (contrast) {
+        const int64_t d = tc.hidden;
+        im.contrast_features.clear();
+        // A visual token's slot is its first patch, shifted by the CLS token when it is passed on too.
+        const int32_t cls_shift = m.cfg.select_strategy == "default" ? 0 : m.vision.hp.prefix();
+        for (int32_t patch : contrast->visual_patches) {  // those still passed on after any pruning
+            const auto at = std::find(im.vision.slots.begin(), im.vision.slots.end(), patch + cls_shift);
+            if (at == im.vision.slots.end()) continue;
+            const float* row = im.vision.features + (at - im.vision.slots.begin()) * d;
+            im.contrast_features.insert(im.contrast_features.end(), row, row + d);
+        }
+        const int64_t kept = int64_t(im.contrast_features.size()) / d;
+        if (kept == 0) fail("damro", "none of the outlier tokens reached the decoder (pruned by an earlier stage)");
+        const std::vector<int32_t> cids = llava_prompt_ids(m, llava_prompt_text(o.prompt), kept);
+        const int64_t cT = int64_t(cids.size());
+        const int64_t ccap = std::min<int64_t>(cT + o.max_new_tokens, tc.max_positions);
+        if (im.contrast.capacity < ccap || im.contrast.max_step < cT) llama_state_init(im.contrast, m.text, ccap, cT);
+        llama_state_reset(im.contrast);
+        im.contrast_embeds.resize(size_t(cT * d));
+        llava_embed_prompt(m, cids, im.contrast_features.data(), kept, im.contrast_embeds.data());
+        im.contrast_positions.resize(size_t(cT));
+        llava_prompt_positions(m, cids, nullptr, im.contrast_positions.data());
+        llama_forward(m.text, im.contrast, im.contrast_embeds.data(), im.contrast_positions.data(), cT, &prefill_ledger);
+        im.mixed_logits.resize(size_t(tc.vocab));
+        c.contrast_visual_tokens = kept;
+    }
+    auto step_logits = [&]() -> const float* {
+        if (!contrast) return im.decoder.logits;
+        contrastive_logits(im.decoder.logits, im.contrast.logits, tc.vocab, contrast->alpha, contrast->beta,
+                        im.mixed_logits.data());
+        return im.mixed_logits.data();
+    };
     c.macs_prefill = prefill_ledger.total();
-    c.first_logits_top5 = top_logits(im.decoder.logits, tc.vocab, 5);
+    c.first_logits_top5 = top_logits(step_logits(), tc.vocab, 5);
     c.ms_prefill = ms_since(t_prefill);
 
     // Decode: one token per step until a stop token, the budget or the context ends.
@@ -121,7 +180,7 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
     TokenStream stream(*m.tokenizer, true);
     c.stop_reason = "max_new_tokens";
     for (int step = 0; step < o.max_new_tokens; ++step) {
-        const int32_t next = sampler.next(im.decoder.logits);
+        const int32_t next = sampler.next(step_logits());
         c.token_ids.push_back(next);
         if (step == 0) c.ms_first_token = ms_since(t0);
         const bool stop = o.stop_at_eos && std::find(m.cfg.eos_ids.begin(), m.cfg.eos_ids.end(), next) != m.cfg.eos_ids.end();
@@ -140,7 +199,11 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
         }
         llama_embed(m.text, &next, 1, embed.data());
         const int32_t pos = next_position + step;
-        llama_forward(m.text, im.decoder, embed.data(), &pos, 1, &decode_ledger);
+        llama_forward(m.text, im.decoder, embed.data(), &pos, 1, &decode_ledger, &run);
+        if (contrast) {
+            const int32_t cpos = im.contrast_positions.back() + 1 + step;
+            llama_forward(m.text, im.contrast, embed.data(), &cpos, 1, &decode_ledger);
+        }
     }
     c.macs_decode = decode_ledger.total();
     c.ms_decode = ms_since(t_decode);

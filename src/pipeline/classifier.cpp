@@ -44,7 +44,7 @@ Classifier::Classifier(const PipelineSpec& spec, int threads, int max_batch) : i
     threads_init(threads > 0 ? threads : spec.threads);
     impl_->max_batch = max_batch > 0 ? max_batch : spec.batch;
     vit_load(impl_->model, model_resolve(spec.model));
-    impl_->stages = stages_build(spec.stages, impl_->model.encoder_shape());
+    impl_->stages = stages_build(spec.stages, impl_->model.encoder_shape(), nullptr);
     for (auto& s : impl_->stages) impl_->stage_ptrs.push_back(s.get());
     vit_state_init(impl_->state, impl_->model, impl_->max_batch);
     impl_->logits.resize(size_t(impl_->max_batch) * size_t(std::max(1, impl_->model.hp.num_classes)));

@@ -147,12 +147,37 @@ RunSpec run_config_read(const std::string& path) {
     return r;
 }
 
-std::vector<std::unique_ptr<Stage>> stages_build(const std::vector<StageSpec>& specs, const EncoderShape& shape) {
+std::vector<std::unique_ptr<Stage>> stages_build(const std::vector<StageSpec>& specs, const EncoderShape& shape,
+                                                 const DecoderShape* decoder) {
     std::vector<std::unique_ptr<Stage>> out;
+    // Roles that one stage at most may take: each is one decision about the
+    // same tokens or probabilities, and two stages would fight over it.
+    struct Exclusive {
+        bool StageRoles::*role;
+        const char* what;
+        const StageSpec* holder = nullptr;
+    };
+    Exclusive exclusive[] = {
+        {&StageRoles::prunes_after_encoder, "choose the visual tokens passed to the decoder"},
+        {&StageRoles::drops_decoder_tokens, "remove visual tokens inside the decoder"},
+        {&StageRoles::attention_rows, "rewrite the decoder's attention probabilities"},
+        {&StageRoles::contrastive, "add a contrastive decoding stream"},
+    };
     for (const StageSpec& s : specs) {
         YamlMap params(s.params, s.file, s.context);
         std::unique_ptr<Stage> stage = stage_create(s.name, params, s.where);
+        const StageRoles roles = stage->roles();
+        if (roles.decoder && !decoder)
+            fail(s.where, "stage '" + s.name + "' acts in a language decoder; this model is an image classifier");
+        for (Exclusive& e : exclusive) {
+            if (!(roles.*e.role)) continue;
+            if (e.holder)
+                fail(s.where, "stages '" + e.holder->name + "' (" + e.holder->where + ") and '" + s.name +
+                                  "' both " + e.what + "; a chain may hold one of them");
+            e.holder = &s;
+        }
         stage->check(shape);
+        if (decoder) stage->check_decoder(*decoder);
         out.push_back(std::move(stage));
     }
     return out;

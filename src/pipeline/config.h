@@ -57,8 +57,12 @@ std::vector<StageSpec> stages_read(const YAML::Node& list, const std::string& fi
 DatasetSpec dataset_read(YamlMap& doc, const std::string& base_dir);
 RunSpec run_config_read(const std::string& path);
 
-// Instantiates the stages and checks each against the encoder.
-std::vector<std::unique_ptr<Stage>> stages_build(const std::vector<StageSpec>& specs, const EncoderShape& shape);
+// Instantiates the stages and checks each against the encoder and, for a
+// vision-language model, the decoder (null for image classifiers, which
+// refuse decoder stages). Refuses chains in which two stages take the same
+// exclusive role (StageRoles), naming both.
+std::vector<std::unique_ptr<Stage>> stages_build(const std::vector<StageSpec>& specs, const EncoderShape& shape,
+                                                 const DecoderShape* decoder = nullptr);
 
 // ${VAR} / ${VAR:-default} expansion, then resolution against base_dir.
 std::string config_path(const std::string& value, const std::string& base_dir);

@@ -85,17 +85,6 @@ private:
     int fd_ = -1;
 };
 
-void write_atomically(const std::string& path, const std::string& text) {
-    const std::string tmp = path + ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        if (!f) fail(tmp, "cannot open for writing");
-        f << text;
-        if (!f.flush()) fail(tmp, "write failed");
-    }
-    fs::rename(tmp, path);
-}
-
 // What identifies a run: results from a different model or chain must not be mixed.
 json run_identity(const RunSpec& spec) {
     json stages = json::array();
@@ -120,6 +109,17 @@ void draw_progress(size_t done, size_t total, double seconds) {
 }
 
 }  // namespace
+
+void write_atomically(const std::string& path, const std::string& text) {
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+        if (!f) fail(tmp, "cannot open for writing");
+        f << text;
+        if (!f.flush()) fail(tmp, "write failed");
+    }
+    fs::rename(tmp, path);
+}
 
 json run_summarize(const std::string& results_path) {
     std::vector<json> lines = read_results(results_path);

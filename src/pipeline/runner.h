@@ -27,4 +27,8 @@ nlohmann::json run_summarize(const std::string& results_path);
 // p-th percentile (0..100) with linear interpolation, as numpy computes it.
 double percentile(std::vector<double> values, double p);
 
+// Writes text to path through path.tmp and a rename, so a reader (or a
+// crash) never sees a half-written file.
+void write_atomically(const std::string& path, const std::string& text);
+
 }  // namespace tessera

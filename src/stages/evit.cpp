@@ -86,11 +86,19 @@ EvitStage::EvitStage(YamlMap& params) : params_(params) {
 
     fuse_ = params.boolean("fuse", true);
 
+    order_given_ = params.has("order");
     const std::string order = params.string("order", "score");
     if (order == "score") order_ = EvitOrder::score;
     else if (order == "raster") order_ = EvitOrder::raster;
     else params.error("order", "expected score or raster, got '" + order + "'");
     params_ = params;  // with every key marked read
+}
+
+void EvitStage::check_decoder(const DecoderShape&) const {
+    if (order_given_ && order_ == EvitOrder::score)
+        params_.error("order", "must be raster in a vision-language model: the decoder reads the image layout "
+                               "from the order of the visual tokens");
+    order_ = EvitOrder::raster;
 }
 
 void EvitStage::check(const EncoderShape& shape) const {

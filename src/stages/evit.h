@@ -61,6 +61,9 @@ public:
     // Rejects blocks past the encoder's depth and encoders without a CLS
     // token; sizes the index buffers for the encoder's token count.
     void check(const EncoderShape& shape) const override;
+    // In a vision-language model the decoder reads the layout from token
+    // order: the kept tokens stay in raster order (order: score is refused).
+    void check_decoder(const DecoderShape& shape) const override;
     Signals signals(int block) const override;
 
     // In a chosen block: y = x + Attn(LN1(x)) is in view.x; rewrites it as
@@ -81,7 +84,8 @@ private:
     std::vector<int> blocks_;
     double keep_rate_ = 0.7;
     bool fuse_ = true;
-    EvitOrder order_ = EvitOrder::score;
+    mutable EvitOrder order_ = EvitOrder::score;
+    bool order_given_ = false;
 
     // Index buffers sized by check() for the encoder's token count; the
     // forward pass only lowers the count it uses.

@@ -1,10 +1,14 @@
 #include "stages/registry.h"
 
 #include "stages/biformer_routing.h"
+#include "stages/damro.h"
+#include "stages/dyvte.h"
 #include "stages/evit.h"
 #include "stages/fastervlm.h"
+#include "stages/fastv.h"
 #include "stages/noop.h"
 #include "stages/tome.h"
+#include "stages/var.h"
 #include "stages/vtc_cls.h"
 #include "stages/window_attention.h"
 #include "tessera/error.h"
@@ -31,6 +35,10 @@ constexpr StageEntry registry[] = {
     {"window_attention", make<WindowAttentionStage>},
     {"vtc_cls", make<VtcClsStage>},
     {"fastervlm", make<FasterVlmStage>},
+    {"dyvte", make<DyvteStage>},
+    {"fastv", make<FastvStage>},
+    {"var", make<VarStage>},
+    {"damro", make<DamroStage>},
 };
 
 }  // namespace

@@ -31,6 +31,11 @@ public:
     void encoder_after_attention(BlockView& view) override;
     void encoder_after_encoder(EncoderView& view) override;
     bool keeps_original_positions() const override { return original_positions_; }
+    StageRoles roles() const override {
+        StageRoles r;
+        r.encoder = r.prunes_after_encoder = true;
+        return r;
+    }
 
     // The last image's ensembled scores over its non-prefix tokens (tests).
     const std::vector<double>& scores() const { return scores_; }
