@@ -13,7 +13,9 @@ same on every machine. Splits: "train" (seeds from 10^6 up) and "heldout"
 
   /usr/bin/python3 tools/shapescenes.py --split heldout --count 1000 --out DIR
 writes DIR/images/NNNNN.png, DIR/scenes.jsonl (objects, caption) and
-DIR/questions.jsonl (yes/no with random/popular/adversarial negatives, counts).
+DIR/questions.jsonl (yes/no with random/popular/adversarial negatives, counts),
+and DIR/requests.jsonl + DIR/vocabulary.json, the same tasks in the form
+`tessera report` reads for captioning / QA datasets.
 Needs numpy and Pillow only.
 """
 import argparse
@@ -253,17 +255,30 @@ def main():
     args = ap.parse_args()
     os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
     with open(os.path.join(args.out, "scenes.jsonl"), "w") as fs, \
-            open(os.path.join(args.out, "questions.jsonl"), "w") as fq:
+            open(os.path.join(args.out, "questions.jsonl"), "w") as fq, \
+            open(os.path.join(args.out, "requests.jsonl"), "w") as fr:
         for i in range(args.start, args.start + args.count):
             img, scene = make_scene(args.split, i)
             name = f"{args.split}-{i:06d}.png"
             img.save(os.path.join(args.out, "images", name))
             scene["image"] = name
             fs.write(json.dumps(scene) + "\n")
+            # `tessera report` requests (task, answer, objects), an image's requests together.
+            objects = sorted({f"{o['colour']} {o['shape']}" for o in scene["objects"]})
+            fr.write(json.dumps({"id": f"{name}#caption", "image": "images/" + name, "prompt": CAPTION_PROMPT,
+                                 "task": "caption", "objects": objects}) + "\n")
             rng = Rand(scene_seed(args.split, i) + 7919)
             for k, q in enumerate(questions(scene, rng)):
                 q.update({"image": name, "id": f"{name}#{k}"})
                 fq.write(json.dumps(q) + "\n")
+                task = "yesno" if q["type"] == "exist" else "count"
+                req = {"id": q["id"], "image": "images/" + name, "prompt": q["prompt"], "task": task,
+                       "answer": q["answer"]}
+                if task == "yesno":
+                    req["negative"] = q["negative"]
+                fr.write(json.dumps(req) + "\n")
+    with open(os.path.join(args.out, "vocabulary.json"), "w") as f:
+        json.dump({"objects": [f"{c} {s}" for s in SHAPES for c in COLOUR_NAMES]}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@
 
 namespace tessera {
 
+struct PipelineSpec;
+
 // The model `tessera caption` uses when none is given: Tessera's own demo
 // LLaVA, trained on ShapeScenes (models/shapescenes-llava, docs/shapescenes.md).
 inline constexpr const char* default_caption_model = "shapescenes-llava";
@@ -55,6 +57,8 @@ struct Caption {
 class Captioner {
 public:
     explicit Captioner(const CaptionOptions& options);
+    // From an already-read pipeline (e.g. one pipeline of a report).
+    Captioner(const PipelineSpec& spec, int threads, const std::string& dtype = "auto");
     ~Captioner();
     Captioner(Captioner&&) noexcept;
     Captioner& operator=(Captioner&&) noexcept;
@@ -65,6 +69,10 @@ public:
     // pixels: one image preprocessed as the model's image processor does.
     Caption caption_pixels(const float* pixels, const GenerateOptions& options,
                            const std::function<void(const std::string&)>& on_text = {});
+    // Several prompts about one image: encode it once, then generate for each
+    // prompt (a caption's ms and GMACs still include the encoding).
+    void encode_pixels(const float* pixels);
+    Caption generate(const GenerateOptions& options, const std::function<void(const std::string&)>& on_text = {});
     void load_image(const std::string& path, float* pixels) const;
     int64_t input_floats() const;
 

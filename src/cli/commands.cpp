@@ -279,11 +279,14 @@ json caption_json(const Caption& c) {
 }
 
 // One JSON line per request line: {"id", "image", "prompt", ...caption_json}.
+// Consecutive requests about the same image encode it once (their ms and
+// GMACs still include the encoding).
 void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std::string& path) {
     std::ifstream in(path);
     if (!in) fail(path, "cannot open");
     const std::string base = std::filesystem::path(path).parent_path().string();
-    std::string line;
+    std::string line, encoded;  // consecutive requests about one image share its encoding
+    std::vector<float> pixels(static_cast<size_t>(cap.input_floats()));
     for (int number = 1; std::getline(in, line); ++number) {
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         const std::string where = path + ":" + std::to_string(number);
@@ -297,7 +300,12 @@ void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std
         }
         std::filesystem::path image(req["image"].get<std::string>());
         if (image.is_relative() && !base.empty()) image = std::filesystem::path(base) / image;
-        json out = caption_json(cap.caption_file(image.string(), g));
+        if (image.string() != encoded) {
+            cap.load_image(image.string(), pixels.data());
+            cap.encode_pixels(pixels.data());
+            encoded = image.string();
+        }
+        json out = caption_json(cap.generate(g));
         out["image"] = req["image"];
         out["prompt"] = g.prompt;
         if (req.contains("id")) out["id"] = req["id"];

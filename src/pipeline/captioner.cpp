@@ -41,18 +41,35 @@ struct Captioner::Impl {
     std::vector<float> contrast_embeds, contrast_features;
     std::vector<int32_t> contrast_positions;
     std::vector<float> mixed_logits;
+    // The last encoded image.
+    bool encoded = false;
+    int64_t visual = 0;
+    uint64_t macs_vision = 0, macs_projector = 0;
+    double ms_vision = 0;
     int threads = 1;
 };
 
-Captioner::Captioner(const CaptionOptions& options) : impl_(std::make_unique<Impl>()) {
+namespace {
+
+PipelineSpec spec_of(const CaptionOptions& options) {
     PipelineSpec spec;
     if (!options.pipeline.empty()) spec = pipeline_read(options.pipeline);
-    if (!options.model.empty()) spec.model = model_resolve(options.model);
+    if (!options.model.empty()) spec.model = options.model;
+    return spec;
+}
+
+}  // namespace
+
+Captioner::Captioner(const CaptionOptions& options) : Captioner(spec_of(options), options.threads, options.dtype) {}
+
+Captioner::Captioner(const PipelineSpec& given, int threads, const std::string& dtype) : impl_(std::make_unique<Impl>()) {
+    PipelineSpec spec = given;
+    if (!spec.model.empty()) spec.model = model_resolve(spec.model);
     // The embedded default: the demo model trained on ShapeScenes (models/).
     if (spec.model.empty()) spec.model = model_resolve(default_caption_model);
-    threads_init(options.threads > 0 ? options.threads : spec.threads);
+    threads_init(threads > 0 ? threads : spec.threads);
     impl_->threads = threads_count();
-    llava_load(impl_->model, spec.model, {.dtype = options.dtype});
+    llava_load(impl_->model, spec.model, {.dtype = dtype});
     DecoderShape decoder = llama_decoder_shape(impl_->model.text);
     decoder.model_dir = impl_->model.dir;
     impl_->stages = stages_build(spec.stages, impl_->model.vision.encoder_shape(), &decoder);
@@ -84,25 +101,42 @@ Caption Captioner::caption_file(const std::string& image_path, const GenerateOpt
     return c;
 }
 
+void Captioner::encode_pixels(const float* pixels) {
+    Impl& im = *impl_;
+    const auto t0 = std::chrono::steady_clock::now();
+    Ledger vision_ledger;
+    im.visual = llava_encode_image(im.model, im.vision, pixels, im.stage_ptrs.data(), int(im.stage_ptrs.size()),
+                                   &vision_ledger);
+    im.macs_projector = vision_ledger.by_component(Component::projector);
+    im.macs_vision = vision_ledger.total() - im.macs_projector;
+    im.ms_vision = ms_since(t0);
+    im.encoded = true;
+}
+
 Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
                                   const std::function<void(const std::string&)>& on_text) {
+    encode_pixels(pixels);
+    return generate(o, on_text);
+}
+
+Caption Captioner::generate(const GenerateOptions& o, const std::function<void(const std::string&)>& on_text) {
     Impl& im = *impl_;
     const LlavaModel& m = im.model;
     const LlamaConfig& tc = m.cfg.text;
+    if (!im.encoded) fail("caption", "no image encoded before generate()");
     if (o.max_new_tokens < 1) fail("caption", "--max-new-tokens must be at least 1");
     Sampler sampler({o.temperature, o.top_k, o.top_p, o.seed}, tc.vocab);
     Caption c;
-    const auto t0 = std::chrono::steady_clock::now();
+    // Times count from the image's encoding, as if this request had encoded it.
+    const auto t_start = std::chrono::steady_clock::now();
+    const double vision_ms = im.ms_vision;
+    auto since_start = [&] { return vision_ms + ms_since(t_start); };
     for (Stage* st : im.stage_ptrs) st->begin_request();
-
-    // Vision tower + projector.
-    Ledger vision_ledger;
-    const int64_t visual = llava_encode_image(m, im.vision, pixels, im.stage_ptrs.data(), int(im.stage_ptrs.size()),
-                                              &vision_ledger);
+    const int64_t visual = im.visual;
     c.visual_tokens = visual;
-    c.macs_projector = vision_ledger.by_component(Component::projector);
-    c.macs_vision = vision_ledger.total() - c.macs_projector;
-    c.ms_vision = ms_since(t0);
+    c.macs_projector = im.macs_projector;
+    c.macs_vision = im.macs_vision;
+    c.ms_vision = vision_ms;
 
     // Prompt: the image token expanded to the visual tokens passed on.
     const std::vector<int32_t> ids = llava_prompt_ids(m, llava_prompt_text(o.prompt), visual);
@@ -182,7 +216,7 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
     for (int step = 0; step < o.max_new_tokens; ++step) {
         const int32_t next = sampler.next(step_logits());
         c.token_ids.push_back(next);
-        if (step == 0) c.ms_first_token = ms_since(t0);
+        if (step == 0) c.ms_first_token = since_start();
         const bool stop = o.stop_at_eos && std::find(m.cfg.eos_ids.begin(), m.cfg.eos_ids.end(), next) != m.cfg.eos_ids.end();
         if (on_text && !stop) {
             const std::string piece = stream.push(next);
@@ -212,7 +246,7 @@ Caption Captioner::caption_pixels(const float* pixels, const GenerateOptions& o,
         const std::string rest = stream.finish();
         if (!rest.empty()) on_text(rest);
     }
-    c.ms_total = ms_since(t0);
+    c.ms_total = since_start();
     return c;
 }
 

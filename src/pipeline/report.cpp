@@ -21,140 +21,11 @@ using nlohmann::json;
 
 namespace tessera {
 
-ReportSpec report_config_read(const std::string& path) {
-    YAML::Node root = yaml_load_file(path);
-    YamlMap doc(root, path, "");
-    const std::string base = fs::path(path).parent_path().string();
-    ReportSpec r;
-    r.file = path;
-    r.model = config_path(doc.string("model", ""), base);
-    if (r.model.empty()) fail(path, "key 'model' is missing");
-    r.dataset = dataset_read(doc, base);
-    r.threads = doc.integer("threads", 0, 0, 1024);
-
-    if (!doc.has("pipelines")) fail(path, "key 'pipelines' is missing (name: stage list or pipeline file)");
-    YAML::Node list = doc.node("pipelines");
-    if (!list.IsMap() || list.size() == 0)
-        fail(yaml_where(path, list), "key 'pipelines': expected a mapping of names to stage lists or pipeline files");
-    if (list.size() > 32) fail(yaml_where(path, list), "key 'pipelines': at most 32 pipelines");
-    for (const auto& kv : list) {
-        ReportPipeline p;
-        p.name = kv.first.as<std::string>();
-        const std::string key = "pipelines." + p.name;
-        if (kv.second.IsScalar()) {
-            p.source = config_path(kv.second.Scalar(), base);
-            p.stages = pipeline_read(p.source).stages;
-        } else if (kv.second.IsSequence() || kv.second.IsNull()) {
-            p.source = "inline";
-            p.stages = stages_read(kv.second, path, key);
-        } else {
-            fail(yaml_where(path, kv.second), "key '" + key + "': expected a stage list or a pipeline file");
-        }
-        r.pipelines.push_back(std::move(p));
-    }
-    r.baseline = doc.string("baseline", r.pipelines.front().name);
-    if (std::none_of(r.pipelines.begin(), r.pipelines.end(), [&](const ReportPipeline& p) { return p.name == r.baseline; }))
-        doc.error("baseline", "names no pipeline ('" + r.baseline + "')");
-    doc.finish();
-    return r;
-}
-
-std::vector<size_t> pareto_front(const std::vector<ParetoPoint>& points) {
-    std::vector<size_t> front;
-    for (size_t i = 0; i < points.size(); ++i) {
-        bool dominated = false;
-        for (size_t j = 0; j < points.size() && !dominated; ++j)
-            dominated = j != i && points[j].gmacs <= points[i].gmacs && points[j].top1 >= points[i].top1 &&
-                        (points[j].gmacs < points[i].gmacs || points[j].top1 > points[i].top1);
-        if (!dominated) front.push_back(i);
-    }
-    std::sort(front.begin(), front.end(), [&](size_t a, size_t b) { return points[a].gmacs < points[b].gmacs; });
-    return front;
-}
-
-namespace {
-
-// A tick step of 1, 2 or 5 times a power of ten giving about `count` ticks.
-double nice_step(double range, int count) {
-    const double raw = range / count, mag = std::pow(10.0, std::floor(std::log10(raw)));
-    for (double m : {1.0, 2.0, 5.0, 10.0})
-        if (m * mag >= raw) return m * mag;
-    return 10 * mag;
-}
-
 std::string fixed(double v, int digits) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.*f", digits, v);
     return buf;
 }
-
-}  // namespace
-
-void report_plot_pareto(const std::vector<ParetoPoint>& points, const std::string& title, const std::string& path) {
-    const int width = 1000, height = 640, left = 90, right = 40, top = 60, bottom = 70;
-    cv::Mat img(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
-    double gx0 = 1e300, gx1 = -1e300, ty0 = 1e300, ty1 = -1e300;
-    for (const ParetoPoint& p : points) {
-        gx0 = std::min(gx0, p.gmacs), gx1 = std::max(gx1, p.gmacs);
-        ty0 = std::min(ty0, p.top1), ty1 = std::max(ty1, p.top1);
-    }
-    const double xpad = std::max(0.05, (gx1 - gx0) * 0.08), ypad = std::max(0.5, (ty1 - ty0) * 0.1);
-    gx0 = std::max(0.0, gx0 - xpad), gx1 += xpad, ty0 -= ypad, ty1 += ypad;
-    auto px = [&](double g) { return int(left + (g - gx0) / (gx1 - gx0) * (width - left - right)); };
-    auto py = [&](double t) { return int(height - bottom - (t - ty0) / (ty1 - ty0) * (height - top - bottom)); };
-    const cv::Scalar black(0, 0, 0), grey(220, 220, 220), blue(180, 90, 20), red(40, 40, 220), green(60, 160, 60);
-    const int font = cv::FONT_HERSHEY_SIMPLEX;
-
-    const double xs = nice_step(gx1 - gx0, 8), ys = nice_step(ty1 - ty0, 8);
-    for (double g = std::ceil(gx0 / xs) * xs; g <= gx1; g += xs) {
-        cv::line(img, {px(g), top}, {px(g), height - bottom}, grey, 1);
-        cv::putText(img, fixed(g, xs < 0.1 ? 2 : 1), {px(g) - 14, height - bottom + 22}, font, 0.45, black, 1, cv::LINE_AA);
-    }
-    for (double t = std::ceil(ty0 / ys) * ys; t <= ty1; t += ys) {
-        cv::line(img, {left, py(t)}, {width - right, py(t)}, grey, 1);
-        cv::putText(img, fixed(t, ys < 1 ? 1 : 0), {left - 50, py(t) + 5}, font, 0.45, black, 1, cv::LINE_AA);
-    }
-    cv::rectangle(img, {left, top}, {width - right, height - bottom}, black, 1);
-    cv::putText(img, "GMACs per image", {width / 2 - 70, height - 20}, font, 0.55, black, 1, cv::LINE_AA);
-    cv::putText(img, "top-1 (%)", {10, top - 8}, font, 0.55, black, 1, cv::LINE_AA);
-    cv::putText(img, title, {left + 60, 25}, font, 0.6, black, 1, cv::LINE_AA);
-
-    const std::vector<size_t> front = pareto_front(points);
-    for (size_t i = 1; i < front.size(); ++i)
-        cv::line(img, {px(points[front[i - 1]].gmacs), py(points[front[i - 1]].top1)},
-                 {px(points[front[i]].gmacs), py(points[front[i]].top1)}, green, 2, cv::LINE_AA);
-    std::vector<cv::Rect> labels;  // placed so far: a label that would overlap one moves down
-    for (const ParetoPoint& p : points) {
-        const cv::Point c(px(p.gmacs), py(p.top1));
-        cv::circle(img, c, 6, p.baseline ? red : blue, cv::FILLED, cv::LINE_AA);
-        const std::string text = p.name + (p.baseline ? " (baseline)" : "");
-        int baseline_px = 0;
-        const cv::Size size = cv::getTextSize(text, font, 0.45, 1, &baseline_px);
-        cv::Rect box(c.x + 9, c.y - 7 - size.height, size.width, size.height + 4);
-        for (bool moved = true; moved;) {
-            moved = false;
-            for (const cv::Rect& other : labels)
-                if ((box & other).area() > 0) {
-                    box.y = other.y + other.height + 1;
-                    moved = true;
-                }
-        }
-        labels.push_back(box);
-        cv::putText(img, text, {box.x, box.y + size.height}, font, 0.45, p.baseline ? red : blue, 1, cv::LINE_AA);
-    }
-    cv::putText(img, "green: Pareto front (fewer GMACs or higher top-1 than every other point)", {left + 10, height - bottom - 10},
-                font, 0.42, green, 1, cv::LINE_AA);
-    if (!cv::imwrite(path, img)) fail(path, "cannot write the plot");
-}
-
-namespace {
-
-struct PipelineResult {
-    int top1 = 0, top5 = 0, images = 0;
-    double macs = 0;
-    std::vector<double> ms;
-    std::vector<double> tokens_sum;  // per block, summed over images
-};
 
 // "197x4 -> 140x3 -> 100x3 -> 72x2": tokens entering each block, run-length.
 std::string schedule_string(const std::vector<double>& tokens) {
@@ -187,9 +58,166 @@ void write_text(const std::string& path, const std::string& text) {
     if (!(f << text)) fail(path, "cannot write");
 }
 
+ReportSpec report_config_read(const std::string& path) {
+    YAML::Node root = yaml_load_file(path);
+    YamlMap doc(root, path, "");
+    const std::string base = fs::path(path).parent_path().string();
+    ReportSpec r;
+    r.file = path;
+    r.model = config_path(doc.string("model", ""), base);
+    if (r.model.empty()) fail(path, "key 'model' is missing");
+    r.task = doc.string("task", "classify");
+    if (r.task == "classify") {
+        r.dataset = dataset_read(doc, base);
+    } else if (r.task == "caption") {
+        if (!doc.has("dataset")) fail(path, "key 'dataset' is missing (requests: FILE.jsonl, vocabulary: FILE.json)");
+        YamlMap ds(doc.node("dataset"), path, "dataset");
+        r.captions.requests = config_path(ds.string("requests", ""), base);
+        r.captions.vocabulary = config_path(ds.string("vocabulary", ""), base);
+        r.captions.images = ds.integer("images", 0, 0, 100000000);
+        if (r.captions.requests.empty()) ds.error("requests", "is missing");
+        if (r.captions.vocabulary.empty()) ds.error("vocabulary", "is missing");
+        ds.finish();
+        r.max_new_tokens = doc.integer("max_new_tokens", r.max_new_tokens, 1, 1 << 16);
+    } else {
+        doc.error("task", "must be classify or caption, got '" + r.task + "'");
+    }
+    r.threads = doc.integer("threads", 0, 0, 1024);
+
+    if (!doc.has("pipelines")) fail(path, "key 'pipelines' is missing (name: stage list or pipeline file)");
+    YAML::Node list = doc.node("pipelines");
+    if (!list.IsMap() || list.size() == 0)
+        fail(yaml_where(path, list), "key 'pipelines': expected a mapping of names to stage lists or pipeline files");
+    if (list.size() > 32) fail(yaml_where(path, list), "key 'pipelines': at most 32 pipelines");
+    for (const auto& kv : list) {
+        ReportPipeline p;
+        p.name = kv.first.as<std::string>();
+        const std::string key = "pipelines." + p.name;
+        if (kv.second.IsScalar()) {
+            p.source = config_path(kv.second.Scalar(), base);
+            p.stages = pipeline_read(p.source).stages;
+        } else if (kv.second.IsSequence() || kv.second.IsNull()) {
+            p.source = "inline";
+            p.stages = stages_read(kv.second, path, key);
+        } else {
+            fail(yaml_where(path, kv.second), "key '" + key + "': expected a stage list or a pipeline file");
+        }
+        r.pipelines.push_back(std::move(p));
+    }
+    r.baseline = doc.string("baseline", r.pipelines.front().name);
+    if (std::none_of(r.pipelines.begin(), r.pipelines.end(), [&](const ReportPipeline& p) { return p.name == r.baseline; }))
+        doc.error("baseline", "names no pipeline ('" + r.baseline + "')");
+    doc.finish();
+    return r;
+}
+
+std::vector<size_t> pareto_front(const std::vector<ParetoPoint>& points, bool higher_is_better) {
+    std::vector<size_t> front;
+    const double sign = higher_is_better ? 1.0 : -1.0;
+    for (size_t i = 0; i < points.size(); ++i) {
+        bool dominated = false;
+        const double vi = sign * points[i].top1;
+        for (size_t j = 0; j < points.size() && !dominated; ++j) {
+            const double vj = sign * points[j].top1;
+            dominated = j != i && points[j].gmacs <= points[i].gmacs && vj >= vi &&
+                        (points[j].gmacs < points[i].gmacs || vj > vi);
+        }
+        if (!dominated) front.push_back(i);
+    }
+    std::sort(front.begin(), front.end(), [&](size_t a, size_t b) { return points[a].gmacs < points[b].gmacs; });
+    return front;
+}
+
+namespace {
+
+// A tick step of 1, 2 or 5 times a power of ten giving about `count` ticks.
+double nice_step(double range, int count) {
+    const double raw = range / count, mag = std::pow(10.0, std::floor(std::log10(raw)));
+    for (double m : {1.0, 2.0, 5.0, 10.0})
+        if (m * mag >= raw) return m * mag;
+    return 10 * mag;
+}
+
+
+}  // namespace
+
+void report_plot_pareto(const std::vector<ParetoPoint>& points, const std::string& title, const std::string& path,
+                        const std::string& y_label, bool higher_is_better) {
+    const int width = 1000, height = 640, left = 90, right = 40, top = 60, bottom = 70;
+    cv::Mat img(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
+    double gx0 = 1e300, gx1 = -1e300, ty0 = 1e300, ty1 = -1e300;
+    for (const ParetoPoint& p : points) {
+        gx0 = std::min(gx0, p.gmacs), gx1 = std::max(gx1, p.gmacs);
+        ty0 = std::min(ty0, p.top1), ty1 = std::max(ty1, p.top1);
+    }
+    const double xpad = std::max(0.05, (gx1 - gx0) * 0.08);
+    const double ypad = std::max(higher_is_better && y_label == "top-1 (%)" ? 0.5 : 0.01, (ty1 - ty0) * 0.1);
+    gx0 = std::max(0.0, gx0 - xpad), gx1 += xpad, ty0 -= ypad, ty1 += ypad;
+    auto px = [&](double g) { return int(left + (g - gx0) / (gx1 - gx0) * (width - left - right)); };
+    auto py = [&](double t) { return int(height - bottom - (t - ty0) / (ty1 - ty0) * (height - top - bottom)); };
+    const cv::Scalar black(0, 0, 0), grey(220, 220, 220), blue(180, 90, 20), red(40, 40, 220), green(60, 160, 60);
+    const int font = cv::FONT_HERSHEY_SIMPLEX;
+
+    const double xs = nice_step(gx1 - gx0, 8), ys = nice_step(ty1 - ty0, 8);
+    for (double g = std::ceil(gx0 / xs) * xs; g <= gx1; g += xs) {
+        cv::line(img, {px(g), top}, {px(g), height - bottom}, grey, 1);
+        cv::putText(img, fixed(g, xs < 0.1 ? 2 : 1), {px(g) - 14, height - bottom + 22}, font, 0.45, black, 1, cv::LINE_AA);
+    }
+    for (double t = std::ceil(ty0 / ys) * ys; t <= ty1; t += ys) {
+        cv::line(img, {left, py(t)}, {width - right, py(t)}, grey, 1);
+        cv::putText(img, fixed(t, ys < 0.1 ? 2 : ys < 1 ? 1 : 0), {left - 50, py(t) + 5}, font, 0.45, black, 1, cv::LINE_AA);
+    }
+    cv::rectangle(img, {left, top}, {width - right, height - bottom}, black, 1);
+    cv::putText(img, "GMACs per image", {width / 2 - 70, height - 20}, font, 0.55, black, 1, cv::LINE_AA);
+    cv::putText(img, y_label, {10, top - 8}, font, 0.55, black, 1, cv::LINE_AA);
+    cv::putText(img, title, {left + 60, 25}, font, 0.6, black, 1, cv::LINE_AA);
+
+    const std::vector<size_t> front = pareto_front(points, higher_is_better);
+    for (size_t i = 1; i < front.size(); ++i)
+        cv::line(img, {px(points[front[i - 1]].gmacs), py(points[front[i - 1]].top1)},
+                 {px(points[front[i]].gmacs), py(points[front[i]].top1)}, green, 2, cv::LINE_AA);
+    std::vector<cv::Rect> labels;  // placed so far: a label that would overlap one moves down
+    for (const ParetoPoint& p : points) {
+        const cv::Point c(px(p.gmacs), py(p.top1));
+        cv::circle(img, c, 6, p.baseline ? red : blue, cv::FILLED, cv::LINE_AA);
+        const std::string text = p.name + (p.baseline ? " (baseline)" : "");
+        int baseline_px = 0;
+        const cv::Size size = cv::getTextSize(text, font, 0.45, 1, &baseline_px);
+        cv::Rect box(c.x + 9, c.y - 7 - size.height, size.width, size.height + 4);
+        for (bool moved = true; moved;) {
+            moved = false;
+            for (const cv::Rect& other : labels)
+                if ((box & other).area() > 0) {
+                    box.y = other.y + other.height + 1;
+                    moved = true;
+                }
+        }
+        labels.push_back(box);
+        cv::putText(img, text, {box.x, box.y + size.height}, font, 0.45, p.baseline ? red : blue, 1, cv::LINE_AA);
+    }
+    cv::putText(img, std::string("green: Pareto front (no other point has fewer GMACs and a ") +
+                         (higher_is_better ? "higher" : "lower") + " value)",
+                {left + 10, height - bottom - 10},
+                font, 0.42, green, 1, cv::LINE_AA);
+    if (!cv::imwrite(path, img)) fail(path, "cannot write the plot");
+}
+
+namespace {
+
+struct PipelineResult {
+    int top1 = 0, top5 = 0, images = 0;
+    double macs = 0;
+    std::vector<double> ms;
+    std::vector<double> tokens_sum;  // per block, summed over images
+};
+
+
+
+
 }  // namespace
 
 json report_run(const ReportSpec& spec, const std::string& out_dir, bool progress) {
+    if (spec.task == "caption") return vlm_report_run(spec, out_dir, progress);
     std::vector<Classifier> classifiers;
     for (const ReportPipeline& p : spec.pipelines) {
         PipelineSpec ps;

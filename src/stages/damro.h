@@ -39,7 +39,6 @@ public:
         return r;
     }
     void check(const EncoderShape& shape) const override;
-    void begin_request() override { found_ = false; }
     void encoder_after_attention(BlockView& view) override;
     const ContrastiveDecoding* contrastive_decoding() const override { return found_ ? &contrast_ : nullptr; }
 
