@@ -74,6 +74,14 @@ TEST(PipelineYaml, StagesAreCheckedWhenBuilt) {
     EXPECT_THAT(error_of([&] { stages_build(p.stages, shape); }), HasSubstr("key 'stages[0].noop': expected a mapping"));
     p = pipeline_read(yaml_file("stages:\n  - noop: {}\n  - noop\n"));
     EXPECT_EQ(stages_build(p.stages, shape).size(), 2u);
+    // Keys that are not names (found by fuzz_pipeline_yaml): a mapping, a tag without a name.
+    f = yaml_file("stages:\n  - noop: { {}}\n");
+    EXPECT_THAT(error_of([&] { stages_build(pipeline_read(f).stages, shape); }),
+                HasSubstr("a key in 'stages[0].noop' is not a plain name"));
+    f = yaml_file("stages:\n  - window_attention: {!blocks: [0], window: 7}\n");
+    EXPECT_THAT(error_of([&] { stages_build(pipeline_read(f).stages, shape); }), HasSubstr("is not a plain name"));
+    f = yaml_file("stages:\n  - {}: {}\n");
+    EXPECT_THAT(error_of([&] { pipeline_read(f); }), HasSubstr("a key in 'stages[0]' is not a plain name"));
 }
 
 TEST(RunYaml, ReadsDatasetAndExpandsEnvironment) {

@@ -180,6 +180,12 @@ TEST(LlavaFolder, OtherBrokenFoldersGiveClearErrors) {
                        [](nlohmann::json& j) { j["weight_map"]["lm_head.weight"] = "../x.safetensors"; });
          },
          "must be a file name inside the model folder"},
+        {"shard name longer than a file name (found by fuzz_safetensors_index)",
+         [](const std::string& d) {
+             edit_json(d + "/model.safetensors.index.json",
+                       [](nlohmann::json& j) { j["weight_map"]["lm_head.weight"] = std::string(300, 'x'); });
+         },
+         "is longer than a file name can be"},
         {"no weights",
          [](const std::string& d) {
              for (const auto& f : fs::directory_iterator(d))

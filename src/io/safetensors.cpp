@@ -17,6 +17,7 @@
 #include <tuple>
 #include <utility>
 
+#include "io/files.h"
 #include "tessera/error.h"
 
 namespace tessera {
@@ -320,9 +321,9 @@ SafeTensorsSet SafeTensorsSet::single_file(const std::string& path) {
 SafeTensorsSet::SafeTensorsSet(const std::string& dir) {
     namespace fs = std::filesystem;
     const std::string index_path = dir + "/model.safetensors.index.json";
-    if (!fs::exists(index_path)) {
+    if (!path_exists(index_path)) {
         const std::string single = dir + "/model.safetensors";
-        if (!fs::exists(single))
+        if (!path_exists(single))
             fail(dir, "no weights: neither model.safetensors nor model.safetensors.index.json");
         where_ = single;
         add_file(single);
@@ -345,7 +346,9 @@ SafeTensorsSet::SafeTensorsSet(const std::string& dir) {
     }
     for (const auto& [shard, names] : by_shard) {
         const std::string path = dir + "/" + shard;
-        if (!fs::exists(path))
+        if (shard.size() > 255)
+            fail(index_path, "shard name '" + shard.substr(0, 64) + "...' is longer than a file name can be");
+        if (!path_exists(path))
             fail(index_path, "shard '" + shard + "' (holding '" + names.front() + "' and " +
                                  std::to_string(names.size() - 1) + " more) is missing from the folder");
         add_file(path);

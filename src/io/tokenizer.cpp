@@ -211,7 +211,9 @@ HfConfig hf_config_read(const std::string& dir) {
     const std::string added_path = (fs::path(dir) / "added_tokens.json").string();
     const json added = read_object_file(added_path);
     const std::vector<AddedToken> specials = c.special_tokens();
-    for (const auto& [content, id] : added.items()) {
+    for (const auto& item : added.items()) {
+        const std::string content = item.key();  // not a structured binding: lambdas below capture it
+        const json& id = item.value();
         if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
             fail(added_path, "key '" + content + "': expected a token id, got " + id.dump());
         const bool known = std::any_of(c.added_tokens.begin(), c.added_tokens.end(), [&](const AddedToken& t) {

@@ -92,10 +92,17 @@ std::vector<int> YamlMap::integers(const std::string& key, const std::vector<int
     return out;
 }
 
+std::string yaml_key(const std::string& file, const YAML::Node& key, const std::string& context) {
+    if (!key.IsScalar())
+        fail(yaml_where(file, key), "a key in '" + (context.empty() ? std::string("the document") : context) +
+                                        "' is not a plain name (a list, mapping or empty key)");
+    return key.Scalar();
+}
+
 void YamlMap::finish() const {
     if (!map_.IsMap()) return;
     for (const auto& kv : map_) {
-        const std::string key = kv.first.as<std::string>();
+        const std::string key = yaml_key(file_, kv.first, context_);
         if (!used_.count(key)) fail(yaml_where(file_, kv.first), "unknown key '" + key_path(key) + "'");
     }
 }

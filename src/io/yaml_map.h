@@ -12,6 +12,10 @@ namespace tessera {
 // "FILE:LINE" of a node (1-based line).
 std::string yaml_where(const std::string& file, const YAML::Node& node);
 
+// A mapping key as a name; throws "FILE:LINE: key in 'CONTEXT': expected a
+// plain name" for keys that are lists, mappings, null or tagged non-strings.
+std::string yaml_key(const std::string& file, const YAML::Node& key, const std::string& context);
+
 // Loads a YAML file; syntax errors name the file and line.
 YAML::Node yaml_load_file(const std::string& path);
 

@@ -73,7 +73,7 @@ std::vector<StageSpec> stages_read(const YAML::Node& list, const std::string& fi
         if (item.IsScalar()) {  // "- noop" shorthand for "- noop: {}"
             s.name = item.Scalar();
         } else if (item.IsMap() && item.size() == 1) {
-            s.name = item.begin()->first.as<std::string>();
+            s.name = yaml_key(file, item.begin()->first, key + "[" + std::to_string(i) + "]");
             s.params = item.begin()->second;
         } else {
             fail(s.where, "key '" + key + "[" + std::to_string(i) + "]': expected one stage, written 'name: {settings}'");

@@ -91,7 +91,7 @@ ReportSpec report_config_read(const std::string& path) {
     if (list.size() > 32) fail(yaml_where(path, list), "key 'pipelines': at most 32 pipelines");
     for (const auto& kv : list) {
         ReportPipeline p;
-        p.name = kv.first.as<std::string>();
+        p.name = yaml_key(path, kv.first, "pipelines");
         const std::string key = "pipelines." + p.name;
         if (kv.second.IsScalar()) {
             p.source = config_path(kv.second.Scalar(), base);

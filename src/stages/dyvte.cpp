@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "io/files.h"
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "tessera/error.h"
@@ -43,7 +44,7 @@ void DyvteStage::check_decoder(const DecoderShape& shape) const {
     }
     const std::filesystem::path given(router_file_);
     const std::string path = given.is_absolute() ? router_file_ : shape.model_dir + "/" + router_file_;
-    if (!std::filesystem::exists(path))
+    if (!path_exists(path))
         params_.error("router", "no router file '" + path + "' (train one with tools/train_dyvte.py, or give " +
                                     "exit_layer for the training-free fixed exit)");
     SafeTensors file(path);

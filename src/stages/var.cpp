@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "io/files.h"
 #include "io/timm_config.h"
 #include "tessera/error.h"
 
@@ -65,7 +66,7 @@ void VarStage::check_decoder(const DecoderShape& shape) const {
                                          std::to_string(shape.layers) + " layers (the last layer is skipped)");
     if (!dims_given_) {
         const std::string path = shape.model_dir + "/var_sinks.json";
-        if (!std::filesystem::exists(path))
+        if (!path_exists(path))
             params_.error("sink_dims", "not given and no '" + path + "': run `tessera analyze sinks --model " +
                                            shape.model_dir + " IMAGES...` to find the decoder's sink dimensions");
         const nlohmann::json j = json_read_file(path);

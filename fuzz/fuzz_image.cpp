@@ -1,0 +1,26 @@
+// Image decode (JPEG, PNG, BMP, ...) and both preprocessing paths (timm
+// eval transform, CLIP image processor), with a pixel limit so the fuzzer
+// explores formats rather than allocation.
+#include <vector>
+
+#include "fuzz_support.h"
+#include "io/image.h"
+#include "io/llava_config.h"
+#include "io/preprocess.h"
+#include "tessera/error.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    tessera::ImageLimits limits;
+    limits.max_pixels = 1 << 20;
+    try {
+        const tessera::Image image = tessera::image_decode_memory(data, size, "fuzz-input", limits);
+        tessera::PreprocessConfig timm;
+        std::vector<float> out(static_cast<size_t>(3 * timm.input_height * timm.input_width));
+        tessera::preprocess_image(image, timm, out.data());
+        tessera::ClipPreprocessConfig clip;
+        std::vector<float> clip_out(static_cast<size_t>(3) * size_t(clip.crop_height) * size_t(clip.crop_width));
+        tessera::clip_preprocess_image(image, clip, clip_out.data());
+    } catch (const tessera::Error&) {
+    }
+    return 0;
+}
