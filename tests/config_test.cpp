@@ -154,6 +154,10 @@ TEST(TimmConfig, ErrorsNameFileAndKey) {
     EXPECT_THAT(error_of([&] { timm_config_read(f); }), HasSubstr(f + ": invalid JSON"));
     f = config_file("{\"architecture\": \"resnet50\"}");
     EXPECT_THAT(error_of([&] { vit_hparams_from_timm(timm_config_read(f)); }), HasSubstr("unknown architecture 'resnet50'"));
+    // A number too long for an int in the name (found by fuzz_config) is no timm name.
+    f = config_file("{\"architecture\": \"vit_tiny_patch16_2245555555555555555555\"}");
+    EXPECT_THAT(error_of([&] { vit_hparams_from_timm(timm_config_read(f)); }),
+                HasSubstr("unknown architecture 'vit_tiny_patch16_2245555555555555555555'"));
     f = config_file("{\"architecture\": \"x\", \"model_args\": {\"embed_dim\": 100, \"num_heads\": 3}}");
     EXPECT_THAT(error_of([&] { vit_hparams_from_timm(timm_config_read(f)); }),
                 HasSubstr("model_args.num_heads 3 must divide embed_dim 100"));

@@ -108,7 +108,8 @@ VitHparams vit_hparams_from_timm(const TimmConfig& cfg) {
     const std::string& where = cfg.path;
     VitHparams hp;
     // vit_tiny_patch16_224, deit_small_patch16_224, vit_base_patch32_384, ...
-    static const std::regex name_re(R"(^(vit|deit)_([a-z]+)_patch(\d+)_(\d+)$)");
+    // At most 4 digits each: longer numbers are no timm name (and would overflow stoi).
+    static const std::regex name_re(R"(^(vit|deit)_([a-z]+)_patch(\d{1,4})_(\d{1,4})$)");
     std::smatch m;
     bool named = std::regex_match(cfg.architecture, m, name_re);
     if (cfg.architecture.find("distilled") != std::string::npos)
