@@ -46,6 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shapescenes as ss  # noqa: E402
 from train_shapescenes import MEAN, STD, optimizer_step, pixels, render_many, vision_targets  # noqa: E402
+from train_shapescenes import ClipMlp as Mlp  # noqa: E402  (fc1 / fc2, quick_gelu: timm's names too)
 
 GRID = 14  # 224 / 16
 
@@ -131,16 +132,6 @@ class TowerAttention(nn.Module):
             patches = patches + self.lepe(vmap).flatten(2).transpose(1, 2)
         out = torch.cat([self.merge_heads(cls_out), patches], 1)
         return self.proj(out)
-
-
-class Mlp(nn.Module):
-    def __init__(self, d, hidden):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
-
-    def forward(self, x):
-        x = self.fc1(x)
-        return self.fc2(x * torch.sigmoid(1.702 * x))  # quick_gelu
 
 
 class Block(nn.Module):

@@ -46,22 +46,31 @@ void routing_topk(const float* a_r, int regions, int topk, int32_t* plan, int32_
     }
 }
 
+namespace {
+
+// Empties groups and, when there is a prefix, adds its group: the prefix
+// (CLS) queries attend globally, to all `tokens` keys.
+void groups_start_with_prefix(int prefix, int tokens, AttentionGroups& groups) {
+    groups.query_start.assign(1, 0);
+    groups.queries.clear();
+    groups.key_start.assign(1, 0);
+    groups.keys.clear();
+    if (prefix == 0) return;
+    for (int t = 0; t < prefix; ++t) groups.queries.push_back(t);
+    for (int t = 0; t < tokens; ++t) groups.keys.push_back(t);
+    groups.query_start.push_back(int32_t(groups.queries.size()));
+    groups.key_start.push_back(int32_t(groups.keys.size()));
+}
+
+}  // namespace
+
 void routing_groups_init(int prefix, int tokens, const std::vector<int32_t>& region_start,
                          const std::vector<int32_t>& region_tokens, int topk, AttentionGroups& groups) {
     const int regions = int(region_start.size()) - 1;
     int largest = 0;
     for (int r = 0; r < regions; ++r)
         largest = std::max(largest, region_start[size_t(r + 1)] - region_start[size_t(r)]);
-    groups.query_start.assign(1, 0);
-    groups.queries.clear();
-    groups.key_start.assign(1, 0);
-    groups.keys.clear();
-    if (prefix > 0) {  // CLS attends globally
-        for (int t = 0; t < prefix; ++t) groups.queries.push_back(t);
-        for (int t = 0; t < tokens; ++t) groups.keys.push_back(t);
-        groups.query_start.push_back(int32_t(groups.queries.size()));
-        groups.key_start.push_back(int32_t(groups.keys.size()));
-    }
+    groups_start_with_prefix(prefix, tokens, groups);
     for (int r = 0; r < regions; ++r) {
         groups.queries.insert(groups.queries.end(), region_tokens.begin() + region_start[size_t(r)],
                               region_tokens.begin() + region_start[size_t(r + 1)]);
@@ -93,16 +102,7 @@ void routing_key_lists(const int32_t* plan, int topk, int prefix, const std::vec
 void window_groups(int prefix, int grid_h, int grid_w, int window, AttentionGroups& groups) {
     std::vector<int32_t> start, tokens;
     grid_cells(prefix, grid_h, grid_w, grid_h / window, grid_w / window, start, tokens);
-    groups.query_start.assign(1, 0);
-    groups.queries.clear();
-    groups.key_start.assign(1, 0);
-    groups.keys.clear();
-    if (prefix > 0) {  // CLS attends globally
-        for (int t = 0; t < prefix; ++t) groups.queries.push_back(t);
-        for (int t = 0; t < prefix + grid_h * grid_w; ++t) groups.keys.push_back(t);
-        groups.query_start.push_back(int32_t(groups.queries.size()));
-        groups.key_start.push_back(int32_t(groups.keys.size()));
-    }
+    groups_start_with_prefix(prefix, prefix + grid_h * grid_w, groups);
     for (size_t w = 0; w + 1 < start.size(); ++w) {
         groups.queries.insert(groups.queries.end(), tokens.begin() + start[w], tokens.begin() + start[w + 1]);
         for (int t = 0; t < prefix; ++t) groups.keys.push_back(t);

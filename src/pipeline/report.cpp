@@ -111,6 +111,15 @@ ReportSpec report_config_read(const std::string& path) {
     return r;
 }
 
+PipelineSpec report_pipeline_spec(const ReportSpec& spec, const ReportPipeline& pipeline) {
+    PipelineSpec ps;
+    ps.file = spec.file;
+    ps.model = spec.model;
+    ps.stages = pipeline.stages;
+    ps.threads = spec.threads;
+    return ps;
+}
+
 std::vector<size_t> pareto_front(const std::vector<ParetoPoint>& points, bool higher_is_better) {
     std::vector<size_t> front;
     const double sign = higher_is_better ? 1.0 : -1.0;
@@ -219,14 +228,7 @@ struct PipelineResult {
 json report_run(const ReportSpec& spec, const std::string& out_dir, bool progress) {
     if (spec.task == "caption") return vlm_report_run(spec, out_dir, progress);
     std::vector<Classifier> classifiers;
-    for (const ReportPipeline& p : spec.pipelines) {
-        PipelineSpec ps;
-        ps.file = spec.file;
-        ps.model = spec.model;
-        ps.stages = p.stages;
-        ps.threads = spec.threads;
-        classifiers.emplace_back(ps, spec.threads, 1);
-    }
+    for (const ReportPipeline& p : spec.pipelines) classifiers.emplace_back(report_pipeline_spec(spec, p), spec.threads, 1);
     std::vector<LabeledImage> items = dataset_labels_read(spec.dataset.labels, classifiers[0].num_classes());
     if (spec.dataset.limit > 0 && size_t(spec.dataset.limit) < items.size()) items.resize(size_t(spec.dataset.limit));
     fs::create_directories(out_dir);
@@ -320,7 +322,10 @@ json report_run(const ReportSpec& spec, const std::string& out_dir, bool progres
     csv << "pipeline,top1,top5,delta_top1,gmacs,gmacs_ratio,ms_p50,ms_p90,ms_ratio,images_per_s,tokens_per_block\n";
     for (const json& r : rows) {
         std::string tokens;
-        for (const json& t : r["tokens_per_block"]) tokens += (tokens.empty() ? "" : " ") + fixed(t, 1);
+        for (const json& t : r["tokens_per_block"]) {
+            if (!tokens.empty()) tokens += ' ';  // += only: GCC 12 -Wrestrict false positive on operator+
+            tokens += fixed(t, 1);
+        }
         csv << '"' << r["pipeline"].get<std::string>() << "\"," << fixed(r["top1"], 4) << ',' << fixed(r["top5"], 4) << ','
             << fixed(r["delta_top1"], 4) << ',' << fixed(r["gmacs"], 6) << ',' << fixed(r["gmacs_ratio"], 6) << ','
             << fixed(r["ms_p50"], 4) << ',' << fixed(r["ms_p90"], 4) << ',' << fixed(r["ms_ratio"], 4) << ','

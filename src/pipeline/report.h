@@ -62,6 +62,9 @@ struct ReportSpec {
 
 ReportSpec report_config_read(const std::string& path);
 
+// The pipeline spec of one of a report's pipelines (the report's model and threads).
+PipelineSpec report_pipeline_spec(const ReportSpec& spec, const ReportPipeline& pipeline);
+
 // Runs the comparison and writes the outputs; returns report.json's content.
 nlohmann::json report_run(const ReportSpec& spec, const std::string& out_dir, bool progress);
 // The captioning / QA comparison (task: caption).

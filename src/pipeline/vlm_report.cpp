@@ -173,14 +173,7 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
     const auto groups = requests_read(spec.captions);
     const std::vector<std::string> vocabulary = vocabulary_read(spec.captions.vocabulary);
     std::vector<Captioner> captioners;
-    for (const ReportPipeline& p : spec.pipelines) {
-        PipelineSpec ps;
-        ps.file = spec.file;
-        ps.model = spec.model;
-        ps.stages = p.stages;
-        ps.threads = spec.threads;
-        captioners.emplace_back(ps, spec.threads);
-    }
+    for (const ReportPipeline& p : spec.pipelines) captioners.emplace_back(report_pipeline_spec(spec, p), spec.threads);
     fs::create_directories(out_dir);
     std::vector<float> pixels(static_cast<size_t>(captioners[0].input_floats()));
     GenerateOptions g;
