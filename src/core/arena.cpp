@@ -4,6 +4,7 @@
 #include <string>
 
 #include "tessera/error.h"
+#include "tessera/memory.h"
 
 namespace tessera {
 
@@ -11,6 +12,9 @@ void Arena::FreeDeleter::operator()(void* p) const { std::free(p); }
 
 void Arena::reserve(size_t capacity_bytes) {
     size_t rounded = (capacity_bytes + 63) / 64 * 64;
+    base_.reset();
+    // Callers check their own budgets with a precise message; this catches the rest.
+    if (rounded > (size_t(64) << 20)) memory_check("memory", "a buffer", rounded);
     base_.reset(rounded ? static_cast<char*>(std::aligned_alloc(64, rounded)) : nullptr);
     if (rounded && !base_) fail("arena", "cannot allocate " + std::to_string(rounded) + " bytes");
     capacity_ = rounded;

@@ -7,6 +7,7 @@
 #include "kernels/causal_attention.h"
 #include "kernels/elementwise.h"
 #include "tessera/error.h"
+#include "tessera/memory.h"
 
 namespace tessera {
 
@@ -97,6 +98,8 @@ void llama_state_init(LlamaState& s, const LlamaModel& m, int64_t capacity, int6
     const int64_t floats = 2 * cache + 2 * max_step * c.hidden + max_step * qkv + max_step * m.q_width() +
                            max_step * 2 * c.intermediate + c.vocab + lin + att + 2 * max_step +
                            int64_t(c.heads) * capacity;
+    memory_check("decoder", "a context of " + std::to_string(capacity) + " tokens (KV cache and activations)",
+                 uint64_t(floats) * sizeof(float), "a shorter prompt or fewer --max-new-tokens need less");
     s.arena.reserve(size_t(floats) * sizeof(float) + 16 * 64);
     s.k_cache = s.arena.alloc<float>(size_t(cache));
     s.v_cache = s.arena.alloc<float>(size_t(cache));

@@ -8,6 +8,7 @@
 
 #include "kernels/elementwise.h"
 #include "tessera/error.h"
+#include "tessera/memory.h"
 
 namespace tessera {
 
@@ -60,6 +61,21 @@ DType dtype_from_option(const std::string& option, const LlavaConfig& cfg, const
     (void)cfg;
     if (file == DType::f32 || double(elements) * 4.0 <= 0.5 * pages * page) return DType::f32;
     return file;
+}
+
+// Bytes the loader will allocate: f32 copies of the vision tower, the
+// projector and every vector; decoder matrices copied unless the file already
+// holds them in the run's dtype (then they are used in place from the mapping).
+uint64_t planned_copy_bytes(const SafeTensorsSet& set, const LlavaNames& names, DType decoder) {
+    uint64_t bytes = 0;
+    for (const auto& [name, e] : set.entries()) {
+        const uint64_t n = uint64_t(e.info->numel());
+        const bool decoder_matrix = e.info->shape.size() == 2 && name.rfind(names.vision, 0) != 0 &&
+                                    name.rfind(names.projector, 0) != 0;
+        if (!decoder_matrix || decoder == DType::f32) bytes += n * sizeof(float);
+        else if (e.info->dtype != decoder) bytes += n * dtype_size(decoder);
+    }
+    return bytes;
 }
 
 void load_vision(LlavaModel& m, WeightLoader& w, const std::string& p) {
@@ -131,6 +147,9 @@ void llava_load(LlavaModel& m, const std::string& dir, const LlavaLoadOptions& o
     m.layout = names.layout();
     m.decoder_dtype = dtype_from_option(options.dtype, cfg, *m.files);
     m.vision_blocks = cfg.feature_indices()[0];
+    memory_check(dir, "loading the weights (" + std::string(dtype_name(m.decoder_dtype)) + " decoder)",
+                 planned_copy_bytes(*m.files, names, m.decoder_dtype),
+                 m.decoder_dtype == DType::f32 ? "--dtype bf16 or f16 uses 16-bit weights in place" : "");
 
     WeightLoader w(*m.files, m.store);
     load_vision(m, w, names.vision);

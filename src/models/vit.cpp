@@ -12,6 +12,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "tessera/error.h"
+#include "tessera/memory.h"
 
 namespace tessera {
 
@@ -235,6 +236,7 @@ void vit_load(VitModel& model, const std::string& dir) {
 
     size_t bytes = 0;
     for (const TensorInfo& t : file.tensors()) bytes += size_t(t.numel()) * sizeof(float) + 64;
+    memory_check(file.path(), "loading the weights as f32", bytes);
     model.weights.reserve(bytes);
     WeightReader r(file, model.weights);
 
@@ -303,6 +305,8 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     const int64_t floats = b * n * c * 3 + b * n * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
                            attention_scratch_floats(hp.heads, n) + 2 * n + b * hp.heads * n + b * c +
                            s.stage_scratch_floats + channel_floats;
+    memory_check(model.dir, "a batch of " + std::to_string(max_batch) + " images (activations)",
+                 uint64_t(floats) * sizeof(float));
     s.arena.reserve(size_t(floats) * sizeof(float) + 16 * 64);
     s.x = s.arena.alloc<float>(size_t(b * n * c));
     s.xn = s.arena.alloc<float>(size_t(b * n * c));
