@@ -27,6 +27,14 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+// stb_image copies a zero-length first IDAT chunk into a PNG buffer it has
+// not allocated yet: memcpy(nullptr, src, 0), undefined behaviour that UBSan
+// reports (fuzz_image found it). Its memcpy calls go through a null-safe copy;
+// <cstring> is already included, so the macro cannot touch its declaration.
+namespace {
+inline void* stb_memcpy(void* dst, const void* src, size_t n) { return n ? std::memcpy(dst, src, n) : dst; }
+}  // namespace
+#define memcpy(dst, src, n) stb_memcpy(dst, src, n)
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_ONLY_JPEG
@@ -43,6 +51,7 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 #endif
+#undef memcpy
 #pragma GCC diagnostic pop
 
 // Pillow computes its filter weights in plain IEEE double arithmetic (its

@@ -104,7 +104,14 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path, const Hf
     // into the model. Appending that message (field 3, whose field 3 is
     // add_dummy_prefix) to the serialized ModelProto is the same protobuf merge.
     if (!legacy_) proto += std::string("\x1a\x02\x18\x00", 4);
-    const auto status = sp_.LoadFromSerializedProto(proto);
+    sentencepiece::util::Status status;
+    try {
+        status = sp_.LoadFromSerializedProto(proto);
+    } catch (const std::exception& e) {
+        // The library's trie builder throws on some malformed piece lists
+        // (fuzz_sentencepiece: a piece whose text is a NUL byte).
+        fail(path, std::string("cannot load the SentencePiece model: ") + e.what());
+    }
     if (!status.ok()) fail(path, "cannot load the SentencePiece model: " + status.ToString());
     vocab_size_ = sp_.GetPieceSize();
 
