@@ -32,6 +32,22 @@ TEST(PipelineYaml, ReadsModelStagesAndSettings) {
     EXPECT_EQ(p.batch, 4);
 }
 
+TEST(PipelineYaml, ABareStageNameTakesEveryDefault) {
+    // "- evit" and "- vtc_cls:" mean "- evit: {}" and "- vtc_cls: {}".
+    std::string f = test::write_file(test::temp_dir() + "/p.yaml", "stages:\n  - evit\n  - vtc_cls:\n");
+    PipelineSpec p = pipeline_read(f);
+    ASSERT_EQ(p.stages.size(), 2u);
+    for (const StageSpec& s : p.stages) {
+        EXPECT_TRUE(s.params.IsMap()) << s.name;
+        EXPECT_EQ(s.params.size(), 0u) << s.name;
+    }
+    const EncoderShape shape{12, 3, 192, 1, 14, 14};
+    const auto stages = stages_build(p.stages, shape);
+    ASSERT_EQ(stages.size(), 2u);
+    EXPECT_EQ(stages[0]->name(), "evit");
+    EXPECT_EQ(stages[1]->name(), "vtc_cls");
+}
+
 TEST(PipelineYaml, EmptyStageListIsThePlainModel) {
     PipelineSpec p = pipeline_read(yaml_file("stages: []\n"));
     EXPECT_TRUE(p.stages.empty());

@@ -1083,10 +1083,6 @@ std::vector<Trigger> pipeline_triggers() {
          vit_forward(nullptr, "  - vtc_cls: {start_layer: 1, keep: 4}\n  - evit: {blocks: [2]}\n")},
         {"PL-79", "biformer_routing after evit pruned",
          vit_forward(nullptr, "  - evit: {blocks: [0], keep_rate: 0.5}\n  - biformer_routing: {blocks: [1], regions: 2, topk: 1}\n")},
-        {"PL-80", "fastv written as a bare name", stage("fastv", true)},
-        {"PL-80", "vtc_cls written with an empty value", stage("vtc_cls:")},
-        {"PL-81", "var written as a bare name", stage("var", true)},
-        {"PL-81", "evit written as a bare name", stage("evit")},
         {"PL-82", "tome written as a bare name", stage("tome")},
     };
 }

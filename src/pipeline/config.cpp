@@ -78,6 +78,8 @@ std::vector<StageSpec> stages_read(const YAML::Node& list, const std::string& fi
         } else {
             fail(s.where, "key '" + key + "[" + std::to_string(i) + "]': expected one stage, written 'name: {settings}'");
         }
+        // "- fastv" and "- fastv:" take every default, as "- fastv: {}".
+        if (!s.params || s.params.IsNull()) s.params = YAML::Node(YAML::NodeType::Map);
         s.context = key + "[" + std::to_string(i) + "]." + s.name;
         out.push_back(std::move(s));
     }
