@@ -11,6 +11,8 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/simd_math.h"
+
 namespace tessera {
 
 namespace {
@@ -46,23 +48,7 @@ inline float sigmoid(float z) {
 }
 
 #ifdef TESSERA_ELEMENTWISE_AVX2
-// exp_nonpositive on 8 lanes, step for step. GCC leaves the scalar form
-// unvectorized (with trapping math the clamp turns into a branch).
-inline __m256 exp_nonpositive8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(0.5f)));
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
+using simd::exp_nonpositive8;
 
 inline __m256 sigmoid8(__m256 z) {
     const __m256 e = exp_nonpositive8(_mm256_or_ps(z, _mm256_set1_ps(-0.0f)));  // exp(-|z|)
@@ -135,8 +121,16 @@ void layer_norm(float* y, const float* x, const float* gamma, const float* beta,
 }
 
 void gelu_erf(float* x, int64_t n) {
+    constexpr int64_t chunk = 4096;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
+    for (int64_t c = 0; c < n; c += chunk) {
+        const int64_t end = std::min(n, c + chunk);
+        int64_t i = c;
+#ifdef TESSERA_SIMD_MATH_AVX2
+        for (; i + 8 <= end; i += 8) _mm256_storeu_ps(x + i, simd::gelu_erf8(_mm256_loadu_ps(x + i)));
+#endif
+        for (; i < end; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * float(M_SQRT1_2)));
+    }
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias) {

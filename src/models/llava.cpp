@@ -90,7 +90,8 @@ void load_vision(LlavaModel& m, WeightLoader& w, const std::string& p) {
     vit.dir = m.dir, vit.architecture = "clip_vision_model";
 
     const int64_t c = v.hidden, n = hp.tokens();
-    vit.patch_w = w.f32(p + "embeddings.patch_embedding.weight", {c, 3, v.patch, v.patch});
+    vit.patch_w = w.packed({p + "embeddings.patch_embedding.weight"}, {{c, 3, v.patch, v.patch}},
+                           3 * int64_t(v.patch) * v.patch);
     vit.patch_b = nullptr;  // CLIP's patch convolution has no bias
     vit.cls_token = w.f32(p + "embeddings.class_embedding", {c});
     vit.pos_embed = w.f32(p + "embeddings.position_embedding.weight", {n, c});
@@ -104,20 +105,18 @@ void load_vision(LlavaModel& m, WeightLoader& w, const std::string& p) {
         VitBlock& blk = vit.blocks[size_t(l)];
         blk.norm1_w = w.f32(b + "layer_norm1.weight", {c});
         blk.norm1_b = w.f32(b + "layer_norm1.bias", {c});
-        blk.qkv_w = static_cast<const float*>(
-            w.stacked({b + "self_attn.q_proj.weight", b + "self_attn.k_proj.weight", b + "self_attn.v_proj.weight"},
-                      {c, c, c}, c, DType::f32)
-                .data);
+        blk.qkv_w = w.packed({b + "self_attn.q_proj.weight", b + "self_attn.k_proj.weight", b + "self_attn.v_proj.weight"},
+                             {{c, c}, {c, c}, {c, c}}, c);
         blk.qkv_b = w.f32_concat({b + "self_attn.q_proj.bias", b + "self_attn.k_proj.bias", b + "self_attn.v_proj.bias"},
                                  {c, c, c});
-        blk.proj_w = w.f32(b + "self_attn.out_proj.weight", {c, c});
+        blk.proj_w = w.packed({b + "self_attn.out_proj.weight"}, {{c, c}}, c);
         blk.proj_b = w.f32(b + "self_attn.out_proj.bias", {c});
         blk.ls1 = nullptr;
         blk.norm2_w = w.f32(b + "layer_norm2.weight", {c});
         blk.norm2_b = w.f32(b + "layer_norm2.bias", {c});
-        blk.fc1_w = w.f32(b + "mlp.fc1.weight", {v.intermediate, c});
+        blk.fc1_w = w.packed({b + "mlp.fc1.weight"}, {{v.intermediate, c}}, c);
         blk.fc1_b = w.f32(b + "mlp.fc1.bias", {v.intermediate});
-        blk.fc2_w = w.f32(b + "mlp.fc2.weight", {c, v.intermediate});
+        blk.fc2_w = w.packed({b + "mlp.fc2.weight"}, {{c, v.intermediate}}, v.intermediate);
         blk.fc2_b = w.f32(b + "mlp.fc2.bias", {c});
         blk.ls2 = nullptr;
         blk.lce_w = blk.lce_b = nullptr;
@@ -125,7 +124,8 @@ void load_vision(LlavaModel& m, WeightLoader& w, const std::string& p) {
     for (int l = m.vision_blocks; l < v.layers; ++l)
         w.skip_prefix(p + "encoder.layers." + std::to_string(l) + ".");
     w.skip_prefix(p + "post_layernorm.");
-    vit.norm_w = vit.norm_b = vit.fc_norm_w = vit.fc_norm_b = vit.head_w = vit.head_b = nullptr;
+    vit.norm_w = vit.norm_b = vit.fc_norm_w = vit.fc_norm_b = vit.head_b = nullptr;
+    vit.head_w = PackedMatrix{};
     hp.depth = m.vision_blocks;  // the tower as it runs
 }
 

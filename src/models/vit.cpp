@@ -203,6 +203,16 @@ public:
     const float* take_optional(const std::string& name, std::vector<int64_t> shape) {
         return file_.find(name) ? take(name, std::move(shape)) : nullptr;
     }
+    // A matrix [out, in] (shape as stored, e.g. a conv weight [out, 3, p, p]) packed for linear_packed.
+    PackedMatrix take_packed(const std::string& name, std::vector<int64_t> shape, int64_t out, int64_t in) {
+        std::vector<float> raw(static_cast<size_t>(out * in));
+        file_.read_f32(name, shape, raw.data());
+        float* dst = arena_.alloc<float>(size_t(packed_matrix_floats(out, in)));
+        pack_matrix(raw.data(), out, in, dst);
+        used_.insert(name);
+        parameters_ += out * in;
+        return {dst, out, in};
+    }
     void check_all_used(const std::string& what) const {
         for (const TensorInfo& t : file_.tensors())
             if (!used_.count(t.name))
@@ -234,14 +244,17 @@ void vit_load(VitModel& model, const std::string& dir) {
                            std::to_string(model.preprocess.input_width) + " differs from the model's img_size " +
                            std::to_string(hp.img_h) + "x" + std::to_string(hp.img_w));
 
-    size_t bytes = 0;
-    for (const TensorInfo& t : file.tensors()) bytes += size_t(t.numel()) * sizeof(float) + 64;
+    size_t bytes = 0;  // + a panel of padding per matrix
+    for (const TensorInfo& t : file.tensors())
+        bytes += size_t(t.numel() + (t.shape.size() >= 2 ? t.numel() / t.shape[0] * packed_panel_cols : 0)) *
+                     sizeof(float) + 64;
     memory_check(file.path(), "loading the weights as f32", bytes);
     model.weights.reserve(bytes);
     WeightReader r(file, model.weights);
 
     const int64_t c = hp.dim, hidden = hp.mlp_hidden, n = hp.tokens();
-    model.patch_w = r.take("patch_embed.proj.weight", {c, 3, hp.patch, hp.patch});
+    const int64_t patch_len = 3 * int64_t(hp.patch) * hp.patch;
+    model.patch_w = r.take_packed("patch_embed.proj.weight", {c, 3, hp.patch, hp.patch}, c, patch_len);
     // timm: pre-norm (CLIP-style) models have a bias-free patch convolution.
     model.patch_b = hp.pre_norm ? r.take_optional("patch_embed.proj.bias", {c}) : r.take("patch_embed.proj.bias", {c});
     model.cls_token = hp.class_token ? r.take("cls_token", {1, 1, c}) : nullptr;
@@ -254,16 +267,16 @@ void vit_load(VitModel& model, const std::string& dir) {
         VitBlock& b = model.blocks[size_t(i)];
         b.norm1_w = r.take(p + "norm1.weight", {c});
         b.norm1_b = r.take(p + "norm1.bias", {c});
-        b.qkv_w = r.take(p + "attn.qkv.weight", {3 * c, c});
+        b.qkv_w = r.take_packed(p + "attn.qkv.weight", {3 * c, c}, 3 * c, c);
         b.qkv_b = hp.qkv_bias ? r.take(p + "attn.qkv.bias", {3 * c}) : nullptr;
-        b.proj_w = r.take(p + "attn.proj.weight", {c, c});
+        b.proj_w = r.take_packed(p + "attn.proj.weight", {c, c}, c, c);
         b.proj_b = r.take(p + "attn.proj.bias", {c});
         b.ls1 = r.take_optional(p + "ls1.gamma", {c});
         b.norm2_w = r.take(p + "norm2.weight", {c});
         b.norm2_b = r.take(p + "norm2.bias", {c});
-        b.fc1_w = r.take(p + "mlp.fc1.weight", {hidden, c});
+        b.fc1_w = r.take_packed(p + "mlp.fc1.weight", {hidden, c}, hidden, c);
         b.fc1_b = r.take(p + "mlp.fc1.bias", {hidden});
-        b.fc2_w = r.take(p + "mlp.fc2.weight", {c, hidden});
+        b.fc2_w = r.take_packed(p + "mlp.fc2.weight", {c, hidden}, c, hidden);
         b.fc2_b = r.take(p + "mlp.fc2.bias", {c});
         b.ls2 = r.take_optional(p + "ls2.gamma", {c});
         const int k = hp.block_attention[size_t(i)].lce_kernel;
@@ -275,7 +288,7 @@ void vit_load(VitModel& model, const std::string& dir) {
     model.fc_norm_b = model.fc_norm_w ? r.take("fc_norm.bias", {c}) : nullptr;
     model.norm_w = model.fc_norm_w ? r.take_optional("norm.weight", {c}) : r.take("norm.weight", {c});
     model.norm_b = model.norm_w ? r.take("norm.bias", {c}) : nullptr;
-    model.head_w = hp.num_classes ? r.take("head.weight", {hp.num_classes, c}) : nullptr;
+    if (hp.num_classes) model.head_w = r.take_packed("head.weight", {hp.num_classes, c}, hp.num_classes, c);
     model.head_b = hp.num_classes ? r.take("head.bias", {hp.num_classes}) : nullptr;
     r.check_all_used(cfg.architecture + " as config.json describes it (depth " + std::to_string(hp.depth) + ")");
     model.parameters = r.parameters();
@@ -347,7 +360,7 @@ void patch_embed(const VitModel& m, VitState& s, const float* pixels, int batch,
     // Patch tokens land after the prefix of each image: run one product per image.
     const int64_t n = hp.tokens(), c = hp.dim;
     for (int b = 0; b < batch; ++b)
-        linear(ledger, s.x + (b * n + hp.prefix()) * c, s.patches + b * grid * len, m.patch_w, m.patch_b, grid, len, c);
+        linear_packed(ledger, s.x + (b * n + hp.prefix()) * c, s.patches + b * grid * len, m.patch_w, m.patch_b, grid);
     for (int b = 0; b < batch; ++b) {
         float* x = s.x + b * n * c;
         if (m.cls_token) std::memcpy(x, m.cls_token, size_t(c) * sizeof(float));
@@ -440,7 +453,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         {
             Ledger::ComponentScope scope(ledger, Component::attention);
             layer_norm(s.xn, s.x, blk.norm1_w, blk.norm1_b, batch * n, c, hp.norm_eps);
-            linear(ledger, s.qkv, s.xn, blk.qkv_w, blk.qkv_b, batch * n, c, 3 * c);
+            linear_packed(ledger, s.qkv, s.xn, blk.qkv_w, blk.qkv_b, batch * n);
             for (int b = 0; b < batch; ++b) {
                 const TokenState& ts = s.tokens[size_t(b)];
                 if (ts.proportional_attention)
@@ -470,10 +483,10 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 }
             }
             if (blk.ls1) {
-                linear(ledger, s.xn, s.attn, blk.proj_w, blk.proj_b, batch * n, c, c);
+                linear_packed(ledger, s.xn, s.attn, blk.proj_w, blk.proj_b, batch * n);
                 add_scaled(s.x, s.xn, blk.ls1, batch * n, c);
             } else {
-                linear(ledger, s.x, s.attn, blk.proj_w, blk.proj_b, batch * n, c, c, Epilogue::residual);
+                linear_packed(ledger, s.x, s.attn, blk.proj_w, blk.proj_b, batch * n, Epilogue::residual);
             }
         }
 
@@ -519,16 +532,16 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
             Ledger::ComponentScope scope(ledger, Component::mlp);
             layer_norm(s.xn, s.x, blk.norm2_w, blk.norm2_b, batch * n, c, hp.norm_eps);
             if (hp.act == "quick_gelu") {
-                linear(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, c, hidden);
+                linear_packed(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n);
                 quick_gelu(s.hidden, batch * n * hidden);
             } else {
-                linear(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, c, hidden, Epilogue::gelu_erf);
+                linear_packed(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, Epilogue::gelu_erf);
             }
             if (blk.ls2) {
-                linear(ledger, s.xn, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, hidden, c);
+                linear_packed(ledger, s.xn, s.hidden, blk.fc2_w, blk.fc2_b, batch * n);
                 add_scaled(s.x, s.xn, blk.ls2, batch * n, c);
             } else {
-                linear(ledger, s.x, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, hidden, c, Epilogue::residual);
+                linear_packed(ledger, s.x, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, Epilogue::residual);
             }
         }
     }
@@ -578,9 +591,9 @@ void vit_forward(const VitModel& m, VitState& s, const float* pixels, int batch,
         }
     }
     if (m.fc_norm_w) layer_norm(s.pooled, s.pooled, m.fc_norm_w, m.fc_norm_b, batch, c, hp.norm_eps);
-    if (m.head_w) {
+    if (m.head_w.data) {
         Ledger::ComponentScope scope(ledger, Component::head);
-        linear(ledger, logits, s.pooled, m.head_w, m.head_b, batch, c, hp.num_classes);
+        linear_packed(ledger, logits, s.pooled, m.head_w, m.head_b, batch);
     }
 }
 

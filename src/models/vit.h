@@ -12,6 +12,7 @@
 
 #include "io/timm_config.h"
 #include "kernels/grid_attention.h"
+#include "kernels/packed_gemm.h"
 #include "tessera/arena.h"
 #include "tessera/stage.h"
 
@@ -57,16 +58,16 @@ VitHparams vit_hparams_from_timm(const TimmConfig& cfg);
 struct VitBlock {
     const float* norm1_w;  // [dim]
     const float* norm1_b;  // [dim]
-    const float* qkv_w;    // [3 dim, dim]
+    PackedMatrix qkv_w;    // [3 dim, dim], packed for linear_packed (as every matrix here)
     const float* qkv_b;    // [3 dim] or null
-    const float* proj_w;   // [dim, dim]
+    PackedMatrix proj_w;   // [dim, dim]
     const float* proj_b;   // [dim]
     const float* ls1;      // [dim] layer scale or null
     const float* norm2_w;  // [dim]
     const float* norm2_b;  // [dim]
-    const float* fc1_w;    // [mlp_hidden, dim]
+    PackedMatrix fc1_w;    // [mlp_hidden, dim]
     const float* fc1_b;    // [mlp_hidden]
-    const float* fc2_w;    // [dim, mlp_hidden]
+    PackedMatrix fc2_w;    // [dim, mlp_hidden]
     const float* fc2_b;    // [dim]
     const float* ls2;      // [dim] layer scale or null
     const float* lce_w;    // [dim, k * k] routing blocks with LCE (attn.lepe), else null
@@ -81,8 +82,8 @@ struct VitModel {
     int64_t parameters = 0;
     int64_t tensor_count = 0;
 
-    Arena weights;               // every tensor, converted to f32
-    const float* patch_w;        // [dim, 3 * patch * patch] (conv weight, flattened c, ky, kx)
+    Arena weights;               // every tensor, converted to f32 (matrices packed)
+    PackedMatrix patch_w;        // [dim, 3 * patch * patch] (conv weight, flattened c, ky, kx)
     const float* patch_b;        // [dim]
     const float* cls_token;      // [dim] or null
     const float* pos_embed;      // [tokens, dim]
@@ -93,7 +94,7 @@ struct VitModel {
     const float* norm_b;
     const float* fc_norm_w;      // [dim] or null
     const float* fc_norm_b;
-    const float* head_w;         // [num_classes, dim] or null (num_classes 0: features)
+    PackedMatrix head_w;         // [num_classes, dim]; data null when num_classes is 0 (features)
     const float* head_b;         // [num_classes]
 
     EncoderShape encoder_shape() const;

@@ -94,6 +94,24 @@ WeightRef WeightLoader::matrix(const std::string& name, int64_t out, int64_t in,
     return {dst, dtype, out, in};
 }
 
+PackedMatrix WeightLoader::packed(const std::vector<std::string>& names,
+                                  const std::vector<std::vector<int64_t>>& shapes, int64_t in) {
+    int64_t out = 0;
+    for (const auto& shape : shapes) out += shape.empty() ? 0 : shape[0];
+    std::vector<float> raw(static_cast<size_t>(out * in));
+    int64_t row = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+        const SafeTensorsSet::Entry& e = get(names[i], shapes[i]);
+        if (e.info->numel() != shapes[i][0] * in)
+            fail(e.file->path(), "tensor '" + names[i] + "' is not a matrix of width " + std::to_string(in));
+        convert(e, DType::f32, raw.data() + row * in);
+        row += shapes[i][0];
+    }
+    float* dst = store_.alloc<float>(size_t(packed_matrix_floats(out, in)));
+    pack_matrix(raw.data(), out, in, dst);
+    return {dst, out, in};
+}
+
 WeightRef WeightLoader::stacked(const std::vector<std::string>& names, const std::vector<int64_t>& outs, int64_t in,
                                 DType dtype) {
     int64_t total = 0;

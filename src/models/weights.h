@@ -11,6 +11,7 @@
 
 #include "io/safetensors.h"
 #include "kernels/gemm.h"
+#include "kernels/packed_gemm.h"
 #include "tessera/arena.h"
 
 namespace tessera {
@@ -41,6 +42,11 @@ public:
     // Matrices stacked by rows into one [sum outs, in] matrix (fused q|k|v, gate|up).
     WeightRef stacked(const std::vector<std::string>& names, const std::vector<int64_t>& outs, int64_t in,
                       DType dtype);
+    // f32 matrices stacked by rows (one name: a single matrix) and packed for
+    // linear_packed. `in` is the width of each; a tensor may be stored with
+    // more dimensions (a conv weight [out, 3, p, p]) as long as they multiply to in.
+    PackedMatrix packed(const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes,
+                        int64_t in);
     // Tensors under `prefix` that are deliberately not loaded.
     void skip_prefix(const std::string& prefix);
     void check_all_used(const std::string& what) const;

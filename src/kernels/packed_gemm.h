@@ -1,0 +1,38 @@
+// Linear layers on weights packed once at load (the inference-engine way:
+// ONNX Runtime prepacks, llama.cpp repacks). The [out, in] matrix is stored
+// as panels of 16 output columns, each panel in k-major order, so the 6 x 16
+// register-tile microkernel streams one panel contiguously while it reuses
+// six rows of x from cache. Bias, exact GELU or residual add run on the tile
+// while it is still in registers: no second pass over the output.
+#pragma once
+#include <cstdint>
+
+#include "kernels/gemm.h"
+#include "tessera/flops.h"
+
+namespace tessera {
+
+// Output columns per packed panel.
+constexpr int64_t packed_panel_cols = 16;
+
+// A [out, in] weight matrix in panel layout: ceil(out / 16) panels of
+// in x 16 floats, columns past `out` in the last panel zero.
+struct PackedMatrix {
+    const float* data = nullptr;
+    int64_t out = 0, in = 0;
+};
+
+int64_t packed_matrix_floats(int64_t out, int64_t in);
+
+// dst (packed_matrix_floats(out, in) floats, 64-byte aligned) <- w [out, in].
+void pack_matrix(const float* w, int64_t out, int64_t in, float* dst);
+
+// y[rows, w.out] = x[rows, w.in] · W^T + bias, then the epilogue
+// (Epilogue::residual: y += ...). Row strides are w.in and w.out. Parallel
+// over output panels; every output element is computed by one thread in a
+// fixed order, so results do not depend on the thread count. Adds
+// rows * in * out MACs.
+void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
+                   Epilogue epilogue = Epilogue::none);
+
+}  // namespace tessera
