@@ -1,0 +1,169 @@
+// Every threaded kernel gives the same answer on 1, 2 and 3 threads (3 makes
+// the static splits uneven). Our own loops compute each output element on
+// one thread in a fixed order, so their results must be bit-identical;
+// kernels that call oneDNN's GEMM (encoder attention, linear) may see it
+// block reductions differently per thread count, so they get a tolerance. The same binary, built with -DTESSERA_TSAN=ON, is the
+// ThreadSanitizer run of these kernels (scripts/test.sh).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/causal_attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/gemm.h"
+#include "kernels/grid_attention.h"
+#include "tessera/tensor.h"
+#include "tessera/threads.h"
+#include "test_support.h"
+
+namespace tessera {
+namespace {
+
+using test::max_abs_diff;
+using test::random_values;
+
+// Runs `kernel` (which fills its output from scratch) on 1, 2 and 3 threads
+// and returns the three outputs.
+std::vector<std::vector<float>> on_thread_counts(const std::function<std::vector<float>()>& kernel) {
+    const int saved = threads_count();
+    std::vector<std::vector<float>> outs;
+    for (int n : {1, 2, 3}) {
+        threads_init(n);
+        outs.push_back(kernel());
+    }
+    threads_init(saved);
+    return outs;
+}
+
+void expect_close(const std::vector<std::vector<float>>& outs, float tolerance) {
+    for (size_t i = 1; i < outs.size(); ++i) EXPECT_LT(max_abs_diff(outs[i], outs[0]), tolerance) << i + 1 << " threads";
+}
+
+void expect_identical(const std::vector<std::vector<float>>& outs) {
+    for (size_t i = 1; i < outs.size(); ++i) {
+        ASSERT_EQ(outs[i].size(), outs[0].size());
+        EXPECT_EQ(0, std::memcmp(outs[i].data(), outs[0].data(), outs[0].size() * sizeof(float)))
+            << "thread count " << i + 1 << " differs from 1 by up to " << max_abs_diff(outs[i], outs[0]);
+    }
+}
+
+TEST(ThreadedKernels, ElementwiseKernelsAreIdenticalOnAnyThreadCount) {
+    const int64_t rows = 197, dim = 384;  // above every parallel threshold
+    const std::vector<float> x = random_values(size_t(rows * dim), 1), gamma = random_values(size_t(dim), 2),
+                             beta = random_values(size_t(dim), 3);
+    expect_identical(on_thread_counts([&] {
+        std::vector<float> y(x.size()), r(x.size()), g = x, q = x, s = x, gu(size_t(rows * 2 * dim)), m(x.size());
+        layer_norm(y.data(), x.data(), gamma.data(), beta.data(), rows, dim, 1e-6f);
+        rms_norm(r.data(), x.data(), gamma.data(), rows, dim, 1e-5f);
+        gelu_erf(g.data(), int64_t(g.size()));
+        quick_gelu(q.data(), int64_t(q.size()));
+        softmax_rows(s.data(), rows, dim, beta.data());
+        for (size_t i = 0; i < gu.size(); ++i) gu[i] = x[i % x.size()] * 0.5f;
+        silu_mul(m.data(), gu.data(), rows, dim);
+        std::vector<float> all;
+        for (const auto* v : {&y, &r, &g, &q, &s, &m}) all.insert(all.end(), v->begin(), v->end());
+        return all;
+    }));
+}
+
+TEST(ThreadedKernels, RopeAndKvCacheWritesAreIdenticalOnAnyThreadCount) {
+    const int64_t rows = 300, heads = 8, head_dim = 64, width = heads * head_dim;
+    const std::vector<float> x = random_values(size_t(rows * width), 4);
+    std::vector<float> inv_freq(size_t(head_dim / 2));
+    rope_inv_freq(inv_freq.data(), head_dim, 10000.0);
+    std::vector<int32_t> positions(static_cast<size_t>(rows));
+    for (int64_t i = 0; i < rows; ++i) positions[size_t(i)] = int32_t(3 * i + 1);
+    expect_identical(on_thread_counts([&] {
+        std::vector<float> r = x, kc(size_t(2 * rows * width)), vc(kc.size());
+        rope_apply(r.data(), rows, width, heads, head_dim, positions.data(), inv_freq.data(), 1.0f);
+        kv_cache_write(kc.data(), vc.data(), 2 * rows, x.data(), r.data(), width, rows, 7, heads, head_dim);
+        r.insert(r.end(), kc.begin(), kc.end());
+        r.insert(r.end(), vc.begin(), vc.end());
+        return r;
+    }));
+}
+
+TEST(ThreadedKernels, EncoderAttentionAgreesOnAnyThreadCount) {
+    const int64_t tokens = 197, heads = 3, head_dim = 64;
+    const std::vector<float> qkv = random_values(size_t(tokens * 3 * heads * head_dim), 5),
+                             bias = random_values(size_t(tokens), 6, 0.1f);
+    expect_close(on_thread_counts([&] {
+        std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
+        std::vector<float> scratch(size_t(attention_scratch_floats(heads, tokens)));
+        AttentionArgs a;
+        a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+        a.scale = 0.125f, a.key_bias = bias.data(), a.cls_probs = cls.data(), a.scratch = scratch.data();
+        attention(nullptr, a);
+        out.insert(out.end(), cls.begin(), cls.end());
+        return out;
+    }), 1e-6f);
+}
+
+TEST(ThreadedKernels, CausalAttentionIsIdenticalOnAnyThreadCount) {
+    const int64_t tokens = 40, past = 260, q_heads = 8, kv_heads = 2, head_dim = 64, capacity = 320;
+    const std::vector<float> q = random_values(size_t(tokens * q_heads * head_dim), 7),
+                             k = random_values(size_t(kv_heads * capacity * head_dim), 8),
+                             v = random_values(size_t(kv_heads * capacity * head_dim), 9);
+    expect_identical(on_thread_counts([&] {
+        std::vector<float> out(size_t(tokens * q_heads * head_dim));
+        std::vector<float> scratch(size_t(causal_attention_scratch_floats(tokens, past)));
+        CausalAttentionArgs a;
+        a.q = q.data(), a.q_stride = q_heads * head_dim, a.k_cache = k.data(), a.v_cache = v.data();
+        a.capacity = capacity, a.out = out.data(), a.tokens = tokens, a.past = past;
+        a.q_heads = q_heads, a.kv_heads = kv_heads, a.head_dim = head_dim, a.scale = 0.125f;
+        a.scratch = scratch.data();
+        causal_attention(nullptr, a);
+        return out;
+    }));
+}
+
+TEST(ThreadedKernels, RoutedAndWindowedAttentionAndLceAreIdenticalOnAnyThreadCount) {
+    const int grid = 14, prefix = 1;
+    const int64_t tokens = prefix + grid * grid, heads = 3, head_dim = 64, dim = heads * head_dim;
+    const std::vector<float> qkv = random_values(size_t(tokens * 3 * dim), 10),
+                             weight = random_values(size_t(dim * 25), 11, 0.2f), bias = random_values(size_t(dim), 12);
+    expect_identical(on_thread_counts([&] {
+        std::vector<float> routed(size_t(tokens * dim)), windowed(size_t(tokens * dim)), cls(size_t(heads * tokens));
+        RoutedAttention bra;
+        bra.init(prefix, grid, grid, int(dim), 7, 4);
+        GridAttentionCall call;
+        call.qkv = qkv.data(), call.out = routed.data(), call.tokens = tokens, call.heads = heads;
+        call.head_dim = head_dim, call.scale = 0.125f, call.cls_probs = cls.data();
+        bra.run(nullptr, call);
+        WindowedAttention win;
+        win.init(prefix, grid, grid, 7);
+        call.out = windowed.data(), call.cls_probs = nullptr;
+        win.run(nullptr, call);
+        // LCE reads V (columns 2 dim .. 3 dim of qkv) into the routed output.
+        grid_depthwise_conv_add(nullptr, qkv.data() + 2 * dim, 3 * dim, routed.data(), dim, prefix, grid, grid, dim,
+                                weight.data(), bias.data(), 5);
+        routed.insert(routed.end(), windowed.begin(), windowed.end());
+        routed.insert(routed.end(), cls.begin(), cls.end());
+        return routed;
+    }));
+}
+
+TEST(ThreadedKernels, GemmAndSixteenBitLinearAgreeOnAnyThreadCount) {
+    const int64_t in = 384, out = 1152;
+    const std::vector<float> w = random_values(size_t(out * in), 13, 0.05f), b = random_values(size_t(out), 14);
+    std::vector<uint16_t> w16(w.size());
+    for (size_t i = 0; i < w.size(); ++i) w16[i] = f32_to_bf16(w[i]);
+    for (int64_t rows : {int64_t(4), int64_t(197)}) {  // GEMV path (< 8 rows) and panel path
+        const std::vector<float> x = random_values(size_t(rows * in), 15);
+        expect_close(on_thread_counts([&] {
+            std::vector<float> y(size_t(rows * out)), y16(size_t(rows * out)),
+                scratch(size_t(linear_w_scratch_floats(in)));
+            linear(nullptr, y.data(), x.data(), w.data(), b.data(), rows, in, out, Epilogue::gelu_erf);
+            linear_w(nullptr, y16.data(), x.data(), WeightRef{w16.data(), DType::bf16, out, in}, b.data(), rows,
+                     Epilogue::none, scratch.data());
+            y.insert(y.end(), y16.begin(), y16.end());
+            return y;
+        }), 1e-4f);
+    }
+}
+
+}  // namespace
+}  // namespace tessera
