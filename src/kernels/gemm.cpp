@@ -10,6 +10,8 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "kernels/packed_gemm.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define TESSERA_GEMM_AVX2 1
 #include <immintrin.h>
@@ -261,7 +263,10 @@ int64_t linear_w_scratch_floats(int64_t in) { return linear_w_panel_rows * in; }
 void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
               Epilogue epilogue, float* scratch) {
     if (w.dtype == DType::f32) {
-        linear(ledger, y, x, static_cast<const float*>(w.data), bias, rows, w.in, w.out, epilogue);
+        if (w.packed)
+            linear_packed(ledger, y, x, PackedMatrix{static_cast<const float*>(w.data), w.out, w.in}, bias, rows, epilogue);
+        else
+            linear(ledger, y, x, static_cast<const float*>(w.data), bias, rows, w.in, w.out, epilogue);
         return;
     }
     const auto* w16 = static_cast<const uint16_t*>(w.data);

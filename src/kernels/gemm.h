@@ -42,6 +42,7 @@ struct WeightRef {
     const void* data = nullptr;
     DType dtype = DType::f32;
     int64_t out = 0, in = 0;
+    bool packed = false;  // f32 in linear_packed's panel layout (packed_gemm.h)
 };
 
 // Output rows of a 16-bit weight converted to f32 at a time by linear_w.

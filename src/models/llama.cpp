@@ -41,7 +41,7 @@ void llama_load(LlamaModel& m, WeightLoader& w, const LlamaConfig& cfg, const st
     m.cfg = cfg;
     const int64_t d = cfg.hidden, q = int64_t(cfg.heads) * cfg.head_dim, kv = int64_t(cfg.kv_heads) * cfg.head_dim;
     const int64_t inter = cfg.intermediate;
-    m.embed = w.matrix(prefix + "embed_tokens.weight", cfg.vocab, d, dtype);
+    m.embed = w.matrix(prefix + "embed_tokens.weight", cfg.vocab, d, dtype, /*pack=*/false);  // read by rows
     m.layers.resize(size_t(cfg.layers));
     for (int l = 0; l < cfg.layers; ++l) {
         const std::string p = prefix + "layers." + std::to_string(l) + ".";

@@ -82,7 +82,11 @@ const float* WeightLoader::f32_concat(const std::vector<std::string>& names, con
     return dst;
 }
 
-WeightRef WeightLoader::matrix(const std::string& name, int64_t out, int64_t in, DType dtype) {
+WeightRef WeightLoader::matrix(const std::string& name, int64_t out, int64_t in, DType dtype, bool pack) {
+    if (dtype == DType::f32 && pack) {
+        const PackedMatrix p = packed({name}, {{out, in}}, in);
+        return {p.data, DType::f32, out, in, true};
+    }
     const SafeTensorsSet::Entry& e = get(name, {out, in});
     const void* src = e.file->data(*e.info);
     if (dtype != DType::f32 && e.info->dtype == dtype && reinterpret_cast<uintptr_t>(src) % 2 == 0) {
@@ -114,6 +118,12 @@ PackedMatrix WeightLoader::packed(const std::vector<std::string>& names,
 
 WeightRef WeightLoader::stacked(const std::vector<std::string>& names, const std::vector<int64_t>& outs, int64_t in,
                                 DType dtype) {
+    if (dtype == DType::f32) {
+        std::vector<std::vector<int64_t>> shapes;
+        for (int64_t o : outs) shapes.push_back({o, in});
+        const PackedMatrix p = packed(names, shapes, in);
+        return {p.data, DType::f32, p.out, in, true};
+    }
     int64_t total = 0;
     for (int64_t o : outs) total += o;
     auto* dst = static_cast<uint8_t*>(store_.alloc_bytes(size_t(total * in) * dtype_size(dtype)));

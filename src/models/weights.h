@@ -38,7 +38,9 @@ public:
     // Vectors concatenated (e.g. q|k|v biases).
     const float* f32_concat(const std::vector<std::string>& names, const std::vector<int64_t>& sizes);
     // A [out, in] matrix in `dtype`.
-    WeightRef matrix(const std::string& name, int64_t out, int64_t in, DType dtype);
+    // f32 matrices are packed for linear_packed unless `pack` is false (a
+    // matrix read by rows, such as the token embedding).
+    WeightRef matrix(const std::string& name, int64_t out, int64_t in, DType dtype, bool pack = true);
     // Matrices stacked by rows into one [sum outs, in] matrix (fused q|k|v, gate|up).
     WeightRef stacked(const std::vector<std::string>& names, const std::vector<int64_t>& outs, int64_t in,
                       DType dtype);
