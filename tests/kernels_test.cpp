@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "tessera/threads.h"
 #include "test_support.h"
 
 namespace tessera {
@@ -181,7 +182,7 @@ TEST_P(AttentionTest, MatchesNaiveAndReturnsClsRow) {
     attention_ref(qkv, p.tokens, p.heads, p.head_dim, p.key_bias ? bias.data() : nullptr, ref, ref_cls);
 
     std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
-    std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens)));
+    std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
     Ledger ledger;
     attention(&ledger, {qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
                         p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()});
@@ -197,8 +198,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                                            AttentionCase{300, 4, 32, true}));
 
 TEST(Attention, LongSequencesUseBoundedScratch) {
-    EXPECT_LT(attention_scratch_floats(16, 577), 16 * 577 * 577 / 4);
-    EXPECT_EQ(attention_scratch_floats(3, 197), 3 * 197 * 197);
+    // Packed keys (577 padded to 592) and values per head, plus one 48-row
+    // block of queries and scores per thread: far below the 16 x 577^2 map.
+    EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2), 16 * (592 * 64 + 64 * 577) + 2 * 48 * (64 + 577));
+    EXPECT_LT(attention_scratch_floats(16, 577, 64, 2), 16 * 577 * 577 / 4);
 }
 
 }  // namespace

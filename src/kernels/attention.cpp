@@ -1,54 +1,71 @@
 #include "kernels/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstring>
 
 #include "kernels/elementwise.h"
-#include "kernels/gemm.h"
+#include "kernels/packed_gemm.h"
+#include "tessera/threads.h"
 
 namespace tessera {
 
-int64_t attention_block_rows(int64_t heads, int64_t tokens) {
-    const int64_t budget = (int64_t(1) << 20) / int64_t(sizeof(float));
-    return std::clamp<int64_t>(budget / std::max<int64_t>(1, heads * tokens), 16, std::max<int64_t>(tokens, 1));
+namespace {
+
+// Query rows per work item: the item's keys (packed) are reused by all of them.
+constexpr int64_t rows_per_item = 48;
+
+int64_t packed_floats(int64_t tokens, int64_t head_dim) {
+    return packed_matrix_floats(tokens, head_dim) + packed_matrix_floats(head_dim, tokens);
 }
 
-int64_t attention_scratch_floats(int64_t heads, int64_t tokens) {
-    return heads * std::min(attention_block_rows(heads, tokens), tokens) * tokens;
+}  // namespace
+
+int64_t attention_block_rows(int64_t heads, int64_t tokens) { return std::min(rows_per_item, std::max<int64_t>(tokens, 1)); }
+
+int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots) {
+    const int64_t block = attention_block_rows(heads, tokens);
+    return heads * packed_floats(tokens, head_dim) + int64_t(slots) * block * (head_dim + tokens);
 }
 
 void attention(Ledger* ledger, const AttentionArgs& p) {
     const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
-    const int64_t block = attention_block_rows(h, n);
-    const float* q = p.qkv;
-    const float* k = p.qkv + c;
-    const float* v = p.qkv + 2 * c;
+    const int64_t block = attention_block_rows(h, n), per_head = packed_floats(n, d);
+    const int slots = p.slots > 0 ? p.slots : threads_count();
+    float* const packed = p.scratch;
+    float* const slot_base = p.scratch + h * per_head;
 
-    for (int64_t r0 = 0; r0 < n; r0 += block) {
-        const int64_t b = std::min(block, n - r0);
-        float* scores = p.scratch;  // [h, b, n]
-
-        // scores[h, i, j] = scale * q[r0 + i, h] · k[j, h]
-        GemmDesc qk;
-        qk.batch = h, qk.m = b, qk.k = d, qk.n = n;
-        qk.a_stride[0] = d, qk.a_stride[1] = row, qk.a_stride[2] = 1;
-        qk.b_stride[0] = d, qk.b_stride[1] = 1, qk.b_stride[2] = row;  // k^T read in place
-        qk.c_stride[0] = b * n, qk.c_stride[1] = n, qk.c_stride[2] = 1;
-        qk.alpha = p.scale;
-        gemm(ledger, qk, q + r0 * row, k, nullptr, scores);
-
-        softmax_rows(scores, h * b, n, p.key_bias);
-        if (r0 == 0 && p.cls_probs)
-            for (int64_t hh = 0; hh < h; ++hh) std::memcpy(p.cls_probs + hh * n, scores + hh * b * n, n * sizeof(float));
-
-        // out[r0 + i, h] = sum_j scores[h, i, j] v[j, h]
-        GemmDesc pv;
-        pv.batch = h, pv.m = b, pv.k = n, pv.n = d;
-        pv.a_stride[0] = b * n, pv.a_stride[1] = n, pv.a_stride[2] = 1;
-        pv.b_stride[0] = d, pv.b_stride[1] = row, pv.b_stride[2] = 1;
-        pv.c_stride[0] = d, pv.c_stride[1] = c, pv.c_stride[2] = 1;
-        gemm(ledger, pv, scores, v, nullptr, p.out + r0 * c);
+    // Each head's keys as the "weights" of the score product (one panel per
+    // 16 keys) and its values transposed as those of the value product.
+#pragma omp parallel for schedule(static) num_threads(slots) if (h * n * d > 32768)
+    for (int64_t hh = 0; hh < h; ++hh) {
+        float* kp = packed + hh * per_head;
+        pack_matrix_strided(p.qkv + c + hh * d, row, n, d, kp);
+        pack_matrix_transposed(p.qkv + 2 * c + hh * d, row, d, n, kp + packed_matrix_floats(n, d));
     }
+
+    // Work items: (head, block of query rows). Per item: scaled queries,
+    // scores against every key, softmax in place, value product straight
+    // into the output columns of the head. Scores never exceed block x n.
+    const int64_t blocks = (n + block - 1) / block, items = h * blocks;
+#pragma omp parallel for schedule(dynamic) num_threads(slots) if (items > 1 && h * n * n * d > 65536)
+    for (int64_t item = 0; item < items; ++item) {
+        const int64_t hh = item / blocks, r0 = (item % blocks) * block, rows = std::min(block, n - r0);
+        float* q = slot_base + int64_t(omp_get_thread_num()) * block * (d + n);
+        float* scores = q + block * d;
+        for (int64_t i = 0; i < rows; ++i) {
+            const float* src = p.qkv + (r0 + i) * row + hh * d;
+            for (int64_t j = 0; j < d; ++j) q[i * d + j] = src[j] * p.scale;
+        }
+        const float* kp = packed + hh * per_head;
+        linear_packed_rows(scores, n, q, d, PackedMatrix{kp, n, d}, nullptr, rows);
+        for (int64_t i = 0; i < rows; ++i) softmax_row(scores + i * n, n, p.key_bias);
+        if (r0 == 0 && p.cls_probs) std::memcpy(p.cls_probs + hh * n, scores, size_t(n) * sizeof(float));
+        linear_packed_rows(p.out + r0 * c + hh * d, c, scores, n, PackedMatrix{kp + packed_matrix_floats(n, d), d, n},
+                           nullptr, rows);
+    }
+    if (ledger) ledger->add(uint64_t(2 * h * n * n * d));
 }
 
 }  // namespace tessera

@@ -1,7 +1,11 @@
-// Multi-head self-attention over a fused qkv buffer, processed in blocks of
-// query rows so the full [heads, N, N] map never has to exist for long
-// sequences. Optionally returns the post-softmax attention row of query 0
-// (the CLS row stages such as EViT and VTC-CLS read).
+// Multi-head self-attention over a fused qkv buffer. Each head's keys and
+// values are packed once per call into the panel layout of packed_gemm.h;
+// then per (head, block of 48 query rows): scores with the register-tile
+// kernel, softmax in place, value product into the head's output columns.
+// Scores exist for one block at a time (block x N per thread), never the
+// full [heads, N, N] map. Optionally returns the post-softmax attention row
+// of query 0 (the CLS row stages such as EViT and VTC-CLS read). Results do
+// not depend on the thread count.
 #pragma once
 #include <cstdint>
 
@@ -16,12 +20,14 @@ struct AttentionArgs {
     float scale = 0.0f;                 // usually head_dim^-1/2
     const float* key_bias = nullptr;    // [tokens] added to every logit (ToMe: log token size); may be null
     float* cls_probs = nullptr;         // [heads, tokens] receives softmax row of query 0; may be null
-    float* scratch = nullptr;           // attention_scratch_floats(heads, tokens) floats
+    float* scratch = nullptr;           // attention_scratch_floats(heads, tokens, head_dim, slots) floats
+    int slots = 0;                      // threads the scratch was sized for (0: threads_count())
 };
 
-// Query rows per block: the block's scores stay within about 1 MiB.
+// Query rows per work item.
 int64_t attention_block_rows(int64_t heads, int64_t tokens);
-int64_t attention_scratch_floats(int64_t heads, int64_t tokens);
+// Packed keys and values of every head, plus queries and scores of one block per thread slot.
+int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots);
 
 // Adds 2 * heads * tokens^2 * head_dim MACs (scores and value product).
 void attention(Ledger* ledger, const AttentionArgs& args);

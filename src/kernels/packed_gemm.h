@@ -24,8 +24,20 @@ struct PackedMatrix {
 
 int64_t packed_matrix_floats(int64_t out, int64_t in);
 
-// dst (packed_matrix_floats(out, in) floats, 64-byte aligned) <- w [out, in].
+// dst (packed_matrix_floats(out, in) floats) <- w [out, in].
 void pack_matrix(const float* w, int64_t out, int64_t in, float* dst);
+
+// The same from [out, in] rows ld floats apart (one head of a fused buffer), single-threaded.
+void pack_matrix_strided(const float* w, int64_t ld, int64_t out, int64_t in, float* dst);
+
+// Packs the transpose: W[o, i] = src[i, o], src [in, out] with row stride ld
+// (attention's values: out = head_dim, in = keys). Single-threaded.
+void pack_matrix_transposed(const float* src, int64_t ld, int64_t out, int64_t in, float* dst);
+
+// Single-threaded core of linear_packed with explicit row strides (ldy for
+// y, ldx for x); counts no MACs.
+void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const PackedMatrix& w, const float* bias,
+                        int64_t rows, Epilogue epilogue = Epilogue::none);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, then the epilogue
 // (Epilogue::residual: y += ...). Row strides are w.in and w.out. Parallel

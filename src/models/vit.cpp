@@ -13,6 +13,7 @@
 #include "kernels/gemm.h"
 #include "tessera/error.h"
 #include "tessera/memory.h"
+#include "tessera/threads.h"
 
 namespace tessera {
 
@@ -316,7 +317,7 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
             channel_floats = std::max(channel_floats, channel_attention_scratch_floats(c, a.groups));
     }
     const int64_t floats = b * n * c * 3 + b * n * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
-                           attention_scratch_floats(hp.heads, n) + 2 * n + b * hp.heads * n + b * c +
+                           attention_scratch_floats(hp.heads, n, hp.head_dim(), threads_count()) + 2 * n + b * hp.heads * n + b * c +
                            s.stage_scratch_floats + channel_floats;
     memory_check(model.dir, "a batch of " + std::to_string(max_batch) + " images (activations)",
                  uint64_t(floats) * sizeof(float));
@@ -327,7 +328,8 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.attn = s.arena.alloc<float>(size_t(b * n * c));
     s.hidden = s.arena.alloc<float>(size_t(b * n * hp.mlp_hidden));
     s.patches = s.arena.alloc<float>(size_t(b * grid * patch_len));
-    s.scores = s.arena.alloc<float>(size_t(attention_scratch_floats(hp.heads, n)));
+    s.attention_slots = threads_count();
+    s.scores = s.arena.alloc<float>(size_t(attention_scratch_floats(hp.heads, n, hp.head_dim(), s.attention_slots)));
     s.key_bias = s.arena.alloc<float>(size_t(n));
     s.cls_probs = s.arena.alloc<float>(size_t(b * hp.heads * n));
     s.cls_remap = s.arena.alloc<float>(size_t(n));
@@ -477,8 +479,8 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 }
                 if (!handled) handled = trained_attention(m, s, l, view, ledger);
                 if (!handled) {
-                    AttentionArgs args{view.qkv, view.out, n, heads, hd, view.scale, view.key_bias, view.cls_probs,
-                                       s.scores};
+                    AttentionArgs args{view.qkv,        view.out, n,        heads, hd, view.scale, view.key_bias,
+                                       view.cls_probs,  s.scores, s.attention_slots};
                     attention(ledger, args);
                 }
             }

@@ -123,7 +123,8 @@ struct VitState {
     float* attn;      // [batch, tokens, dim] attention output before proj
     float* hidden;    // [batch, tokens, mlp_hidden]
     float* patches;   // [batch, grid, 3 patch^2]
-    float* scores;    // attention scratch
+    float* scores;    // attention scratch, sized for attention_slots threads
+    int attention_slots = 1;
     float* key_bias;  // [tokens]
     float* cls_probs; // [batch, heads, tokens]
     float* cls_remap; // [tokens] scratch for carrying the CLS row through a reorganization
