@@ -14,6 +14,14 @@ not installable here) with three jobs:
   bench       time the same torch module's forward pass under
               torch.inference_mode() with torch.set_num_threads(T) and print
               one JSON object shaped like `tessera bench --format json`.
+  parity      run Tessera (`tessera classify --logits`) and this module on
+              the same image and check the outputs agree; optionally save
+              that input and Tessera's outputs next to ONNX files so the ORT
+              harness checks ORT against Tessera directly.
+
+make-random has presets (--preset): `small` (ViT-S/16, the default) and
+`large` (timm vit_large_patch14_clip_336 shapes: CLIP ViT-L/14 at 336 px,
+pre-norm, no patch bias, quick_gelu, LayerNorm eps 1e-5, a 768-wide head).
 
 Only numpy + torch are needed (Debian: python3-numpy, python3-torch). The
 safetensors format is parsed and written by hand: an 8-byte little-endian
@@ -57,7 +65,7 @@ def read_safetensors(path):
             arr = np.frombuffer(raw, dtype=np.dtype(_ST_DTYPES[dt]).newbyteorder("<"))
         else:
             raise ValueError(f"{path}: tensor {name} has unsupported dtype {dt}")
-        out[name] = arr.astype(np.float32).reshape(info["shape"])
+        out[name] = arr.astype(np.float32, copy=False).reshape(info["shape"])  # may be read-only
     return out
 
 
@@ -65,13 +73,11 @@ def write_safetensors(path, tensors):
     """Writes {name: np.ndarray} as float32 safetensors (names sorted, header
     padded with spaces to an 8-byte boundary like the reference writer)."""
     header = {"__metadata__": {"format": "pt"}}
-    chunks, offset = [], 0
+    offset = 0
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name], dtype="<f4")
-        nbytes = arr.nbytes
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        nbytes = int(np.prod(tensors[name].shape, dtype=np.int64)) * 4
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
                         "data_offsets": [offset, offset + nbytes]}
-        chunks.append(arr.tobytes())
         offset += nbytes
     hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hbytes += b" " * ((8 - len(hbytes) % 8) % 8)
@@ -79,8 +85,8 @@ def write_safetensors(path, tensors):
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(hbytes)))
         f.write(hbytes)
-        for c in chunks:
-            f.write(c)
+        for name in sorted(tensors):  # one tensor at a time (ViT-L is 1.2 GB)
+            f.write(np.ascontiguousarray(tensors[name], dtype="<f4").tobytes())
     os.replace(tmp, path)
 
 
@@ -114,49 +120,60 @@ def build_vit_class():
             x = (attn @ v).transpose(1, 2).reshape(b, n, c)
             return self.proj(x)
 
+    def quick_gelu(x):
+        return x * torch.sigmoid(1.702 * x)  # timm QuickGELU (OpenAI CLIP)
+
+    # act_layer -> function: exact (erf) GELU as timm's nn.GELU, or QuickGELU.
+    acts = {"gelu": F.gelu, "quick_gelu": quick_gelu}
+
     class Mlp(nn.Module):
-        def __init__(self, dim, hidden):
+        def __init__(self, dim, hidden, act):
             super().__init__()
+            self.act = acts[act]
             self.fc1 = nn.Linear(dim, hidden)
             self.fc2 = nn.Linear(hidden, dim)
 
         def forward(self, x):
-            return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU, as timm's nn.GELU
+            return self.fc2(self.act(self.fc1(x)))
 
     class Block(nn.Module):
-        def __init__(self, dim, heads, mlp_ratio, qkv_bias, eps):
+        def __init__(self, dim, heads, mlp_ratio, qkv_bias, eps, act):
             super().__init__()
             self.norm1 = nn.LayerNorm(dim, eps=eps)
             self.attn = Attention(dim, heads, qkv_bias)
             self.norm2 = nn.LayerNorm(dim, eps=eps)
-            self.mlp = Mlp(dim, int(dim * mlp_ratio))
+            self.mlp = Mlp(dim, int(dim * mlp_ratio), act)
 
         def forward(self, x):
             x = x + self.attn(self.norm1(x))
             return x + self.mlp(self.norm2(x))
 
     class PatchEmbed(nn.Module):
-        def __init__(self, patch, in_chans, dim):
+        def __init__(self, patch, in_chans, dim, bias):
             super().__init__()
-            self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+            self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch, bias=bias)
 
         def forward(self, x):
             return self.proj(x).flatten(2).transpose(1, 2)  # B, N, C
 
     class VisionTransformer(nn.Module):
         """timm VisionTransformer restricted to what Tessera's configs use:
-        CLS token, learned pos_embed added after the CLS concat, pre-LN blocks,
-        final norm, token pooling, linear head. Parameter names match timm."""
+        CLS token, learned pos_embed added after the CLS concat, optional
+        norm_pre (CLIP-style pre_norm, whose patch convolution has no bias),
+        pre-LN blocks with GELU or QuickGELU, final norm, token pooling,
+        linear head. Parameter names match timm."""
 
         def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000,
                      embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, qkv_bias=True,
-                     norm_eps=1e-6):
+                     norm_eps=1e-6, pre_norm=False, act="gelu"):
             super().__init__()
             n_patches = (img_size // patch_size) ** 2
-            self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+            # timm: PatchEmbed(bias=not pre_norm)
+            self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, bias=not pre_norm)
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
             self.pos_embed = nn.Parameter(torch.zeros(1, n_patches + 1, embed_dim))
-            self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, qkv_bias, norm_eps)
+            self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
+            self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, qkv_bias, norm_eps, act)
                                           for _ in range(depth)])
             self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
             self.head = nn.Linear(embed_dim, num_classes)
@@ -165,6 +182,7 @@ def build_vit_class():
             x = self.patch_embed(x)
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
             x = x + self.pos_embed
+            x = self.norm_pre(x)
             x = self.blocks(x)
             x = self.norm(x)
             return self.head(x[:, 0])
@@ -173,16 +191,19 @@ def build_vit_class():
 
 
 def model_kwargs_from_config(cfg):
+    """The module's keyword arguments from a timm config.json, reading the
+    model_args keys the way Tessera's vit_hparams_from_timm does (same
+    defaults); anything this module cannot express is refused."""
     ma = cfg.get("model_args", {})
     unsupported = []
     if not ma.get("class_token", True):
         unsupported.append("class_token=false")
-    if ma.get("pre_norm", False):
-        unsupported.append("pre_norm=true")
-    if ma.get("act_layer", "gelu") not in ("gelu", None):
+    if (ma.get("act_layer") or "gelu") not in ("gelu", "quick_gelu"):
         unsupported.append(f"act_layer={ma.get('act_layer')}")
     if cfg.get("global_pool", "token") != "token":
         unsupported.append(f"global_pool={cfg.get('global_pool')}")
+    if "block_attention" in ma:
+        unsupported.append("block_attention")
     if unsupported:
         raise SystemExit("export_vit_onnx.py: unsupported config: " + ", ".join(unsupported))
     return dict(img_size=ma.get("img_size", 224), patch_size=ma.get("patch_size", 16),
@@ -190,7 +211,8 @@ def model_kwargs_from_config(cfg):
                 num_classes=cfg.get("num_classes", 1000), embed_dim=ma["embed_dim"],
                 depth=ma["depth"], num_heads=ma["num_heads"],
                 mlp_ratio=ma.get("mlp_ratio", 4.0), qkv_bias=ma.get("qkv_bias", True),
-                norm_eps=ma.get("norm_eps", 1e-6))
+                norm_eps=ma.get("norm_eps", 1e-6), pre_norm=ma.get("pre_norm", False),
+                act=ma.get("act_layer") or "gelu")
 
 
 def load_model(model_dir):
@@ -215,19 +237,38 @@ def load_model(model_dir):
     return model, cfg, kwargs
 
 
-# ---------------------------------------------------------------- random ViT-S
+# ---------------------------------------------------------------- random ViTs
 
-def make_random(out_dir, seed, embed_dim, depth, heads, num_classes, img_size, patch_size,
-                arch_name):
-    """timm-style init (trunc_normal(0.02) weights, cls_token N(0, 1e-6)),
+# Random-weight benchmark models, one row each (timm names and model_args).
+# `large` has the shapes of timm's vit_large_patch14_clip_336 (the LLaVA-1.5
+# vision tower): 577 tokens, pre-norm with a bias-free patch convolution,
+# QuickGELU, LayerNorm eps 1e-5 (timm builds it with nn.LayerNorm's default)
+# and OpenAI CLIP's 768-wide projection as the head.
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+PRESETS = {
+    "small": dict(arch="vit_small_patch16_224", img_size=224, patch_size=16, embed_dim=384,
+                  depth=12, heads=6, num_classes=1000, pre_norm=False, act="gelu",
+                  norm_eps=1e-6, mean=[0.5] * 3, std=[0.5] * 3, crop_pct=0.9),
+    "large": dict(arch="vit_large_patch14_clip_336", img_size=336, patch_size=14,
+                  embed_dim=1024, depth=24, heads=16, num_classes=768, pre_norm=True,
+                  act="quick_gelu", norm_eps=1e-5, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
+                  crop_pct=1.0),
+}
+
+
+def make_random(out_dir, seed, row):
+    """Writes the preset `row` with random weights as a timm-layout folder.
+    timm-style init (trunc_normal(0.02) weights, cls_token N(0, 1e-6)),
     then small random perturbations of LayerNorm gains/biases and Linear
     biases so that a parity test against these weights cannot pass with a
     swapped or ignored gain/bias. Deterministic in `seed`."""
     torch = _torch()
     torch.manual_seed(seed)
-    kwargs = dict(img_size=img_size, patch_size=patch_size, in_chans=3, num_classes=num_classes,
-                  embed_dim=embed_dim, depth=depth, num_heads=heads, mlp_ratio=4.0,
-                  qkv_bias=True, norm_eps=1e-6)
+    kwargs = dict(img_size=row["img_size"], patch_size=row["patch_size"], in_chans=3,
+                  num_classes=row["num_classes"], embed_dim=row["embed_dim"], depth=row["depth"],
+                  num_heads=row["heads"], mlp_ratio=4.0, qkv_bias=True, norm_eps=row["norm_eps"],
+                  pre_norm=row["pre_norm"], act=row["act"])
     model = build_vit_class()(**kwargs)
     nn = torch.nn
     g = torch.Generator().manual_seed(seed)
@@ -242,8 +283,9 @@ def make_random(out_dir, seed, embed_dim, depth, heads, num_classes, img_size, p
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             trunc_normal(m.weight, 0.02)
-            with torch.no_grad():
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.02)
+            if m.bias is not None:
+                with torch.no_grad():
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.02)
         elif isinstance(m, nn.LayerNorm):
             with torch.no_grad():
                 m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
@@ -253,25 +295,26 @@ def make_random(out_dir, seed, embed_dim, depth, heads, num_classes, img_size, p
     os.makedirs(out_dir, exist_ok=True)
     tensors = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     write_safetensors(os.path.join(out_dir, "model.safetensors"), tensors)
+    img, dim, classes = row["img_size"], row["embed_dim"], row["num_classes"]
     cfg = {
-        "architecture": arch_name,
-        "num_classes": num_classes,
-        "num_features": embed_dim,
+        "architecture": row["arch"],
+        "num_classes": classes,
+        "num_features": dim,
         "global_pool": "token",
-        "model_args": {"img_size": img_size, "patch_size": patch_size, "embed_dim": embed_dim,
-                       "depth": depth, "num_heads": heads, "mlp_ratio": 4.0, "qkv_bias": True,
-                       "class_token": True, "pre_norm": False, "norm_eps": 1e-6,
-                       "act_layer": "gelu"},
+        "model_args": {"img_size": img, "patch_size": row["patch_size"], "embed_dim": dim,
+                       "depth": row["depth"], "num_heads": row["heads"], "mlp_ratio": 4.0,
+                       "qkv_bias": True, "class_token": True, "pre_norm": row["pre_norm"],
+                       "norm_eps": row["norm_eps"], "act_layer": row["act"]},
         "pretrained_cfg": {
             "tag": f"random_seed{seed}",
-            "input_size": [3, img_size, img_size],
+            "input_size": [3, img, img],
             "fixed_input_size": True,
             "interpolation": "bicubic",
-            "crop_pct": 0.9,
+            "crop_pct": row["crop_pct"],
             "crop_mode": "center",
-            "mean": [0.5, 0.5, 0.5],
-            "std": [0.5, 0.5, 0.5],
-            "num_classes": num_classes,
+            "mean": row["mean"],
+            "std": row["std"],
+            "num_classes": classes,
             "first_conv": "patch_embed.proj",
             "classifier": "head",
         },
@@ -280,7 +323,7 @@ def make_random(out_dir, seed, embed_dim, depth, heads, num_classes, img_size, p
         json.dump(cfg, f, indent=2)
         f.write("\n")
     with open(os.path.join(out_dir, "SOURCE.md"), "w") as f:
-        f.write(f"# {arch_name}, random weights (seed {seed})\n\n"
+        f.write(f"# {row['arch']}, random weights (seed {seed})\n\n"
                 "Generated by bench/export_vit_onnx.py make-random for benchmarking only; "
                 "the logits are meaningless. timm tensor names and config.json layout.\n")
     n_params = sum(int(np.prod(v.shape)) for v in tensors.values())
@@ -382,6 +425,99 @@ def bench(model_dir, batch, iters, warmup, threads):
                       "version": torch.__version__}))
 
 
+# ---------------------------------------------------------------- parity
+
+def write_png(path, rgb):
+    """Writes an 8-bit RGB image (H, W, 3 uint8) as a PNG (zlib, no filter)."""
+    import zlib
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)))
+        f.write(chunk(b"IDAT", zlib.compress(raw, 6)))
+        f.write(chunk(b"IEND", b""))
+
+
+def parity_image(cfg, seed=0):
+    """A random RGB image that timm's eval transform (and Tessera's) maps to
+    its centre crop without resampling: the image is already scale_size =
+    floor(input / crop_pct) square, so Resize is a copy, then CenterCrop cuts
+    at round((scale - input) / 2). Returns (uint8 image, float32 (1, 3, H, W)
+    model input normalised with the config's mean/std)."""
+    pc = cfg.get("pretrained_cfg", {})
+    _, h, w = pc.get("input_size", [3, 224, 224])
+    if h != w:
+        raise SystemExit("export_vit_onnx.py parity: only square inputs are supported")
+    if pc.get("crop_mode", "center") != "center":
+        raise SystemExit("export_vit_onnx.py parity: only crop_mode 'center' is supported")
+    scale = math.floor(h / pc.get("crop_pct", 0.875))
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, size=(scale, scale, 3), dtype=np.uint8)
+    off = int(round((scale - h) / 2.0))
+    crop = img[off:off + h, off:off + w].astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(pc.get("mean", [0.485, 0.456, 0.406]), dtype=np.float32)
+    std = np.asarray(pc.get("std", [0.229, 0.224, 0.225]), dtype=np.float32)
+    x = ((crop - mean) / std).transpose(2, 0, 1)[None]
+    return img, np.ascontiguousarray(x, dtype=np.float32)
+
+
+def parity(model_dir, tessera, threads, onnx_paths, tol, work_dir):
+    """Tessera vs this module on one image: `tessera classify --logits` on a
+    PNG against the module on the same normalised pixels. Prints one JSON
+    object; exits 1 when max |diff| > tol * max(1, max |ref|). When they
+    agree, for each ONNX file (static batch B) it saves
+    <onnx>.tessera_input.npy (the input repeated B times) and
+    <onnx>.tessera_logits.npy (Tessera's outputs, the same repeat) for
+    ort_bench.js --check-tessera."""
+    import subprocess
+    torch = _torch()
+    torch.set_num_threads(threads)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    img, x = parity_image(cfg)
+    os.makedirs(work_dir, exist_ok=True)
+    png = os.path.join(work_dir, os.path.basename(os.path.normpath(model_dir)) + ".parity.png")
+    write_png(png, img)
+    p = subprocess.run([tessera, "classify", "--model", model_dir, "--format", "jsonl", "--logits",
+                        "--top", "1", "--threads", str(threads), png],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"export_vit_onnx.py parity: tessera classify failed: {p.stderr.strip()[-300:]}")
+    got = np.asarray(json.loads(p.stdout.strip().splitlines()[-1])["logits"], dtype=np.float32)
+    model, _, _ = load_model(model_dir)
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x))[0].numpy()
+    if got.shape != ref.shape:
+        raise SystemExit(f"export_vit_onnx.py parity: Tessera gave {got.shape[0]} outputs, "
+                         f"PyTorch {ref.shape[0]}")
+    max_abs = float(np.abs(got - ref).max())
+    max_ref = float(np.abs(ref).max())
+    ok = bool(np.isfinite(got).all()) and max_abs <= tol * max(1.0, max_ref)
+    for onnx in onnx_paths:
+        files = (onnx + ".tessera_input.npy", onnx + ".tessera_logits.npy")
+        for path in files:  # never leave outputs of an earlier binary behind
+            if os.path.exists(path):
+                os.remove(path)
+        if not ok:
+            continue
+        with open(onnx + ".ref.json") as f:
+            batch = json.load(f)["batch"]
+        np.save(files[0], np.repeat(x, batch, axis=0))
+        np.save(files[1], np.repeat(got[None], batch, axis=0))
+    print(json.dumps({"model": os.path.abspath(model_dir), "outputs": int(ref.shape[0]),
+                      "max_abs_diff": max_abs, "max_abs_ref": max_ref, "tol": tol, "ok": ok,
+                      "argmax_pytorch": int(ref.argmax()), "argmax_tessera": int(got.argmax())}))
+    if not ok:
+        raise SystemExit(f"export_vit_onnx.py parity: Tessera and PyTorch differ on {model_dir}: "
+                         f"max |diff| {max_abs:.3g} (ref max {max_ref:.3g})")
+
+
 # ---------------------------------------------------------------- CLI
 
 def main(argv=None):
@@ -399,13 +535,16 @@ def main(argv=None):
     pr = sub.add_parser("make-random", help="random timm-layout ViT folder (+ ONNX with --onnx)")
     pr.add_argument("--out-dir", required=True)
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--embed-dim", type=int, default=384)
-    pr.add_argument("--depth", type=int, default=12)
-    pr.add_argument("--heads", type=int, default=6)
-    pr.add_argument("--num-classes", type=int, default=1000)
-    pr.add_argument("--img-size", type=int, default=224)
-    pr.add_argument("--patch-size", type=int, default=16)
-    pr.add_argument("--arch", default="vit_small_patch16_224")
+    pr.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                    help="small: ViT-S/16 224; large: vit_large_patch14_clip_336 shapes")
+    # Overrides of the preset's row.
+    pr.add_argument("--embed-dim", type=int)
+    pr.add_argument("--depth", type=int)
+    pr.add_argument("--heads", type=int)
+    pr.add_argument("--num-classes", type=int)
+    pr.add_argument("--img-size", type=int)
+    pr.add_argument("--patch-size", type=int)
+    pr.add_argument("--arch")
     pr.add_argument("--onnx", help="also export this .onnx path")
     pr.add_argument("--batch", type=int, default=1)
     pr.add_argument("--opset", type=int, default=0)
@@ -418,16 +557,33 @@ def main(argv=None):
     pb.add_argument("--warmup", type=int, default=5)
     pb.add_argument("--threads", type=int, default=2)
 
+    pp = sub.add_parser("parity", help="Tessera vs this module on one image; prints one JSON object")
+    pp.add_argument("--model", required=True)
+    pp.add_argument("--tessera", required=True, help="path of the tessera binary")
+    pp.add_argument("--threads", type=int, default=2)
+    pp.add_argument("--onnx", action="append", default=[],
+                    help="save the input and Tessera's outputs next to this exported .onnx")
+    pp.add_argument("--tol", type=float, default=1e-3, help="relative to max(1, max |ref|)")
+    pp.add_argument("--work-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                       ".cache", "parity"))
+
     a = p.parse_args(argv)
     if a.cmd == "export":
         export(a.model, a.out, a.batch, a.opset, a.threads)
     elif a.cmd == "make-random":
-        make_random(a.out_dir, a.seed, a.embed_dim, a.depth, a.heads, a.num_classes,
-                    a.img_size, a.patch_size, a.arch)
+        row = dict(PRESETS[a.preset])
+        for key, value in (("embed_dim", a.embed_dim), ("depth", a.depth), ("heads", a.heads),
+                           ("num_classes", a.num_classes), ("img_size", a.img_size),
+                           ("patch_size", a.patch_size), ("arch", a.arch)):
+            if value is not None:
+                row[key] = value
+        make_random(a.out_dir, a.seed, row)
         if a.onnx:
             export(a.out_dir, a.onnx, a.batch, a.opset, a.threads)
     elif a.cmd == "bench":
         bench(a.model, a.batch, a.iters, a.warmup, a.threads)
+    elif a.cmd == "parity":
+        parity(a.model, a.tessera, a.threads, a.onnx, a.tol, a.work_dir)
 
 
 if __name__ == "__main__":

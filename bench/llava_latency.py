@@ -2,31 +2,82 @@
 """Latency of token-reduction pipelines on a LLaVA-1.5-7B-shaped model with
 random bf16 weights (no quality: the weights are random): time to first token
 and its parts for 576 visual tokens against pruned chains, as ratios to the
-full model measured in the same run.
+full model measured in the same run; and the decode rate against the bound
+that memory bandwidth sets.
 
   /usr/bin/python3 bench/llava_latency.py [--model DIR] [--threads 2] [--repeat 1]
+      [--pipelines full,vtc-cls-64,...] [--max-new-tokens 4]
+      [--bandwidth-gbps GB/s | --membw bench/.cache/membw] [--out FILE.json]
 
 Without --model the random model is written to bench/.cache/llava-1.5-7b-random
 by tools/make_random_llava.py (13.2 GiB, about a minute). Each pipeline runs
-`tessera caption --format json --dtype bf16 --max-new-tokens 4 --ignore-eos`
+`tessera caption --format json --dtype bf16 --max-new-tokens N --ignore-eos`
 in its own process, in alternating rounds.
+
+Decode bound: one decode step reads every decoder matrix once (bf16: 2 bytes
+a weight, read in place; the embedding table only one row) plus the f32 KV
+cache of every layer, so tokens/s <= bandwidth / (weight bytes + KV bytes).
+The bandwidth comes from --bandwidth-gbps, or from running the --membw
+program (bench/membw.cpp) at the same thread count.
 """
 import argparse
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = [
-    ("full (576)", None),
+    ("full", None),
     ("vtc-cls-128", "pipelines/vtc-cls-128.yaml"),
     ("vtc-cls-64", "pipelines/vtc-cls-64.yaml"),
     ("fastervlm-64", "pipelines/fastervlm-64.yaml"),
     ("fastv-k2-r75", "pipelines/fastv-k2-r75.yaml"),
     ("dyvte-exit-2", "pipelines/dyvte-exit-2.yaml"),
 ]
+DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4}
+RUN_DTYPE_BYTES = 2  # --dtype bf16: decoder matrices are 16-bit while running
+VISION_PREFIXES = ("vision_tower", "vision_model", "multi_modal_projector", "model.vision_tower",
+                   "model.multi_modal_projector")
+
+
+def safetensors_headers(model_dir):
+    """{tensor name: (dtype, shape)} over the folder's .safetensors files."""
+    out = {}
+    for name in sorted(os.listdir(model_dir)):
+        if not name.endswith(".safetensors"):
+            continue
+        with open(os.path.join(model_dir, name), "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        for k, v in header.items():
+            if k != "__metadata__":
+                out[k] = (v["dtype"], v["shape"])
+    return out
+
+
+def decoder_read_bytes(model_dir):
+    """What one decode step reads of the weights: every decoder matrix at the
+    run's 16-bit size (embed_tokens: one row, ignored), 1-D tensors as f32.
+    Also returns the K (= V) width per layer, per layer, for the KV cache."""
+    weights, kv_width = 0, {}
+    for name, (_, shape) in safetensors_headers(model_dir).items():
+        if name.startswith(VISION_PREFIXES) or "embed_tokens" in name:
+            continue
+        n = 1
+        for d in shape:
+            n *= d
+        weights += n * (RUN_DTYPE_BYTES if len(shape) >= 2 else 4)
+        if name.endswith("self_attn.k_proj.weight"):
+            kv_width[name] = shape[0]
+    return weights, list(kv_width.values())
+
+
+def measure_bandwidth(membw, threads):
+    p = subprocess.run([membw, "--threads", str(threads)], check=True, capture_output=True, text=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])["gbps_best"]
 
 
 def main():
@@ -36,45 +87,106 @@ def main():
     ap.add_argument("--image", default=os.path.join(ROOT, "models", "samples", "shapescene-heldout-44.png"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="alternating rounds")
+    ap.add_argument("--pipelines", default=",".join(n for n, _ in PIPELINES),
+                    help="comma-separated subset of: " + ", ".join(n for n, _ in PIPELINES))
+    ap.add_argument("--max-new-tokens", type=int, default=4, help="tokens generated per run (>= 2)")
+    ap.add_argument("--bandwidth-gbps", type=float, default=0.0, help="memory read bandwidth, GB/s")
+    ap.add_argument("--membw", default="", help="bench/membw.cpp binary to measure the bandwidth with")
     ap.add_argument("--out", default="", help="also write the results as JSON")
     args = ap.parse_args()
+    chosen = [p for p in args.pipelines.split(",") if p]
+    known = dict(PIPELINES)
+    for p in chosen:
+        if p not in known:
+            ap.error(f"unknown pipeline {p}")
+    if "full" not in chosen:
+        chosen.insert(0, "full")  # the ratios are to the full model
+    pipelines = [(n, known[n]) for n in chosen]
+    if args.max_new_tokens < 2:
+        ap.error("--max-new-tokens must be at least 2 (decode is timed after the first token)")
     if not os.path.exists(os.path.join(args.model, "config.json")):
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_llava.py"), "--config",
-                        os.path.join(ROOT, "tools", "configs", "llava-1.5-7b-hf"), "--out", args.model], check=True)
-    runs = {name: [] for name, _ in PIPELINES}
-    for _ in range(args.repeat):
-        for name, pipeline in PIPELINES:
+                        os.path.join(ROOT, "tools", "configs", "llava-1.5-7b-hf"), "--tokenizer-from",
+                        os.path.join(ROOT, "tests", "fixtures", "llava", "tiny-llava-mha"), "--out", args.model],
+                       check=True)
+    bandwidth = args.bandwidth_gbps or (measure_bandwidth(args.membw, args.threads) if args.membw else 0.0)
+    weight_bytes, kv_widths = decoder_read_bytes(args.model)
+
+    runs = {name: [] for name, _ in pipelines}
+    for r in range(args.repeat):
+        order = pipelines[r % len(pipelines):] + pipelines[:r % len(pipelines)]
+        for name, pipeline in order:
             cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
-                   "--max-new-tokens", "4", "--ignore-eos", "--threads", str(args.threads), args.image]
+                   "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
+                   args.image]
             if pipeline:
                 cmd[2:2] = ["--pipeline", os.path.join(ROOT, pipeline)]
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             runs[name].append(out)
-            print(f"{name}: first token {out['ms']['first_token'] / 1000:.1f} s", file=sys.stderr, flush=True)
+            steps = max(len(out["token_ids"]) - 1, 1)
+            print(f"{name}: first token {out['ms']['first_token'] / 1000:.2f} s, "
+                  f"decode {out['ms']['decode'] / steps / 1000:.3f} s/token", file=sys.stderr, flush=True)
     rows = []
-    base = statistics.median(r["ms"]["first_token"] for r in runs[PIPELINES[0][0]])
-    for name, _ in PIPELINES:
+    full = runs["full"]
+    base = statistics.median(r["ms"]["first_token"] for r in full)
+    base_prefill = statistics.median(r["ms"]["prefill"] for r in full)
+    base_prefill_gmacs = full[0]["gmacs"]["prefill"]
+    for name, _ in pipelines:
         rs = runs[name]
         med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
+        spread = lambda f: [min(f(r) for r in rs), max(f(r) for r in rs)]  # noqa: E731
         ttft = med(lambda r: r["ms"]["first_token"])
-        rows.append({"pipeline": name, "visual_tokens": rs[0]["visual_tokens"],
-                     "decoder_visual_tokens": rs[0]["decoder_visual_tokens"],
-                     "ttft_s": ttft / 1000, "ttft_ratio": ttft / base,
-                     "vision_s": med(lambda r: r["ms"]["vision"]) / 1000,
-                     "prefill_s": med(lambda r: r["ms"]["prefill"]) / 1000,
-                     "decode_s_per_token": med(lambda r: r["ms"]["decode"] / max(len(r["token_ids"]) - 1, 1)) / 1000,
-                     "gmacs_prefill": rs[0]["gmacs"]["prefill"], "gmacs_vision": rs[0]["gmacs"]["vision"]})
+        prefill = med(lambda r: r["ms"]["prefill"])
+        per_token = lambda r: r["ms"]["decode"] / max(len(r["token_ids"]) - 1, 1) / 1000  # noqa: E731
+        decode_s = med(per_token)
+        steps = max(len(rs[0]["token_ids"]) - 1, 1)
+        # KV cache read by an average decode step: each layer's prefill length
+        # plus half the generated tokens, K and V, f32.
+        layers = rs[0]["decoder_tokens"]
+        kv_bytes = sum((layers[i] + steps / 2) * w * 2 * 4 for i, w in enumerate(kv_widths[:len(layers)]))
+        row = {"pipeline": name, "visual_tokens": rs[0]["visual_tokens"],
+               "decoder_visual_tokens": rs[0]["decoder_visual_tokens"],
+               "ttft_s": ttft / 1000, "ttft_ratio": ttft / base, "ttft_s_spread": [v / 1000 for v in
+                                                                                   spread(lambda r: r["ms"]["first_token"])],
+               "vision_s": med(lambda r: r["ms"]["vision"]) / 1000,
+               "prefill_s": prefill / 1000,
+               "prefill_s_spread": [v / 1000 for v in spread(lambda r: r["ms"]["prefill"])],
+               "decode_s_per_token": decode_s, "decode_s_per_token_spread": spread(per_token),
+               "decode_tokens_per_s": 1.0 / decode_s,
+               "gmacs_prefill": rs[0]["gmacs"]["prefill"], "gmacs_vision": rs[0]["gmacs"]["vision"],
+               "decode_weight_bytes": weight_bytes, "decode_kv_bytes": kv_bytes,
+               "decode_gb_per_token": (weight_bytes + kv_bytes) / 1e9}
+        if name != "full":
+            row["prefill_speedup"] = base_prefill / prefill
+            row["prefill_mac_ratio"] = row["gmacs_prefill"] / base_prefill_gmacs
+            row["prefill_fraction_of_promised"] = row["prefill_speedup"] * row["prefill_mac_ratio"]
+        if bandwidth:
+            row["bound_tokens_per_s"] = bandwidth * 1e9 / (weight_bytes + kv_bytes)
+            row["decode_fraction_of_bound"] = row["decode_tokens_per_s"] / row["bound_tokens_per_s"]
+        rows.append(row)
     print("| pipeline | visual tokens -> decoder | TTFT s | TTFT ratio | vision s | prefill s | prefill GMACs | "
-          "decode s/token |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "prefill speed-up / promised | decode s/token | decode tokens/s | bound tokens/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         layers = r["decoder_visual_tokens"]
         shown = f"{r['visual_tokens']}" if len(set(layers)) == 1 else f"{r['visual_tokens']} ({layers[0]}..{layers[-1]})"
+        promised = (f"{r['prefill_speedup']:.2f}x / {1 / r['prefill_mac_ratio']:.2f}x"
+                    if "prefill_speedup" in r else "-")
+        bound = f"{r['bound_tokens_per_s']:.2f}" if "bound_tokens_per_s" in r else "-"
         print(f"| {r['pipeline']} | {shown} | {r['ttft_s']:.1f} | {r['ttft_ratio']:.3f} | {r['vision_s']:.1f} | "
-              f"{r['prefill_s']:.1f} | {r['gmacs_prefill']:.0f} | {r['decode_s_per_token']:.2f} |")
+              f"{r['prefill_s']:.1f} | {r['gmacs_prefill']:.4g} | {promised} | {r['decode_s_per_token']:.2f} | "
+              f"{r['decode_tokens_per_s']:.2f} | {bound} |")
+    if bandwidth:
+        print(f"\nDecode bound: {bandwidth:.2f} GB/s / {(weight_bytes + rows[0]['decode_kv_bytes']) / 1e9:.2f} GB "
+              f"read per token (weights {weight_bytes / 1e9:.2f} GB + KV cache) = "
+              f"{rows[0]['bound_tokens_per_s']:.2f} tokens/s; measured {rows[0]['decode_tokens_per_s']:.2f} "
+              f"({rows[0]['decode_fraction_of_bound']:.0%} of the bound).")
     if args.out:
-        json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat, "rows": rows},
-                  open(args.out, "w"), indent=1)
+        with open(args.out, "w") as f:
+            json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat,
+                       "max_new_tokens": args.max_new_tokens, "bandwidth_gbps": bandwidth or None,
+                       "decode_weight_bytes": weight_bytes, "rows": rows}, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":

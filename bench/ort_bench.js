@@ -4,19 +4,23 @@
 //
 //   node bench/ort_bench.js --onnx M.onnx --batch 1 --iters 20 --threads 2
 //        [--warmup 5] [--ref M.onnx.ref_logits.npy] [--ort-dir bench/.cache/ort]
+//        [--check-tessera M.onnx.tessera_logits.npy]
 //
 // Builds the input tensor once, warms up, then times only `session.run` and
 // prints one JSON object shaped like `tessera bench --format json`.
 // With --ref it first checks ORT's logits against the PyTorch logits that
 // export_vit_onnx.py saved for the same synthetic input (seed 0), so a broken
-// export cannot produce a fast but meaningless figure.
+// export cannot produce a fast but meaningless figure. With --check-tessera
+// it also checks them against Tessera's outputs on the image input that
+// `export_vit_onnx.py parity` saved (M.onnx.tessera_input.npy); the observed
+// differences are reported as `parity` and `parity_tessera`.
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
 
 function parseArgs(argv) {
-  const a = { batch: 1, iters: 20, warmup: 5, threads: 2, onnx: null, ref: null,
+  const a = { batch: 1, iters: 20, warmup: 5, threads: 2, onnx: null, ref: null, checkTessera: null,
               ortDir: path.join(__dirname, '.cache', 'ort'), tol: 1e-3 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -31,6 +35,7 @@ function parseArgs(argv) {
       case '--warmup': a.warmup = parseInt(v(), 10); break;
       case '--threads': a.threads = parseInt(v(), 10); break;
       case '--ref': a.ref = v(); break;
+      case '--check-tessera': a.checkTessera = v(); break;
       case '--tol': a.tol = parseFloat(v()); break;
       case '--ort-dir': a.ortDir = v(); break;
       default: throw new Error(`unknown argument ${k}`);
@@ -93,35 +98,48 @@ async function main() {
   const outName = session.outputNames[0];
   if (inName !== 'pixel_values') throw new Error(`unexpected input name ${inName}`);
 
-  let dims = [a.batch, 3, 224, 224];
-  let parity = null;
-  let input;
-  if (a.ref) {
-    // export_vit_onnx.py writes <onnx>.ref_input.npy and <onnx>.ref_logits.npy.
-    const refIn = readNpyF32(a.ref.replace(/ref_logits\.npy$/, 'ref_input.npy'));
-    const refOut = readNpyF32(a.ref);
-    dims = refIn.shape;
-    if (dims[0] !== a.batch) throw new Error(`reference batch ${dims[0]} != --batch ${a.batch}`);
-    input = refIn.data;
-    const res = await session.run({ [inName]: new ort.Tensor('float32', input, dims) });
+  // Runs `inputFile` through the session and compares with `logitsFile`
+  // (max |diff| <= tol * max(1, max |ref|)); returns the observed difference.
+  async function check(inputFile, logitsFile, what) {
+    const refIn = readNpyF32(inputFile);
+    const refOut = readNpyF32(logitsFile);
+    if (refIn.shape[0] !== a.batch) throw new Error(`${what}: reference batch ${refIn.shape[0]} != --batch ${a.batch}`);
+    const res = await session.run({ [inName]: new ort.Tensor('float32', refIn.data, refIn.shape) });
     const got = res[outName].data;
-    if (got.length !== refOut.data.length) throw new Error('logits size differs from reference');
+    if (got.length !== refOut.data.length) throw new Error(`${what}: logits size differs from reference`);
     let maxAbs = 0, maxRef = 0;
     for (let i = 0; i < got.length; i++) {
       if (!Number.isFinite(got[i])) throw new Error('ORT produced non-finite logits');
       maxAbs = Math.max(maxAbs, Math.abs(got[i] - refOut.data[i]));
       maxRef = Math.max(maxRef, Math.abs(refOut.data[i]));
     }
-    parity = { max_abs_diff: maxAbs, max_abs_ref: maxRef };
     if (maxAbs > a.tol * Math.max(1, maxRef)) {
-      throw new Error(`ORT logits differ from PyTorch: max |diff| ${maxAbs} (ref max ${maxRef})`);
+      throw new Error(`ORT logits differ from ${what}: max |diff| ${maxAbs} (ref max ${maxRef})`);
     }
+    return { input: refIn, diff: { max_abs_diff: maxAbs, max_abs_ref: maxRef } };
+  }
+
+  let dims = [a.batch, 3, 224, 224];
+  let parity = null;
+  let parityTessera = null;
+  let input;
+  if (a.ref) {
+    // export_vit_onnx.py writes <onnx>.ref_input.npy and <onnx>.ref_logits.npy.
+    const r = await check(a.ref.replace(/ref_logits\.npy$/, 'ref_input.npy'), a.ref, 'PyTorch');
+    dims = r.input.shape;
+    input = r.input.data;
+    parity = r.diff;
   } else {
     const meta = session.inputMetadata && session.inputMetadata[0];
     if (meta && Array.isArray(meta.shape) && meta.shape.every((d) => typeof d === 'number')) {
       dims = meta.shape;
     }
     input = syntheticInput(dims.reduce((p, d) => p * d, 1));
+  }
+  if (a.checkTessera) {
+    // export_vit_onnx.py parity writes <onnx>.tessera_input.npy and .tessera_logits.npy.
+    parityTessera = (await check(a.checkTessera.replace(/tessera_logits\.npy$/, 'tessera_input.npy'),
+                                 a.checkTessera, 'Tessera')).diff;
   }
 
   const feeds = { [inName]: new ort.Tensor('float32', input, dims) };
@@ -139,6 +157,7 @@ async function main() {
     engine: 'onnxruntime', version: ort.env.versions ? ort.env.versions.node : undefined,
   };
   if (parity) out.parity = parity;
+  if (parityTessera) out.parity_tessera = parityTessera;
   process.stdout.write(JSON.stringify(out) + '\n');
   if (session.release) await session.release();
 }
