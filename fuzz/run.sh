@@ -3,15 +3,18 @@
 # corpus: fuzz/corpus/<name> plus seeds gathered from the repository (and
 # ../shared when present).
 #
-#   fuzz/run.sh [--seconds S] [--jobs J] [--targets a,b,...] [--build DIR]
+#   fuzz/run.sh [--seconds S] [--jobs J] [--targets a,b,...] [--build DIR] [--tests]
 #
-# --seconds 0 only replays the corpora (what CI does). New inputs found go to
-# DIR/corpus/<name>; crashes to DIR/findings/<name>/. Exit status 1 when a
-# target found a crash, a leak or a timeout.
+# --seconds 0 only replays the corpora (what CI does). --tests (with
+# --seconds 0) makes DIR a plain ASan + UBSan build without coverage
+# instrumentation, which a replay does not need, and builds the test suite
+# and the CLI there too, for scripts/test.sh's sanitizer run. New inputs
+# found go to DIR/corpus/<name>; crashes to DIR/findings/<name>/. Exit status
+# 1 when a target found a crash, a leak or a timeout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${TESSERA_SHARED:-$ROOT/../shared}"
-seconds=60 jobs=1 build="$ROOT/build-fuzz"
+seconds=60 jobs=1 build="$ROOT/build-fuzz" tests=OFF
 targets=safetensors,safetensors_index,config,pipeline_yaml,image,tokenizer_json,tokenizer_encode,sentencepiece
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -19,13 +22,17 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --targets) targets="$2"; shift 2 ;;
     --build) build="$2"; shift 2 ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    --tests) tests=ON; shift ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
-CC=clang CXX=clang++ cmake -S "$ROOT" -B "$build" -DTESSERA_FUZZ=ON -DTESSERA_TESTS=OFF \
+if [ $tests = ON ] && [ "$seconds" != 0 ]; then echo "run.sh: --tests is for replays (--seconds 0)" >&2; exit 2; fi
+fuzz=ON; [ $tests = ON ] && fuzz=OFF
+CC=clang CXX=clang++ cmake -S "$ROOT" -B "$build" -DTESSERA_FUZZ=$fuzz -DTESSERA_SANITIZE=ON -DTESSERA_TESTS=$tests \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$build.cmake.log" 2>&1 || { cat "$build.cmake.log"; exit 1; }
 IFS=, read -ra names <<< "$targets"
-cmake --build "$build" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${names[@]}") > "$build.build.log" 2>&1 \
+cmake --build "$build" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${names[@]}") \
+  $([ $tests = ON ] && echo tessera tessera_tests) > "$build.build.log" 2>&1 \
   || { tail -30 "$build.build.log"; exit 1; }
 
 # Extra seeds from the repository and the shared folder (copied per run, not committed).
