@@ -7,6 +7,7 @@
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/packed_gemm.h"
 #include "tessera/threads.h"
 #include "test_support.h"
 
@@ -55,6 +56,35 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearCase{197, 768, 192, true, Epilogue::residual},
                                            LinearCase{3, 17, 5, false, Epilogue::none},
                                            LinearCase{65, 33, 129, false, Epilogue::residual}));
+
+// The packed kernel against a double-precision loop: every epilogue, widths
+// that are not multiples of 16, row counts around the 6-row tile, and inner
+// sizes that take one pass (<= 768) or several k-chunks (last one partial).
+TEST(PackedLinear, MatchesNaiveForEveryEpilogueWidthAndChunking) {
+    struct Shape { int64_t rows, in, out; };
+    for (const Shape sh : {Shape{1, 769, 16}, Shape{7, 1300, 40}, Shape{13, 200, 17}, Shape{6, 768, 33}}) {
+        const auto x = random_values(size_t(sh.rows * sh.in), 21), w = random_values(size_t(sh.out * sh.in), 22, 0.1f),
+                   b = random_values(size_t(sh.out), 23), residual = random_values(size_t(sh.rows * sh.out), 24);
+        std::vector<float> packed(size_t(packed_matrix_floats(sh.out, sh.in)));
+        pack_matrix(w.data(), sh.out, sh.in, packed.data());
+        for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual}) {
+            std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
+            Ledger ledger;
+            linear_packed(&ledger, y.data(), x.data(), PackedMatrix{packed.data(), sh.out, sh.in}, b.data(), sh.rows, e);
+            EXPECT_EQ(ledger.total(), uint64_t(sh.rows * sh.in * sh.out));
+            double worst = 0.0;
+            for (int64_t r = 0; r < sh.rows; ++r)
+                for (int64_t o = 0; o < sh.out; ++o) {
+                    double v = b[size_t(o)];
+                    for (int64_t i = 0; i < sh.in; ++i) v += double(x[size_t(r * sh.in + i)]) * w[size_t(o * sh.in + i)];
+                    if (e == Epilogue::gelu_erf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+                    if (e == Epilogue::residual) v += residual[size_t(r * sh.out + o)];
+                    worst = std::max(worst, std::abs(v - y[size_t(r * sh.out + o)]));
+                }
+            EXPECT_LT(worst, 2e-4) << sh.rows << "x" << sh.in << "x" << sh.out << " epilogue " << int(e);
+        }
+    }
+}
 
 TEST(Gemm, StridedBatchedWithAlphaMatchesNaive) {
     // c[h] = 0.5 * a[h] · b[h] where a and b are interleaved heads of one buffer.

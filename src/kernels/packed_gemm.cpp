@@ -15,29 +15,35 @@ namespace {
 
 constexpr int tile_rows = 6;                // rows of x per register tile
 constexpr int64_t x_block_bytes = 128 << 10;  // rows of x revisited per panel: about an L2's share
+constexpr int64_t k_chunk = 512, k_chunk_max = 768;  // products with k <= 768 run in one pass
 
-inline float epilogue1(float v, float previous, Epilogue e) {
-    switch (e) {
-        case Epilogue::none: return v;
-        case Epilogue::gelu_erf: return 0.5f * v * (1.0f + std::erf(v * float(M_SQRT1_2)));
-        case Epilogue::residual: return previous + v;
-    }
-    return v;
+// What a tile does with its sums: v = sums (+ y's current value) (+ bias),
+// then GELU. A product split into k-chunks adds each chunk to y and applies
+// bias and GELU with the last (linear_packed).
+struct TileOut {
+    const float* bias = nullptr;  // the panel's 16 biases, or null
+    bool add_previous = false;
+    bool gelu = false;
+};
+
+inline float finish1(float sum, float previous, int64_t c, const TileOut& o) {
+    float v = sum + (o.add_previous ? previous : 0.0f) + (o.bias ? o.bias[c] : 0.0f);
+    return o.gelu ? 0.5f * v * (1.0f + std::erf(v * float(M_SQRT1_2))) : v;
 }
 
 #ifdef TESSERA_SIMD_MATH_AVX2
-inline __m256 epilogue8(__m256 v, const float* previous, Epilogue e) {
-    if (e == Epilogue::gelu_erf) return simd::gelu_erf8(v);
-    if (e == Epilogue::residual) return _mm256_add_ps(v, _mm256_loadu_ps(previous));
-    return v;
+inline __m256 finish8(__m256 v, const float* previous, __m256 bias, const TileOut& o) {
+    if (o.add_previous) v = _mm256_add_ps(v, _mm256_loadu_ps(previous));
+    v = _mm256_add_ps(v, bias);
+    return o.gelu ? simd::gelu_erf8(v) : v;
 }
 
-// y[R, cols] (row stride ldy) from R rows of x (stride k) times one panel
+// y[R, cols] (row stride ldy) from R rows of x (stride ldx) times one panel
 // (k x 16, k-major). 2R accumulators + 2 panel vectors + 1 broadcast <= 16
 // ymm registers for R <= 6.
 template <int R>
 void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, int64_t ldy, int64_t cols,
-          const float* bias, Epilogue e) {
+          const TileOut& o) {
     // Fully unrolled over R so that GCC keeps every accumulator in a register
     // (without the pragmas it spills all 12 to the stack on every step).
     __m256 acc0[R], acc1[R];
@@ -54,13 +60,13 @@ void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, 
         }
     }
     if (cols == packed_panel_cols) {
-        const __m256 bias0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-        const __m256 bias1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+        const __m256 bias0 = o.bias ? _mm256_loadu_ps(o.bias) : _mm256_setzero_ps();
+        const __m256 bias1 = o.bias ? _mm256_loadu_ps(o.bias + 8) : _mm256_setzero_ps();
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
             float* out = y + r * ldy;
-            _mm256_storeu_ps(out, epilogue8(_mm256_add_ps(acc0[r], bias0), out, e));
-            _mm256_storeu_ps(out + 8, epilogue8(_mm256_add_ps(acc1[r], bias1), out + 8, e));
+            _mm256_storeu_ps(out, finish8(acc0[r], out, bias0, o));
+            _mm256_storeu_ps(out + 8, finish8(acc1[r], out + 8, bias1, o));
         }
         return;
     }
@@ -70,44 +76,46 @@ void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, 
     for (int r = 0; r < R; ++r) {
         _mm256_store_ps(sums, acc0[r]);
         _mm256_store_ps(sums + 8, acc1[r]);
-        for (int64_t c = 0; c < cols; ++c) {
-            float* out = y + r * ldy + c;
-            *out = epilogue1(sums[c] + (bias ? bias[c] : 0.0f), *out, e);
-        }
+        for (int64_t c = 0; c < cols; ++c) y[r * ldy + c] = finish1(sums[c], y[r * ldy + c], c, o);
     }
 }
 #else
 template <int R>
 void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, int64_t ldy, int64_t cols,
-          const float* bias, Epilogue e) {
+          const TileOut& o) {
     float sums[R][packed_panel_cols] = {};
     for (int64_t p = 0; p < k; ++p)
         for (int r = 0; r < R; ++r)
             for (int64_t c = 0; c < packed_panel_cols; ++c) sums[r][c] += x[r * ldx + p] * panel[p * packed_panel_cols + c];
     for (int r = 0; r < R; ++r)
-        for (int64_t c = 0; c < cols; ++c) {
-            float* out = y + r * ldy + c;
-            *out = epilogue1(sums[r][c] + (bias ? bias[c] : 0.0f), *out, e);
-        }
+        for (int64_t c = 0; c < cols; ++c) y[r * ldy + c] = finish1(sums[r][c], y[r * ldy + c], c, o);
 }
 #endif
 
 // Rows [r0, r1) of y for one panel, in tiles of 6 rows and one shorter tail.
 void panel_rows(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, int64_t ldy, int64_t cols,
-                const float* bias, Epilogue e, int64_t r0, int64_t r1) {
+                const TileOut& o, int64_t r0, int64_t r1) {
     int64_t r = r0;
-    for (; r + tile_rows <= r1; r += tile_rows)
-        tile<tile_rows>(x + r * ldx, ldx, k, panel, y + r * ldy, ldy, cols, bias, e);
+    for (; r + tile_rows <= r1; r += tile_rows) tile<tile_rows>(x + r * ldx, ldx, k, panel, y + r * ldy, ldy, cols, o);
     const float* xr = x + r * ldx;
     float* yr = y + r * ldy;
     switch (r1 - r) {
         case 0: return;
-        case 1: return tile<1>(xr, ldx, k, panel, yr, ldy, cols, bias, e);
-        case 2: return tile<2>(xr, ldx, k, panel, yr, ldy, cols, bias, e);
-        case 3: return tile<3>(xr, ldx, k, panel, yr, ldy, cols, bias, e);
-        case 4: return tile<4>(xr, ldx, k, panel, yr, ldy, cols, bias, e);
-        case 5: return tile<5>(xr, ldx, k, panel, yr, ldy, cols, bias, e);
+        case 1: return tile<1>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 2: return tile<2>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 3: return tile<3>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 4: return tile<4>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 5: return tile<5>(xr, ldx, k, panel, yr, ldy, cols, o);
     }
+}
+
+// The tile outputs of one k-chunk of a product with this epilogue.
+TileOut chunk_out(const float* bias, Epilogue e, bool first, bool last) {
+    TileOut o;
+    o.bias = last ? bias : nullptr;
+    o.add_previous = e == Epilogue::residual || !first;
+    o.gelu = last && e == Epilogue::gelu_erf;
+    return o;
 }
 
 int64_t panels_of(int64_t out) { return (out + packed_panel_cols - 1) / packed_panel_cols; }
@@ -151,28 +159,38 @@ void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, cons
     for (int64_t p = 0; p < panels_of(w.out); ++p) {
         const int64_t c0 = p * packed_panel_cols;
         panel_rows(x, ldx, w.in, w.data + p * w.in * packed_panel_cols, y + c0, ldy,
-                   std::min(packed_panel_cols, w.out - c0), bias ? bias + c0 : nullptr, epilogue, 0, rows);
+                   std::min(packed_panel_cols, w.out - c0), chunk_out(bias ? bias + c0 : nullptr, epilogue, true, true),
+                   0, rows);
     }
 }
 
 void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue) {
-    const int64_t k = w.in, panels = (w.out + packed_panel_cols - 1) / packed_panel_cols;
+    const int64_t k = w.in, panels = panels_of(w.out);
+    // Long rows are split into k-chunks so that a chunk of a panel stays in
+    // L1 and the rows of x it meets stay in L2 (ViT-L's 4096-wide fc2 read
+    // every panel from memory for each 6 rows without it).
+    const int64_t chunk = k <= k_chunk_max ? k : k_chunk;
     // Rows of x per block: the block stays in cache while every panel of the
     // thread's share passes over it.
-    const int64_t block = std::max<int64_t>(tile_rows, x_block_bytes / (k * int64_t(sizeof(float))) / tile_rows * tile_rows);
+    const int64_t block =
+        std::max<int64_t>(tile_rows, x_block_bytes / (chunk * int64_t(sizeof(float))) / tile_rows * tile_rows);
     const int threads = rows * k * w.out > 65536 ? int(std::min<int64_t>(threads_count(), panels)) : 1;
 #pragma omp parallel num_threads(threads)
     {
-        // A contiguous range of panels per thread: its weights are read once per block of rows.
+        // A contiguous range of panels per thread: every output element is
+        // summed by one thread in one order, whatever the thread count.
         const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
         const int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
-        for (int64_t r0 = 0; r0 < rows; r0 += block) {
-            const int64_t r1 = std::min(rows, r0 + block);
-            for (int64_t p = p0; p < p1; ++p) {
-                const int64_t c0 = p * packed_panel_cols, cols = std::min(packed_panel_cols, w.out - c0);
-                panel_rows(x, k, k, w.data + p * k * packed_panel_cols, y + c0, w.out, cols, bias ? bias + c0 : nullptr,
-                           epilogue, r0, r1);
+        for (int64_t k0 = 0; k0 < k; k0 += chunk) {
+            const int64_t kc = std::min(chunk, k - k0);
+            for (int64_t r0 = 0; r0 < rows; r0 += block) {
+                const int64_t r1 = std::min(rows, r0 + block);
+                for (int64_t p = p0; p < p1; ++p) {
+                    const int64_t c0 = p * packed_panel_cols, cols = std::min(packed_panel_cols, w.out - c0);
+                    const TileOut o = chunk_out(bias ? bias + c0 : nullptr, epilogue, k0 == 0, k0 + kc == k);
+                    panel_rows(x + k0, k, kc, w.data + (p * k + k0) * packed_panel_cols, y + c0, w.out, cols, o, r0, r1);
+                }
             }
         }
     }
