@@ -397,45 +397,9 @@ std::string long_prompt() {
 
 // ======================================================= hostile inputs: images
 
-void append_be32(std::string& s, uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(char((v >> shift) & 0xFF));
-}
-void append_le(std::string& s, uint32_t v, int bytes) {
-    for (int i = 0; i < bytes; ++i) s.push_back(char((v >> (8 * i)) & 0xFF));
-}
-uint32_t crc32(const std::string& bytes) {
-    uint32_t crc = 0xFFFFFFFFu;
-    for (char ch : bytes) {
-        crc ^= uint8_t(ch);
-        for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
-}
-
-// PNG signature + IHDR claiming width x height + IEND: no pixel data.
-std::string png_header_only(uint32_t width, uint32_t height) {
-    std::string png = "\x89PNG\r\n\x1a\n", ihdr = "IHDR";
-    append_be32(ihdr, width);
-    append_be32(ihdr, height);
-    ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB
-    append_be32(png, 13);
-    png += ihdr;
-    append_be32(png, crc32(ihdr));
-    append_be32(png, 0);
-    png += "IEND";
-    append_be32(png, crc32("IEND"));
-    return png;
-}
-
-// A 54-byte 24-bit BMP header claiming width x height, no pixel rows.
-std::string bmp_header_only(uint32_t width, uint32_t height) {
-    std::string bmp = "BM";
-    for (uint32_t v : {54u, 0u, 54u, 40u, width, height}) append_le(bmp, v, 4);
-    append_le(bmp, 1, 2);   // planes
-    append_le(bmp, 24, 2);  // bits per pixel
-    for (int i = 0; i < 6; ++i) append_le(bmp, 0, 4);
-    return bmp;
-}
+using test::append_le;
+using test::bmp_header_only;
+using test::png_header_only;
 
 // SOI + a baseline frame header (3 components) claiming width x height.
 std::string jpeg_frame(uint32_t width, uint32_t height) {

@@ -82,53 +82,9 @@ void expect_error(const std::string& path, const std::string& problem, const Ima
     EXPECT_NE(message.find(problem), std::string::npos) << "expected '" << problem << "' in: " << message;
 }
 
-void append_be32(std::string& s, uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(char((v >> shift) & 0xFF));
-}
-void append_le(std::string& s, uint32_t v, int bytes) {
-    for (int i = 0; i < bytes; ++i) s.push_back(char((v >> (8 * i)) & 0xFF));
-}
-
-uint32_t crc32(const std::string& bytes) {  // PNG's CRC (ISO-HDLC), bit by bit
-    uint32_t crc = 0xFFFFFFFFu;
-    for (unsigned char b : bytes) {
-        crc ^= b;
-        for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-    }
-    return ~crc;
-}
-
-// A well-formed PNG signature + IHDR (+ IEND) claiming width x height RGB
-// pixels, with no pixel data at all.
-std::string png_header_only(uint32_t width, uint32_t height) {
-    std::string png = "\x89PNG\r\n\x1a\n";
-    std::string ihdr = "IHDR";
-    append_be32(ihdr, width);
-    append_be32(ihdr, height);
-    ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB, deflate, no filter, no interlace
-    append_be32(png, 13);
-    png += ihdr;
-    append_be32(png, crc32(ihdr));
-    append_be32(png, 0);
-    png += "IEND";
-    append_be32(png, crc32("IEND"));
-    return png;
-}
-
-// A 54-byte BMP header (BITMAPINFOHEADER, 24-bit) claiming width x height.
-std::string bmp_header_only(uint32_t width, uint32_t height) {
-    std::string bmp = "BM";
-    append_le(bmp, 54, 4);  // file size (a lie, as in the crafted files attackers send)
-    append_le(bmp, 0, 4);
-    append_le(bmp, 54, 4);  // pixel data offset
-    append_le(bmp, 40, 4);
-    append_le(bmp, width, 4);
-    append_le(bmp, height, 4);
-    append_le(bmp, 1, 2);   // planes
-    append_le(bmp, 24, 2);  // bits per pixel
-    for (int i = 0; i < 6; ++i) append_le(bmp, 0, 4);
-    return bmp;
-}
+using test::append_be32;
+using test::bmp_header_only;
+using test::png_header_only;
 
 // SOI + a baseline frame header (SOF0, 3 components) claiming width x height + EOI.
 std::string jpeg_header_only(uint32_t width, uint32_t height) {

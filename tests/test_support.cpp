@@ -233,4 +233,45 @@ std::string render_heldout(int count) {
     return dir;
 }
 
+void append_be32(std::string& s, uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(char((v >> shift) & 0xFF));
+}
+
+void append_le(std::string& s, uint32_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) s.push_back(char((v >> (8 * i)) & 0xFF));
+}
+
+uint32_t crc32(const std::string& bytes) {
+    uint32_t crc = 0xFFFFFFFFu;
+    for (char ch : bytes) {
+        crc ^= uint8_t(ch);
+        for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+std::string png_header_only(uint32_t width, uint32_t height) {
+    std::string png = "\x89PNG\r\n\x1a\n", ihdr = "IHDR";
+    append_be32(ihdr, width);
+    append_be32(ihdr, height);
+    ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB, deflate, no filter, no interlace
+    append_be32(png, 13);
+    png += ihdr;
+    append_be32(png, crc32(ihdr));
+    append_be32(png, 0);
+    png += "IEND";
+    append_be32(png, crc32("IEND"));
+    return png;
+}
+
+std::string bmp_header_only(uint32_t width, uint32_t height) {
+    std::string bmp = "BM";
+    // File size (a lie, as in crafted files), reserved, pixel offset, header size, width, height.
+    for (uint32_t v : {54u, 0u, 54u, 40u, width, height}) append_le(bmp, v, 4);
+    append_le(bmp, 1, 2);   // planes
+    append_le(bmp, 24, 2);  // bits per pixel
+    for (int i = 0; i < 6; ++i) append_le(bmp, 0, 4);
+    return bmp;
+}
+
 }  // namespace tessera::test

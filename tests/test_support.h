@@ -114,4 +114,13 @@ private:
 // Deterministic uniform values in [-scale, scale].
 std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f);
 
+// Hostile image headers (tests/image_test.cpp, tests/errors_doc_test.cpp).
+void append_be32(std::string& s, uint32_t v);
+void append_le(std::string& s, uint32_t v, int bytes);
+uint32_t crc32(const std::string& bytes);  // PNG's CRC (ISO-HDLC)
+// PNG signature + IHDR claiming width x height RGB + IEND: no pixel data.
+std::string png_header_only(uint32_t width, uint32_t height);
+// A 54-byte 24-bit BMP header (BITMAPINFOHEADER) claiming width x height, no pixel rows.
+std::string bmp_header_only(uint32_t width, uint32_t height);
+
 }  // namespace tessera::test
