@@ -397,7 +397,6 @@ std::string long_prompt() {
 
 // ======================================================= hostile inputs: images
 
-using test::append_le;
 using test::bmp_header_only;
 using test::png_header_only;
 
