@@ -15,7 +15,7 @@ packages=(
   libpcre2-dev         # tokenizer.json split/replace regexes
   libicu-dev           # tokenizer.json Unicode normalization and character classes
   libgtest-dev libgmock-dev
-  clang libclang-rt-14-dev libomp-14-dev  # fuzz/: libFuzzer targets with ASan + UBSan
+  clang libclang-rt-14-dev libomp-14-dev  # clang builds: fuzz/ targets, the ASan + UBSan suite, TSan (+ Archer) kernels
   python3-numpy python3-pil   # tools/ reference implementation
   python3-sentencepiece       # reference ids in the tokenizer tests
   libopenblas0-pthread        # makes the float64 reference ~15x faster
