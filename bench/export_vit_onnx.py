@@ -19,7 +19,8 @@ not installable here) with three jobs:
               that input and Tessera's outputs next to ONNX files so the ORT
               harness checks ORT against Tessera directly.
 
-make-random has presets (--preset): `small` (ViT-S/16, the default) and
+make-random has presets (--preset): `tiny` (ViT-Tiny/16 shapes), `small`
+(ViT-S/16, the default) and
 `large` (timm vit_large_patch14_clip_336 shapes: CLIP ViT-L/14 at 336 px,
 pre-norm, no patch bias, quick_gelu, LayerNorm eps 1e-5, a 768-wide head).
 
@@ -247,6 +248,9 @@ def load_model(model_dir):
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 PRESETS = {
+    "tiny": dict(arch="vit_tiny_patch16_224", img_size=224, patch_size=16, embed_dim=192,
+                 depth=12, heads=3, num_classes=1000, pre_norm=False, act="gelu",
+                 norm_eps=1e-6, mean=[0.5] * 3, std=[0.5] * 3, crop_pct=0.9),
     "small": dict(arch="vit_small_patch16_224", img_size=224, patch_size=16, embed_dim=384,
                   depth=12, heads=6, num_classes=1000, pre_norm=False, act="gelu",
                   norm_eps=1e-6, mean=[0.5] * 3, std=[0.5] * 3, crop_pct=0.9),
@@ -353,6 +357,10 @@ def export(model_dir, onnx_path, batch, opset, threads):
 
     os.makedirs(os.path.dirname(os.path.abspath(onnx_path)), exist_ok=True)
     tmp = onnx_path + ".tmp"
+    # torch >= 2.9 exports through dynamo (and onnxscript) by default; the
+    # TorchScript exporter needs nothing beyond torch.
+    import inspect
+    legacy_exporter = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     used = None
     errors = []
     for op in ([opset] if opset else [17, 16, 15, 14]):
@@ -360,7 +368,7 @@ def export(model_dir, onnx_path, batch, opset, threads):
             with torch.no_grad():
                 torch.onnx.export(model, (x,), tmp, input_names=["pixel_values"],
                                   output_names=["logits"], opset_version=op,
-                                  do_constant_folding=True, dynamic_axes=None)
+                                  do_constant_folding=True, dynamic_axes=None, **legacy_exporter)
             used = op
             break
         except Exception as e:  # an older torch may not know this opset
@@ -398,7 +406,7 @@ def percentile(sorted_vals, q):
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
-def bench(model_dir, batch, iters, warmup, threads):
+def bench(model_dir, batch, iters, warmup, threads, dtype="f32"):
     # libgomp reads this when torch loads. Its default spin-wait keeps the
     # cores busy that OpenBLAS's own GEMM threads need (see bench/README.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -410,6 +418,9 @@ def bench(model_dir, batch, iters, warmup, threads):
         pass
     model, cfg, kw = load_model(model_dir)
     x = torch.from_numpy(synthetic_input(batch, kw["in_chans"], kw["img_size"]))
+    if dtype == "bf16":  # weights and activations in bf16 (oneDNN's bf16 kernels where the CPU has them)
+        model = model.to(torch.bfloat16)
+        x = x.to(torch.bfloat16)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
@@ -421,7 +432,7 @@ def bench(model_dir, batch, iters, warmup, threads):
     times.sort()
     print(json.dumps({"ms_p50": percentile(times, 0.5), "ms_p90": percentile(times, 0.9),
                       "ms_min": times[0], "batch": batch, "threads": torch.get_num_threads(),
-                      "iters": iters, "warmup": warmup, "engine": "pytorch",
+                      "iters": iters, "warmup": warmup, "engine": "pytorch", "dtype": dtype,
                       "version": torch.__version__}))
 
 
@@ -536,7 +547,7 @@ def main(argv=None):
     pr.add_argument("--out-dir", required=True)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                    help="small: ViT-S/16 224; large: vit_large_patch14_clip_336 shapes")
+                    help="tiny: ViT-Ti/16 224; small: ViT-S/16 224; large: vit_large_patch14_clip_336 shapes")
     # Overrides of the preset's row.
     pr.add_argument("--embed-dim", type=int)
     pr.add_argument("--depth", type=int)
@@ -556,6 +567,7 @@ def main(argv=None):
     pb.add_argument("--iters", type=int, default=20)
     pb.add_argument("--warmup", type=int, default=5)
     pb.add_argument("--threads", type=int, default=2)
+    pb.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
 
     pp = sub.add_parser("parity", help="Tessera vs this module on one image; prints one JSON object")
     pp.add_argument("--model", required=True)
@@ -581,7 +593,7 @@ def main(argv=None):
         if a.onnx:
             export(a.out_dir, a.onnx, a.batch, a.opset, a.threads)
     elif a.cmd == "bench":
-        bench(a.model, a.batch, a.iters, a.warmup, a.threads)
+        bench(a.model, a.batch, a.iters, a.warmup, a.threads, a.dtype)
     elif a.cmd == "parity":
         parity(a.model, a.tessera, a.threads, a.onnx, a.tol, a.work_dir)
 

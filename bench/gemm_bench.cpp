@@ -2,8 +2,11 @@
 // matmul on the same inputs, alternating in one process, for the layer shapes
 // of the benchmark models. Prints median milliseconds, GFLOP/s and the ratio.
 //
-//   build/tessera_gemm_bench [--threads T] [--iters N] [--warmup W]
+//   build/tessera_gemm_bench [--threads T] [--iters N] [--warmup W] [--dtype f32|bf16]
 //                            [--shapes NAME:ROWS:IN:OUT[:EPILOGUE[:COUNT]],...] [--json]
+//
+// --dtype bf16 packs Tessera's weights in bf16 (a `--dtype bf16` run's
+// layers); oneDNN's matmul stays f32, the peer the issue compares against.
 //
 // --shapes replaces the built-in list; EPILOGUE is none (default), gelu_erf
 // or residual; COUNT (default 1) is how often the layer runs in one forward
@@ -83,16 +86,24 @@ std::vector<Shape> shapes_parse(const std::string& list) {
 
 // Median time of oneDNN's linear and the packed kernel on one shape, the two
 // alternating call by call on the same input.
-Timing time_shape(const Shape& s, int iters, int warmup, std::mt19937& rng) {
+Timing time_shape(const Shape& s, int iters, int warmup, tessera::DType dtype, std::mt19937& rng) {
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
     std::vector<float> x(size_t(s.rows * s.in)), w(size_t(s.out * s.in)), b(size_t(s.out));
     for (float& v : x) v = dist(rng);
     for (float& v : w) v = dist(rng) * 0.05f;
     for (float& v : b) v = dist(rng);
-    tessera::Arena packed(size_t(tessera::packed_matrix_floats(s.out, s.in)) * sizeof(float));
-    float* pw = packed.alloc<float>(size_t(tessera::packed_matrix_floats(s.out, s.in)));
-    tessera::pack_matrix(w.data(), s.out, s.in, pw);
-    const tessera::PackedMatrix pm{pw, s.out, s.in};
+    const size_t elements = size_t(tessera::packed_matrix_floats(s.out, s.in));
+    tessera::Arena packed(elements * sizeof(float));
+    tessera::PackedMatrix pm{nullptr, s.out, s.in, dtype};
+    if (dtype == tessera::DType::bf16) {
+        auto* pw = packed.alloc<uint16_t>(elements);
+        tessera::pack_matrix_bf16(w.data(), s.out, s.in, pw);
+        pm.data = pw;
+    } else {
+        float* pw = packed.alloc<float>(elements);
+        tessera::pack_matrix(w.data(), s.out, s.in, pw);
+        pm.data = pw;
+    }
     std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size());
     std::vector<double> t1, t2;
     auto now = [] { return std::chrono::steady_clock::now(); };
@@ -118,6 +129,7 @@ int main(int argc, char** argv) {
     int threads = 2, iters = 200, warmup = 10;
     bool as_json = false;
     std::string shape_list;
+    tessera::DType dtype = tessera::DType::f32;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string k = argv[i];
@@ -130,6 +142,11 @@ int main(int argc, char** argv) {
             else if (k == "--warmup") warmup = std::atoi(value().c_str());
             else if (k == "--shapes") shape_list = value();
             else if (k == "--json") as_json = true;
+            else if (k == "--dtype") {
+                const std::string d = value();
+                if (d != "f32" && d != "bf16") throw std::runtime_error("--dtype must be f32 or bf16, got '" + d + "'");
+                dtype = d == "bf16" ? tessera::DType::bf16 : tessera::DType::f32;
+            }
             else throw std::runtime_error("unknown argument " + k);
         }
     } catch (const std::exception& e) {
@@ -158,7 +175,7 @@ int main(int argc, char** argv) {
     std::string layers;
     double total_flop = 0, total_onednn = 0, total_packed = 0;
     for (const Shape& s : shapes) {
-        const Timing t = time_shape(s, iters, warmup, rng);
+        const Timing t = time_shape(s, iters, warmup, dtype, rng);
         const double flop = flop_of(s);
         total_flop += flop * double(s.count);
         total_onednn += t.onednn_ms * double(s.count);
@@ -179,8 +196,8 @@ int main(int argc, char** argv) {
         layers += buf;
     }
     if (as_json)
-        std::printf("{\"threads\":%d,\"iters\":%d,\"warmup\":%d,\"layers\":[%s],\"gflop\":%.6f,"
+        std::printf("{\"dtype\":\"%s\",\"threads\":%d,\"iters\":%d,\"warmup\":%d,\"layers\":[%s],\"gflop\":%.6f,"
                     "\"onednn_ms\":%.6f,\"packed_ms\":%.6f,\"onednn_gflops\":%.3f,\"packed_gflops\":%.3f}\n",
-                    tessera::threads_count(), iters, warmup, layers.c_str(), total_flop / 1e9, total_onednn,
+                    tessera::dtype_name(dtype), tessera::threads_count(), iters, warmup, layers.c_str(), total_flop / 1e9, total_onednn,
                     total_packed, total_flop / total_onednn / 1e6, total_flop / total_packed / 1e6);
 }

@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -168,6 +169,43 @@ TEST_F(CliFixture, RunIsResumableAndNeverDuplicates) {
     test::write_file(dir + "/run2.yaml", "model: tiny\nstages: [noop]\ndataset: {images: images, labels: labels.tsv}\n");
     expect_error(tessera("run " + dir + "/run2.yaml --out " + dir + "/out"), "holds results of a different run");
     EXPECT_EQ(test::read_file(dir + "/out/results.jsonl"), all);
+    // so is the same chain in bf16 (its results differ from f32 ones)
+    test::write_file(dir + "/run3.yaml", "model: tiny\nstages: []\ndtype: bf16\ndataset: {images: images, labels: labels.tsv}\n");
+    expect_error(tessera("run " + dir + "/run3.yaml --out " + dir + "/out"), "(model, stages, labels or dtype differ)");
+    EXPECT_EQ(test::read_file(dir + "/out/results.jsonl"), all);
+    EXPECT_EQ(summary["dtype"], "f32");
+}
+
+// --dtype bf16 (or a pipeline's dtype: bf16) packs the matrices in bf16: the
+// same predictions as f32 up to bf16 rounding of the weights, and the bench
+// and summary say which dtype ran.
+TEST_F(CliFixture, Bf16RunsTheSameModelWithRoundedWeights) {
+    std::string img = write_png(dir + "/a.png", 40, 50, 1);
+    auto logits_of = [&](const std::string& extra) {
+        auto r = tessera("classify --model " + model + " --format jsonl --logits " + extra + " " + img);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        return json::parse(r.out)["logits"].get<std::vector<float>>();
+    };
+    const std::vector<float> f32 = logits_of(""), bf16 = logits_of("--dtype bf16");
+    ASSERT_EQ(f32.size(), 10u);
+    ASSERT_EQ(bf16.size(), 10u);
+    double worst = 0.0, scale = 0.0;
+    for (size_t i = 0; i < f32.size(); ++i) {
+        worst = std::max(worst, double(std::abs(f32[i] - bf16[i])));
+        scale = std::max(scale, double(std::abs(f32[i])));
+    }
+    EXPECT_GT(worst, 0.0);              // the weights really were rounded
+    EXPECT_LT(worst, 0.02 * scale + 1e-3);  // bf16 keeps 8 bits of mantissa
+
+    test::write_file(dir + "/p.yaml", "model: tiny\ndtype: bf16\n");
+    auto r = tessera("bench --pipeline " + dir + "/p.yaml --iters 2 --warmup 0 --threads 1 --format json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json j = json::parse(r.out);
+    EXPECT_EQ(j["dtype"], "bf16");
+    EXPECT_GT(j["peak_rss_mib"].get<double>(), 1.0);
+    r = tessera("bench --pipeline " + dir + "/p.yaml --dtype f32 --iters 2 --warmup 0 --threads 1 --format json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["dtype"], "f32");  // --dtype overrides the pipeline
 }
 
 TEST(CliReal, ClassifiesARealImageWithViTTiny) {

@@ -1047,6 +1047,7 @@ std::vector<Trigger> pipeline_triggers() {
         {"PL-79", "biformer_routing after evit pruned",
          vit_forward(nullptr, "  - evit: {blocks: [0], keep_rate: 0.5}\n  - biformer_routing: {blocks: [1], regions: 2, topk: 1}\n")},
         {"PL-82", "tome written as a bare name", stage("tome")},
+        {"PL-83", "dtype f8", pipeline("dtype: f8\n")},
     };
 }
 
@@ -1290,6 +1291,9 @@ std::vector<Trigger> cli_triggers() {
         {"TK-38", "tessera tokenize, invalid UTF-8 text",
          cli_run("tokenize --model " + quoted(fixture()) + " \"$(printf 'bad \\303(')\"")},
         {"MEM-2", "tessera classify with TESSERA_MEMORY_LIMIT=1K", cli_vit("classify --model MODEL IMAGE", "TESSERA_MEMORY_LIMIT=1K")},
+        {"CLI-13", "tessera classify --dtype f16", cli_vit("classify --model MODEL --dtype f16 IMAGE")},
+        {"CLI-13", "tessera bench, pipeline dtype f16",
+         [] { return cli("bench --pipeline " + quoted(yaml_file("model: " + vit_folder() + "\ndtype: f16\n"))); }},
         {"CF-29", "tessera bench, num_heads 5", cli_vit("bench --model MODEL", "", [](json& c) { c["model_args"]["num_heads"] = 5; })},
     };
 }

@@ -2,6 +2,7 @@
 // MAC count in the ledger.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 
 #include "kernels/attention.h"
@@ -57,33 +58,64 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearCase{3, 17, 5, false, Epilogue::none},
                                            LinearCase{65, 33, 129, false, Epilogue::residual}));
 
-// The packed kernel against a double-precision loop: every epilogue, widths
-// that are not multiples of 16, row counts around the 6-row tile, and inner
-// sizes that take one pass (<= 768) or several k-chunks (last one partial).
+// The packed kernel against a double-precision loop: f32 and bf16 panels,
+// every epilogue, widths that are not multiples of 16, row counts around the
+// 6-row tile, and inner sizes that take one pass (<= 768) or several k-chunks
+// (last one partial). The bf16 reference multiplies the same rounded weights,
+// so both must match to f32 accumulation error.
 TEST(PackedLinear, MatchesNaiveForEveryEpilogueWidthAndChunking) {
     struct Shape { int64_t rows, in, out; };
-    for (const Shape sh : {Shape{1, 769, 16}, Shape{7, 1300, 40}, Shape{13, 200, 17}, Shape{6, 768, 33}}) {
-        const auto x = random_values(size_t(sh.rows * sh.in), 21), w = random_values(size_t(sh.out * sh.in), 22, 0.1f),
-                   b = random_values(size_t(sh.out), 23), residual = random_values(size_t(sh.rows * sh.out), 24);
-        std::vector<float> packed(size_t(packed_matrix_floats(sh.out, sh.in)));
-        pack_matrix(w.data(), sh.out, sh.in, packed.data());
-        for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual}) {
-            std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
-            Ledger ledger;
-            linear_packed(&ledger, y.data(), x.data(), PackedMatrix{packed.data(), sh.out, sh.in}, b.data(), sh.rows, e);
-            EXPECT_EQ(ledger.total(), uint64_t(sh.rows * sh.in * sh.out));
-            double worst = 0.0;
-            for (int64_t r = 0; r < sh.rows; ++r)
-                for (int64_t o = 0; o < sh.out; ++o) {
-                    double v = b[size_t(o)];
-                    for (int64_t i = 0; i < sh.in; ++i) v += double(x[size_t(r * sh.in + i)]) * w[size_t(o * sh.in + i)];
-                    if (e == Epilogue::gelu_erf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-                    if (e == Epilogue::residual) v += residual[size_t(r * sh.out + o)];
-                    worst = std::max(worst, std::abs(v - y[size_t(r * sh.out + o)]));
-                }
-            EXPECT_LT(worst, 2e-4) << sh.rows << "x" << sh.in << "x" << sh.out << " epilogue " << int(e);
+    for (const DType dtype : {DType::f32, DType::bf16})
+        for (const Shape sh : {Shape{1, 769, 16}, Shape{7, 1300, 40}, Shape{13, 200, 17}, Shape{6, 768, 33}}) {
+            const auto x = random_values(size_t(sh.rows * sh.in), 21), b = random_values(size_t(sh.out), 23),
+                       residual = random_values(size_t(sh.rows * sh.out), 24);
+            auto w = random_values(size_t(sh.out * sh.in), 22, 0.1f);
+            std::vector<float> packed(size_t(packed_matrix_floats(sh.out, sh.in)));
+            std::vector<uint16_t> packed16(packed.size());
+            if (dtype == DType::bf16) {
+                pack_matrix_bf16(w.data(), sh.out, sh.in, packed16.data());
+                for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
+            } else {
+                pack_matrix(w.data(), sh.out, sh.in, packed.data());
+            }
+            const PackedMatrix pm{dtype == DType::bf16 ? static_cast<const void*>(packed16.data()) : packed.data(),
+                                  sh.out, sh.in, dtype};
+            for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual}) {
+                std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
+                Ledger ledger;
+                linear_packed(&ledger, y.data(), x.data(), pm, b.data(), sh.rows, e);
+                EXPECT_EQ(ledger.total(), uint64_t(sh.rows * sh.in * sh.out));
+                double worst = 0.0;
+                for (int64_t r = 0; r < sh.rows; ++r)
+                    for (int64_t o = 0; o < sh.out; ++o) {
+                        double v = b[size_t(o)];
+                        for (int64_t i = 0; i < sh.in; ++i)
+                            v += double(x[size_t(r * sh.in + i)]) * w[size_t(o * sh.in + i)];
+                        if (e == Epilogue::gelu_erf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+                        if (e == Epilogue::residual) v += residual[size_t(r * sh.out + o)];
+                        worst = std::max(worst, std::abs(v - y[size_t(r * sh.out + o)]));
+                    }
+                EXPECT_LT(worst, 2e-4) << dtype_name(dtype) << " " << sh.rows << "x" << sh.in << "x" << sh.out
+                                       << " epilogue " << int(e);
+            }
         }
-    }
+}
+
+// bf16 packing rounds to nearest, ties to even, and keeps every column in its
+// slot (a wrong slot order would still pass a test with equal weights).
+TEST(PackedLinear, Bf16PackingRoundsToNearestEvenPerColumn) {
+    EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+    EXPECT_EQ(f32_to_bf16(std::bit_cast<float>(0x3f808000u)), 0x3f80);  // tie, even stays
+    EXPECT_EQ(f32_to_bf16(std::bit_cast<float>(0x3f818000u)), 0x3f82);  // tie, odd rounds up
+    EXPECT_EQ(f32_to_bf16(std::bit_cast<float>(0x3f808001u)), 0x3f81);
+    // Identity-like weights: output column o must read x[o] exactly.
+    const int64_t n = 20;
+    std::vector<float> w(static_cast<size_t>(n * n), 0.0f), x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+    for (int64_t o = 0; o < n; ++o) w[size_t(o * n + o)] = 1.0f, x[size_t(o)] = float(o + 1);
+    std::vector<uint16_t> packed(size_t(packed_matrix_floats(n, n)));
+    pack_matrix_bf16(w.data(), n, n, packed.data());
+    linear_packed(nullptr, y.data(), x.data(), PackedMatrix{packed.data(), n, n, DType::bf16}, nullptr, 1);
+    for (int64_t o = 0; o < n; ++o) EXPECT_EQ(y[size_t(o)], float(o + 1)) << "column " << o;
 }
 
 TEST(Gemm, StridedBatchedWithAlphaMatchesNaive) {

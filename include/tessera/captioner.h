@@ -26,7 +26,7 @@ struct CaptionOptions {
     std::string model;     // LLaVA folder (or a name model_resolve finds); "" with no pipeline model: the demo model
     std::string pipeline;  // pipeline YAML whose stages act on the vision tower and the decoder, or ""
     int threads = 0;       // 0: the pipeline's setting, else OMP_NUM_THREADS, else all cores
-    std::string dtype = "auto";  // decoder matrices: auto | f32 | bf16 | f16
+    std::string dtype = "";  // decoder matrices: auto | f32 | bf16 | f16; "": the pipeline's dtype, else auto
 };
 
 struct GenerateOptions {
@@ -58,7 +58,7 @@ class Captioner {
 public:
     explicit Captioner(const CaptionOptions& options);
     // From an already-read pipeline (e.g. one pipeline of a report).
-    Captioner(const PipelineSpec& spec, int threads, const std::string& dtype = "auto");
+    Captioner(const PipelineSpec& spec, int threads, const std::string& dtype = "");
     ~Captioner();
     Captioner(Captioner&&) noexcept;
     Captioner& operator=(Captioner&&) noexcept;

@@ -20,6 +20,7 @@ struct ClassifierOptions {
     std::string pipeline;  // pipeline YAML, or "" for the plain model
     int threads = 0;       // 0: the pipeline's setting, else OMP_NUM_THREADS, else all cores
     int max_batch = 0;     // 0: the pipeline's batch setting
+    std::string dtype = "";  // weight matrices: f32 or bf16; "": the pipeline's setting, else f32
 };
 
 struct Prediction {
@@ -64,6 +65,7 @@ public:
     int64_t parameters() const;
     int64_t tensor_count() const;
     int threads() const;
+    const char* dtype() const;  // of the weight matrices: "f32" or "bf16"
     const Ledger& last_ledger() const;  // MACs of the last classify() call, whole batch
 
 private:

@@ -12,6 +12,10 @@ namespace tessera {
 // TESSERA_MEMORY_LIMIT (bytes, or with a K/M/G suffix) overrides both.
 uint64_t memory_available();
 
+// The most resident memory this process has held so far (getrusage's
+// ru_maxrss): what a benchmark reports as peak memory.
+uint64_t peak_resident_bytes();
+
 // "1.23 GiB" / "456 MiB" / "12 KiB".
 std::string memory_string(uint64_t bytes);
 

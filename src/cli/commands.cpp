@@ -21,6 +21,7 @@
 #include "tessera/captioner.h"
 #include "tessera/classifier.h"
 #include "tessera/error.h"
+#include "tessera/memory.h"
 
 using nlohmann::json;
 
@@ -39,6 +40,12 @@ void check_format(const std::string& format, std::initializer_list<const char*> 
 std::string label_of(const std::vector<std::string>& names, int index) {
     return index >= 0 && index < int(names.size()) ? names[size_t(index)] : "class " + std::to_string(index);
 }
+
+constexpr const char* dtype_help =
+    "Weight matrices: f32 or bf16 (rounded once at load; products accumulate in f32). "
+    "Default: the pipeline's dtype, else f32";
+
+double peak_rss_mib() { return double(peak_resident_bytes()) / double(1 << 20); }
 
 // A fixed synthetic input: the same pseudo-random pixels in every run.
 std::vector<float> synthetic_pixels(size_t n) {
@@ -62,7 +69,7 @@ std::string read_text(const std::string& path) {
 
 void add_classify(CLI::App& app) {
     struct Opts {
-        std::string model, pipeline, labels, format = "text", visualize;
+        std::string model, pipeline, labels, format = "text", visualize, dtype;
         int top = 5, threads = 0;
         bool logits = false;
         std::vector<std::string> images;
@@ -76,6 +83,7 @@ void add_classify(CLI::App& app) {
     cmd->add_option("--labels", o->labels, "Class-name TSV (default: ImageNet-1k)");
     cmd->add_flag("--logits", o->logits, "jsonl: also every raw logit (for multi-label heads)");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_option("--dtype", o->dtype, dtype_help);
     cmd->add_option("--visualize", o->visualize,
                     "Write a PNG per image showing each stage's effect on the patches (several images: OUT-1.png, ...)");
     cmd->add_option("images", o->images, "Image files (JPEG, PNG, BMP)")->required();
@@ -83,7 +91,7 @@ void add_classify(CLI::App& app) {
         check_format(o->format, {"text", "jsonl"});
         if (o->logits && o->format != "jsonl") fail("classify", "--logits needs --format jsonl");
         if (o->model.empty() && o->pipeline.empty()) fail("classify", "give --model (or a --pipeline with a 'model' key)");
-        Classifier clf({o->model, o->pipeline, o->threads, 1});
+        Classifier clf({o->model, o->pipeline, o->threads, 1, o->dtype});
         const std::vector<std::string> names = o->labels.empty() ? class_names_imagenet() : class_names_read(o->labels);
         for (size_t i = 0; i < o->images.size(); ++i) {
             const std::string& image = o->images[i];
@@ -116,7 +124,7 @@ void add_classify(CLI::App& app) {
 
 void add_bench(CLI::App& app) {
     struct Opts {
-        std::string model, pipeline, format = "text";
+        std::string model, pipeline, format = "text", dtype;
         int batch = 1, iters = 50, warmup = 5, threads = 0;
     };
     auto o = std::make_shared<Opts>();
@@ -127,11 +135,12 @@ void add_bench(CLI::App& app) {
     cmd->add_option("--iters", o->iters, "Timed iterations")->check(CLI::Range(1, 1000000));
     cmd->add_option("--warmup", o->warmup, "Untimed iterations first")->check(CLI::Range(0, 1000000));
     cmd->add_option("--threads", o->threads, "Threads")->check(CLI::Range(0, 1024));
+    cmd->add_option("--dtype", o->dtype, dtype_help);
     cmd->add_option("--format", o->format, "text or json");
     cmd->callback([o] {
         check_format(o->format, {"text", "json"});
         if (o->model.empty() && o->pipeline.empty()) fail("bench", "give --model (or a --pipeline with a 'model' key)");
-        Classifier clf({o->model, o->pipeline, o->threads, o->batch});
+        Classifier clf({o->model, o->pipeline, o->threads, o->batch, o->dtype});
         std::vector<float> pixels = synthetic_pixels(size_t(clf.input_floats()) * size_t(o->batch));
         std::vector<double> ms;
         uint64_t macs = 0;
@@ -143,13 +152,15 @@ void add_bench(CLI::App& app) {
             macs = r[0].macs;
         }
         json out = {{"ms_p50", percentile(ms, 50)}, {"ms_p90", percentile(ms, 90)}, {"gmacs", double(macs) * 1e-9},
-                    {"batch", o->batch}, {"threads", clf.threads()}, {"iters", o->iters}, {"model", clf.model_dir()}};
+                    {"batch", o->batch}, {"threads", clf.threads()}, {"iters", o->iters}, {"model", clf.model_dir()},
+                    {"dtype", clf.dtype()}, {"peak_rss_mib", peak_rss_mib()}};
         if (o->format == "json") {
             std::cout << out.dump() << "\n";
         } else {
-            std::printf("%s  batch %d  threads %d\n  p50 %.3f ms  p90 %.3f ms  (%d iterations)\n  %.4f GMACs/image\n",
-                        clf.model_dir().c_str(), o->batch, clf.threads(), percentile(ms, 50), percentile(ms, 90),
-                        o->iters, double(macs) * 1e-9);
+            std::printf("%s  batch %d  threads %d  %s\n  p50 %.3f ms  p90 %.3f ms  (%d iterations)\n"
+                        "  %.4f GMACs/image\n  peak memory %.1f MiB\n",
+                        clf.model_dir().c_str(), o->batch, clf.threads(), clf.dtype(), percentile(ms, 50),
+                        percentile(ms, 90), o->iters, double(macs) * 1e-9, peak_rss_mib());
         }
     });
 }
@@ -319,7 +330,7 @@ void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std
 
 void add_caption(CLI::App& app) {
     struct Opts {
-        std::string model, pipeline, prompt = "Describe the image.", format = "text", dtype = "auto";
+        std::string model, pipeline, prompt = "Describe the image.", format = "text", dtype;
         int max_new_tokens = 64, threads = 0, top_k = 0;
         float temperature = 0.0f, top_p = 1.0f;
         uint64_t seed = 0;
@@ -340,7 +351,8 @@ void add_caption(CLI::App& app) {
     cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass (1 = off)")->check(CLI::Range(1e-6, 1.0));
     cmd->add_option("--seed", o->seed, "Sampling seed");
     cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-sequence tokens");
-    cmd->add_option("--dtype", o->dtype, "Decoder weights while running: auto, f32, bf16, f16");
+    cmd->add_option("--dtype", o->dtype,
+                    "Decoder weights while running: auto, f32, bf16, f16 (default: the pipeline's dtype, else auto)");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
     cmd->add_option("--requests", o->requests,
                     "JSONL of {\"image\", \"prompt\", \"id\"} (images relative to the file): one JSON line out "
@@ -371,7 +383,9 @@ void add_caption(CLI::App& app) {
             std::fputs("\n", stdout);
             return;
         }
-        std::cout << caption_json(c).dump() << "\n";
+        json out = caption_json(c);
+        out["peak_rss_mib"] = peak_rss_mib();
+        std::cout << out.dump() << "\n";
     });
 }
 

@@ -1,5 +1,6 @@
 #include "tessera/memory.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -74,6 +75,12 @@ uint64_t memory_available() {
     }
     const uint64_t meminfo = meminfo_available(), cgroup = cgroup_available();
     return meminfo < cgroup ? meminfo : cgroup;
+}
+
+uint64_t peak_resident_bytes() {
+    rusage usage{};
+    if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+    return uint64_t(usage.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
 std::string memory_string(uint64_t bytes) {

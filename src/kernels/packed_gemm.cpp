@@ -38,11 +38,25 @@ inline __m256 finish8(__m256 v, const float* previous, __m256 bias, const TileOu
     return o.gelu ? simd::gelu_erf8(v) : v;
 }
 
+// Row p of a panel as two vectors, columns 0-7 and 8-15.
+inline void panel_row(const float* panel, int64_t p, __m256& b0, __m256& b1) {
+    b0 = _mm256_loadu_ps(panel + p * packed_panel_cols);  // scratch may be 16-byte aligned
+    b1 = _mm256_loadu_ps(panel + p * packed_panel_cols + 8);
+}
+// bf16 rows are stored in bf16_panel_order: interleaving with zero puts each
+// value in the top half of a float, lanes 0-3|8-11 (low) and 4-7|12-15 (high).
+inline void panel_row(const uint16_t* panel, int64_t p, __m256& b0, __m256& b1) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + p * packed_panel_cols));
+    const __m256i zero = _mm256_setzero_si256();
+    b0 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
+    b1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));
+}
+
 // y[R, cols] (row stride ldy) from R rows of x (stride ldx) times one panel
-// (k x 16, k-major). 2R accumulators + 2 panel vectors + 1 broadcast <= 16
-// ymm registers for R <= 6.
-template <int R>
-void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, int64_t ldy, int64_t cols,
+// (k x 16, k-major, f32 or bf16 elements). 2R accumulators + 2 panel vectors
+// + 1 broadcast <= 16 ymm registers for R <= 6.
+template <int R, typename W>
+void tile(const float* x, int64_t ldx, int64_t k, const W* panel, float* y, int64_t ldy, int64_t cols,
           const TileOut& o) {
     // Fully unrolled over R so that GCC keeps every accumulator in a register
     // (without the pragmas it spills all 12 to the stack on every step).
@@ -50,8 +64,8 @@ void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
     for (int64_t p = 0; p < k; ++p) {
-        const __m256 b0 = _mm256_loadu_ps(panel + p * packed_panel_cols);  // scratch may be 16-byte aligned
-        const __m256 b1 = _mm256_loadu_ps(panel + p * packed_panel_cols + 8);
+        __m256 b0, b1;
+        panel_row(panel, p, b0, b1);
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
             const __m256 a = _mm256_broadcast_ss(x + r * ldx + p);
@@ -80,32 +94,38 @@ void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, 
     }
 }
 #else
-template <int R>
-void tile(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, int64_t ldy, int64_t cols,
+inline float panel_at(const float* panel, int64_t p, int64_t c) { return panel[p * packed_panel_cols + c]; }
+inline float panel_at(const uint16_t* panel, int64_t p, int64_t c) {
+    return bf16_to_f32(panel[p * packed_panel_cols + bf16_panel_order[c]]);
+}
+
+template <int R, typename W>
+void tile(const float* x, int64_t ldx, int64_t k, const W* panel, float* y, int64_t ldy, int64_t cols,
           const TileOut& o) {
     float sums[R][packed_panel_cols] = {};
     for (int64_t p = 0; p < k; ++p)
         for (int r = 0; r < R; ++r)
-            for (int64_t c = 0; c < packed_panel_cols; ++c) sums[r][c] += x[r * ldx + p] * panel[p * packed_panel_cols + c];
+            for (int64_t c = 0; c < packed_panel_cols; ++c) sums[r][c] += x[r * ldx + p] * panel_at(panel, p, c);
     for (int r = 0; r < R; ++r)
         for (int64_t c = 0; c < cols; ++c) y[r * ldy + c] = finish1(sums[r][c], y[r * ldy + c], c, o);
 }
 #endif
 
 // Rows [r0, r1) of y for one panel, in tiles of 6 rows and one shorter tail.
-void panel_rows(const float* x, int64_t ldx, int64_t k, const float* panel, float* y, int64_t ldy, int64_t cols,
+template <typename W>
+void panel_rows(const float* x, int64_t ldx, int64_t k, const W* panel, float* y, int64_t ldy, int64_t cols,
                 const TileOut& o, int64_t r0, int64_t r1) {
     int64_t r = r0;
-    for (; r + tile_rows <= r1; r += tile_rows) tile<tile_rows>(x + r * ldx, ldx, k, panel, y + r * ldy, ldy, cols, o);
+    for (; r + tile_rows <= r1; r += tile_rows) tile<tile_rows, W>(x + r * ldx, ldx, k, panel, y + r * ldy, ldy, cols, o);
     const float* xr = x + r * ldx;
     float* yr = y + r * ldy;
     switch (r1 - r) {
         case 0: return;
-        case 1: return tile<1>(xr, ldx, k, panel, yr, ldy, cols, o);
-        case 2: return tile<2>(xr, ldx, k, panel, yr, ldy, cols, o);
-        case 3: return tile<3>(xr, ldx, k, panel, yr, ldy, cols, o);
-        case 4: return tile<4>(xr, ldx, k, panel, yr, ldy, cols, o);
-        case 5: return tile<5>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 1: return tile<1, W>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 2: return tile<2, W>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 3: return tile<3, W>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 4: return tile<4, W>(xr, ldx, k, panel, yr, ldy, cols, o);
+        case 5: return tile<5, W>(xr, ldx, k, panel, yr, ldy, cols, o);
     }
 }
 
@@ -143,6 +163,18 @@ void pack_matrix(const float* w, int64_t out, int64_t in, float* dst) {
                             in, dst + p * in * packed_panel_cols);
 }
 
+void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst) {
+#pragma omp parallel for schedule(static) if (out * in > 65536)
+    for (int64_t p = 0; p < panels_of(out); ++p) {
+        uint16_t* panel = dst + p * in * packed_panel_cols;
+        for (int64_t c = 0; c < packed_panel_cols; ++c) {
+            const int64_t o = p * packed_panel_cols + c;
+            for (int64_t i = 0; i < in; ++i)
+                panel[i * packed_panel_cols + bf16_panel_order[c]] = o < out ? f32_to_bf16(w[o * in + i]) : 0;
+        }
+    }
+}
+
 void pack_matrix_transposed(const float* src, int64_t ld, int64_t out, int64_t in, float* dst) {
     for (int64_t p = 0; p < panels_of(out); ++p) {
         float* panel = dst + p * in * packed_panel_cols;
@@ -154,14 +186,27 @@ void pack_matrix_transposed(const float* src, int64_t ld, int64_t out, int64_t i
     }
 }
 
+namespace {
+
+// The element type of a matrix's panels, for the templates above.
+template <typename Body>
+void with_panels(const PackedMatrix& w, Body&& body) {
+    if (w.dtype == DType::bf16) body(static_cast<const uint16_t*>(w.data));
+    else body(static_cast<const float*>(w.data));
+}
+
+}  // namespace
+
 void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const PackedMatrix& w, const float* bias,
                         int64_t rows, Epilogue epilogue) {
-    for (int64_t p = 0; p < panels_of(w.out); ++p) {
-        const int64_t c0 = p * packed_panel_cols;
-        panel_rows(x, ldx, w.in, w.data + p * w.in * packed_panel_cols, y + c0, ldy,
-                   std::min(packed_panel_cols, w.out - c0), chunk_out(bias ? bias + c0 : nullptr, epilogue, true, true),
-                   0, rows);
-    }
+    with_panels(w, [&](const auto* panels) {
+        for (int64_t p = 0; p < panels_of(w.out); ++p) {
+            const int64_t c0 = p * packed_panel_cols;
+            panel_rows(x, ldx, w.in, panels + p * w.in * packed_panel_cols, y + c0, ldy,
+                       std::min(packed_panel_cols, w.out - c0),
+                       chunk_out(bias ? bias + c0 : nullptr, epilogue, true, true), 0, rows);
+        }
+    });
 }
 
 void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
@@ -176,24 +221,27 @@ void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix&
     const int64_t block =
         std::max<int64_t>(tile_rows, x_block_bytes / (chunk * int64_t(sizeof(float))) / tile_rows * tile_rows);
     const int threads = rows * k * w.out > 65536 ? int(std::min<int64_t>(threads_count(), panels)) : 1;
+    with_panels(w, [&](const auto* panels_data) {
 #pragma omp parallel num_threads(threads)
-    {
-        // A contiguous range of panels per thread: every output element is
-        // summed by one thread in one order, whatever the thread count.
-        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-        const int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
-        for (int64_t k0 = 0; k0 < k; k0 += chunk) {
-            const int64_t kc = std::min(chunk, k - k0);
-            for (int64_t r0 = 0; r0 < rows; r0 += block) {
-                const int64_t r1 = std::min(rows, r0 + block);
-                for (int64_t p = p0; p < p1; ++p) {
-                    const int64_t c0 = p * packed_panel_cols, cols = std::min(packed_panel_cols, w.out - c0);
-                    const TileOut o = chunk_out(bias ? bias + c0 : nullptr, epilogue, k0 == 0, k0 + kc == k);
-                    panel_rows(x + k0, k, kc, w.data + (p * k + k0) * packed_panel_cols, y + c0, w.out, cols, o, r0, r1);
+        {
+            // A contiguous range of panels per thread: every output element is
+            // summed by one thread in one order, whatever the thread count.
+            const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+            const int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
+            for (int64_t k0 = 0; k0 < k; k0 += chunk) {
+                const int64_t kc = std::min(chunk, k - k0);
+                for (int64_t r0 = 0; r0 < rows; r0 += block) {
+                    const int64_t r1 = std::min(rows, r0 + block);
+                    for (int64_t p = p0; p < p1; ++p) {
+                        const int64_t c0 = p * packed_panel_cols, cols = std::min(packed_panel_cols, w.out - c0);
+                        const TileOut o = chunk_out(bias ? bias + c0 : nullptr, epilogue, k0 == 0, k0 + kc == k);
+                        panel_rows(x + k0, k, kc, panels_data + (p * k + k0) * packed_panel_cols, y + c0, w.out, cols,
+                                   o, r0, r1);
+                    }
                 }
             }
         }
-    }
+    });
     if (ledger) ledger->add(uint64_t(rows * k * w.out));
 }
 

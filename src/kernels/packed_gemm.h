@@ -9,6 +9,7 @@
 
 #include "kernels/gemm.h"
 #include "tessera/flops.h"
+#include "tessera/tensor.h"
 
 namespace tessera {
 
@@ -16,16 +17,28 @@ namespace tessera {
 constexpr int64_t packed_panel_cols = 16;
 
 // A [out, in] weight matrix in panel layout: ceil(out / 16) panels of
-// in x 16 floats, columns past `out` in the last panel zero.
+// in x 16 elements, columns past `out` in the last panel zero. Elements are
+// f32, or bf16 (the weights of a `--dtype bf16` run: half the memory and
+// bandwidth; products still accumulate in f32). A bf16 panel row stores its
+// 16 columns in the order bf16_panel_order so that one 32-byte load and two
+// interleaves with zero widen it to columns 0-7 and 8-15.
 struct PackedMatrix {
-    const float* data = nullptr;
+    const void* data = nullptr;
     int64_t out = 0, in = 0;
+    DType dtype = DType::f32;  // f32 or bf16
 };
 
+// Position of column c within a bf16 panel row.
+constexpr int bf16_panel_order[packed_panel_cols] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+
+// Elements (of the matrix's dtype) in the panel layout.
 int64_t packed_matrix_floats(int64_t out, int64_t in);
 
 // dst (packed_matrix_floats(out, in) floats) <- w [out, in].
 void pack_matrix(const float* w, int64_t out, int64_t in, float* dst);
+
+// The same in bf16, each weight rounded to the nearest bf16 (ties to even).
+void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst);
 
 // The same from [out, in] rows ld floats apart (one head of a fused buffer), single-threaded.
 void pack_matrix_strided(const float* w, int64_t ld, int64_t out, int64_t in, float* dst);

@@ -190,7 +190,8 @@ namespace {
 // remembers which tensors were used so leftovers can be reported.
 class WeightReader {
 public:
-    WeightReader(const SafeTensors& file, Arena& arena) : file_(file), arena_(arena) {}
+    WeightReader(const SafeTensors& file, Arena& arena, DType matrices)
+        : file_(file), arena_(arena), matrices_(matrices) {}
 
     const float* take(const std::string& name, std::vector<int64_t> shape) {
         int64_t n = 1;
@@ -208,11 +209,20 @@ public:
     PackedMatrix take_packed(const std::string& name, std::vector<int64_t> shape, int64_t out, int64_t in) {
         std::vector<float> raw(static_cast<size_t>(out * in));
         file_.read_f32(name, shape, raw.data());
-        float* dst = arena_.alloc<float>(size_t(packed_matrix_floats(out, in)));
-        pack_matrix(raw.data(), out, in, dst);
+        const size_t elements = size_t(packed_matrix_floats(out, in));
+        PackedMatrix m{nullptr, out, in, matrices_};
+        if (matrices_ == DType::bf16) {
+            auto* dst = arena_.alloc<uint16_t>(elements);
+            pack_matrix_bf16(raw.data(), out, in, dst);
+            m.data = dst;
+        } else {
+            float* dst = arena_.alloc<float>(elements);
+            pack_matrix(raw.data(), out, in, dst);
+            m.data = dst;
+        }
         used_.insert(name);
         parameters_ += out * in;
-        return {dst, out, in};
+        return m;
     }
     void check_all_used(const std::string& what) const {
         for (const TensorInfo& t : file_.tensors())
@@ -226,13 +236,22 @@ public:
 private:
     const SafeTensors& file_;
     Arena& arena_;
+    DType matrices_;
     std::set<std::string, std::less<>> used_;
     int64_t parameters_ = 0;
 };
 
 }  // namespace
 
-void vit_load(VitModel& model, const std::string& dir) {
+DType vit_matrix_dtype(const std::string& option, const std::string& where) {
+    if (option.empty() || option == "auto" || option == "f32") return DType::f32;
+    if (option == "bf16") return DType::bf16;
+    fail(where, "dtype '" + option + "' is not available for a ViT classifier (f32 or bf16)");
+}
+
+void vit_load(VitModel& model, const std::string& dir, DType matrices) {
+    if (matrices != DType::f32 && matrices != DType::bf16)
+        fail(dir, std::string("ViT matrices run in f32 or bf16, not ") + dtype_name(matrices));
     TimmConfig cfg = timm_config_read(dir + "/config.json");
     SafeTensors file(dir + "/model.safetensors");
     const VitHparams hp = vit_hparams_from_timm(cfg);
@@ -240,18 +259,23 @@ void vit_load(VitModel& model, const std::string& dir) {
     model.architecture = cfg.architecture;
     model.hp = hp;
     model.preprocess = cfg.preprocess;
+    model.matrix_dtype = matrices;
     if (model.preprocess.input_height != hp.img_h || model.preprocess.input_width != hp.img_w)
         fail(cfg.path, "pretrained_cfg.input_size " + std::to_string(model.preprocess.input_height) + "x" +
                            std::to_string(model.preprocess.input_width) + " differs from the model's img_size " +
                            std::to_string(hp.img_h) + "x" + std::to_string(hp.img_w));
 
     size_t bytes = 0;  // + a panel of padding per matrix
-    for (const TensorInfo& t : file.tensors())
-        bytes += size_t(t.numel() + (t.shape.size() >= 2 ? t.numel() / t.shape[0] * packed_panel_cols : 0)) *
-                     sizeof(float) + 64;
-    memory_check(file.path(), "loading the weights as f32", bytes);
+    for (const TensorInfo& t : file.tensors()) {
+        // Packed matrices: every >= 2-D tensor but the token tables ([1, ...])
+        // and the depthwise LCE kernels, which stay f32.
+        const bool matrix = t.shape.size() >= 2 && t.shape[0] > 1 && t.name.find(".lepe.") == std::string::npos;
+        bytes += size_t(t.numel() + (matrix ? t.numel() / t.shape[0] * packed_panel_cols : 0)) *
+                     (matrix ? dtype_size(matrices) : sizeof(float)) + 64;
+    }
+    memory_check(file.path(), std::string("loading the weights as ") + (matrices == DType::f32 ? "f32" : "bf16"), bytes);
     model.weights.reserve(bytes);
-    WeightReader r(file, model.weights);
+    WeightReader r(file, model.weights, matrices);
 
     const int64_t c = hp.dim, hidden = hp.mlp_hidden, n = hp.tokens();
     const int64_t patch_len = 3 * int64_t(hp.patch) * hp.patch;

@@ -82,7 +82,8 @@ struct VitModel {
     int64_t parameters = 0;
     int64_t tensor_count = 0;
 
-    Arena weights;               // every tensor, converted to f32 (matrices packed)
+    DType matrix_dtype = DType::f32;  // of the packed matrices: f32, or bf16 (a --dtype bf16 run)
+    Arena weights;               // every tensor, converted to f32 (matrices packed, in matrix_dtype)
     PackedMatrix patch_w;        // [dim, 3 * patch * patch] (conv weight, flattened c, ky, kx)
     const float* patch_b;        // [dim]
     const float* cls_token;      // [dim] or null
@@ -102,7 +103,13 @@ struct VitModel {
 
 // Loads DIR/config.json and DIR/model.safetensors; every tensor's shape is
 // checked against the config and every tensor in the file must be used.
-void vit_load(VitModel& model, const std::string& dir);
+// Weight matrices are packed in `matrices` (f32 or bf16: rounded to nearest,
+// products still accumulate in f32); vectors (biases, norms, tokens) stay f32.
+void vit_load(VitModel& model, const std::string& dir, DType matrices = DType::f32);
+
+// The matrix dtype a `dtype` option asks of a ViT: "", "auto" and "f32" give
+// f32, "bf16" bf16; anything else fails naming `where` (the option's source).
+DType vit_matrix_dtype(const std::string& option, const std::string& where);
 
 // A stage's reorganization of one image, kept for visualizations.
 struct TokenTrace {

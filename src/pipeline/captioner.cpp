@@ -69,7 +69,7 @@ Captioner::Captioner(const PipelineSpec& given, int threads, const std::string& 
     if (spec.model.empty()) spec.model = model_resolve(default_caption_model);
     threads_init(threads > 0 ? threads : spec.threads);
     impl_->threads = threads_count();
-    llava_load(impl_->model, spec.model, {.dtype = dtype});
+    llava_load(impl_->model, spec.model, {.dtype = !dtype.empty() ? dtype : !spec.dtype.empty() ? spec.dtype : "auto"});
     DecoderShape decoder = llama_decoder_shape(impl_->model.text);
     decoder.model_dir = impl_->model.dir;
     impl_->stages = stages_build(spec.stages, impl_->model.vision.encoder_shape(), &decoder);

@@ -33,6 +33,7 @@ PipelineSpec spec_of(const ClassifierOptions& options) {
     if (spec.model.empty())
         fail(options.pipeline.empty() ? std::string("classifier") : options.pipeline,
              "no model given (use --model or a 'model' key)");
+    if (!options.dtype.empty()) spec.dtype = options.dtype, spec.dtype_from = "--dtype";
     return spec;
 }
 }  // namespace
@@ -43,7 +44,7 @@ Classifier::Classifier(const ClassifierOptions& options)
 Classifier::Classifier(const PipelineSpec& spec, int threads, int max_batch) : impl_(std::make_unique<Impl>()) {
     threads_init(threads > 0 ? threads : spec.threads);
     impl_->max_batch = max_batch > 0 ? max_batch : spec.batch;
-    vit_load(impl_->model, model_resolve(spec.model));
+    vit_load(impl_->model, model_resolve(spec.model), vit_matrix_dtype(spec.dtype, spec.dtype_from));
     impl_->stages = stages_build(spec.stages, impl_->model.encoder_shape(), nullptr);
     for (auto& s : impl_->stages) impl_->stage_ptrs.push_back(s.get());
     vit_state_init(impl_->state, impl_->model, impl_->max_batch);
@@ -51,6 +52,7 @@ Classifier::Classifier(const PipelineSpec& spec, int threads, int max_batch) : i
 }
 
 Classifier::~Classifier() = default;
+const char* Classifier::dtype() const { return impl_->model.matrix_dtype == DType::bf16 ? "bf16" : "f32"; }
 Classifier::Classifier(Classifier&&) noexcept = default;
 Classifier& Classifier::operator=(Classifier&&) noexcept = default;
 

@@ -107,6 +107,12 @@ void read_pipeline_keys(YamlMap& doc, PipelineSpec& p, const std::string& base) 
     if (doc.has("stages")) p.stages = stages_read(doc.node("stages"), p.file, "stages");
     p.threads = doc.integer("threads", p.threads, 0, 1024);
     p.batch = doc.integer("batch", p.batch, 1, 4096);
+    if (doc.has("dtype")) {
+        p.dtype = doc.string("dtype", "");
+        p.dtype_from = doc.file();
+        if (p.dtype != "auto" && p.dtype != "f32" && p.dtype != "bf16" && p.dtype != "f16")
+            doc.error("dtype", "expected auto, f32, bf16 or f16, got '" + p.dtype + "'");
+    }
 }
 
 std::string folder_of(const std::string& path) { return fs::path(path).parent_path().string(); }

@@ -6,6 +6,7 @@
 //     - noop: {}
 //   threads: 2                 # optional; 0 = OMP_NUM_THREADS or all cores
 //   batch: 1                   # optional; images per forward pass
+//   dtype: bf16                # optional; weight matrices while running (docs/performance.md)
 //
 // Relative paths resolve against the YAML file's folder; ${VAR} and
 // ${VAR:-default} expand from the environment.
@@ -34,6 +35,8 @@ struct PipelineSpec {
     std::vector<StageSpec> stages;
     int threads = 0;
     int batch = 1;
+    std::string dtype;       // "" (the command's default), auto, f32, bf16 or f16
+    std::string dtype_from;  // where dtype was set (the file, or "--dtype"), for messages
 };
 
 struct DatasetSpec {

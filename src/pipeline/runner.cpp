@@ -21,14 +21,6 @@ using nlohmann::json;
 
 namespace tessera {
 
-double percentile(std::vector<double> v, double p) {
-    if (v.empty()) return 0.0;
-    std::sort(v.begin(), v.end());
-    double pos = p / 100.0 * double(v.size() - 1);
-    size_t lo = size_t(std::floor(pos)), hi = std::min(lo + 1, v.size() - 1);
-    return v[lo] + (pos - double(lo)) * (v[hi] - v[lo]);
-}
-
 namespace {
 
 // Reads finished lines; a line cut short by a kill is truncated away so the
@@ -93,9 +85,12 @@ json run_identity(const RunSpec& spec) {
         e << YAML::Flow << s.params;
         stages.push_back({{"name", s.name}, {"params", std::string(e.c_str())}});
     }
-    return {{"model", fs::absolute(spec.pipeline.model).lexically_normal().string()},
-            {"stages", stages},
-            {"labels", fs::absolute(spec.dataset.labels).lexically_normal().string()}};
+    json identity = {{"model", fs::absolute(spec.pipeline.model).lexically_normal().string()},
+                     {"stages", stages},
+                     {"labels", fs::absolute(spec.dataset.labels).lexically_normal().string()}};
+    // Results in bf16 differ from f32 ones; f32 runs keep their old identity.
+    if (spec.pipeline.dtype == "bf16") identity["dtype"] = "bf16";
+    return identity;
 }
 
 void draw_progress(size_t done, size_t total, double seconds) {
@@ -172,7 +167,7 @@ json run_dataset(const RunSpec& spec, const RunOptions& options) {
             fail(run_path, "unreadable; remove the output folder to start again");
         }
         if (previous != identity)
-            fail(options.out_dir, "holds results of a different run (model, stages or labels differ); "
+            fail(options.out_dir, "holds results of a different run (model, stages, labels or dtype differ); "
                                   "choose another --out or remove it");
     } else {
         write_atomically(run_path, identity.dump(2) + "\n");
@@ -215,6 +210,7 @@ json run_dataset(const RunSpec& spec, const RunOptions& options) {
     }
     out.sync();
     json summary = run_summarize(results_path);
+    summary["dtype"] = classifier.dtype();
     write_atomically(options.out_dir + "/summary.json", summary.dump(2) + "\n");
     return summary;
 }

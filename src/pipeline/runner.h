@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeline/config.h"
+#include "tessera/stats.h"
 
 namespace tessera {
 
@@ -24,8 +25,6 @@ nlohmann::json run_dataset(const RunSpec& spec, const RunOptions& options);
 // Summary statistics over the lines of a results.jsonl file.
 nlohmann::json run_summarize(const std::string& results_path);
 
-// p-th percentile (0..100) with linear interpolation, as numpy computes it.
-double percentile(std::vector<double> values, double p);
 
 // Writes text to path through path.tmp and a rename, so a reader (or a
 // crash) never sees a half-written file.

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Builds the two benchmark binaries that bench/device/run.sh runs on another
+# machine and copies, next to them, the shared libraries they load that a
+# host without Tessera's Debian packages lacks (oneDNN and what it loads).
+# The C and C++ runtimes and OpenMP are the host's own: newer versions of
+# them run binaries built against older ones.
+#
+#   bench/device/prepare.sh [BUILD_DIR]     -> bench/.cache/device/{bin,lib}
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+cmake --build "$build" --target tessera_vit_bench tessera_gemm_bench -j"$(nproc)" >/dev/null
+dev=bench/.cache/device
+rm -rf "$dev"
+mkdir -p "$dev/bin" "$dev/lib"
+cp "$build/tessera_vit_bench" "$build/tessera_gemm_bench" "$dev/bin/"
+for bin in "$dev"/bin/*; do
+    ldd "$bin" | awk '$3 ~ /^\// {print $3}'
+done | sort -u | while read -r lib; do
+    case "$(basename "$lib")" in
+        libc.so.*|libm.so.*|ld-linux*|libpthread.so.*|libdl.so.*|librt.so.*) ;;  # the host's own
+        libstdc++.so.*|libgcc_s.so.*|libgomp.so.*) ;;
+        *) cp -L "$lib" "$dev/lib/" ;;
+    esac
+done
+du -sh "$dev"
+ls "$dev/lib"

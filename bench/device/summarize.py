@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Tables from bench/device/run.sh's results.jsonl: per model, the median
+over rounds of each engine's p50 latency, its spread, and the ratios to ONNX
+Runtime fp32 measured in the same rounds; then the linear-layer rates.
+
+  python3 bench/device/summarize.py DIR/results.jsonl
+"""
+import json
+import statistics
+import sys
+
+
+def main():
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    errors = [r for r in rows if "error" in r]
+    for r in errors:
+        print(f"error: {r['model']} {r['engine']} {r['dtype']}: {r['error'][-300:]}")
+    timed = [r for r in rows if "result" in r and r["model"] != "layers"]
+    print("| model | engine | dtype | p50 ms, median of rounds (min-max) | / ORT fp32 |")
+    print("|---|---|---|---:|---:|")
+    for model in sorted({r["model"] for r in timed}, key=["tiny", "small"].index):
+        by = {}
+        for r in timed:
+            if r["model"] == model:
+                by.setdefault((r["engine"], r["dtype"]), []).append(r["result"]["ms_p50"])
+        ort = statistics.median(by[("onnxruntime", "f32")]) if ("onnxruntime", "f32") in by else None
+        for (engine, dtype), v in sorted(by.items()):
+            med = statistics.median(v)
+            ratio = f"{med / ort:.2f}x" if ort else "-"
+            print(f"| ViT-{model.capitalize()}/16 | {engine} | {dtype} | {med:.2f} ({min(v):.2f}-{max(v):.2f}) | {ratio} |")
+    for r in rows:
+        if r["model"] == "layers" and "result" in r:
+            g = r["result"]
+            print(f"\nlinear layers, packed weights in {r['dtype']}: oneDNN f32 matmul {g['onednn_gflops']:.1f} GFLOP/s, "
+                  f"Tessera packed {g['packed_gflops']:.1f} GFLOP/s")
+            for layer in g["layers"]:
+                print(f"  {layer['name']:<14} {layer['rows']}x{layer['in']}x{layer['out']}: oneDNN "
+                      f"{layer['onednn_gflops']:.1f}, packed {layer['packed_gflops']:.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

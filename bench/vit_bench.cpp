@@ -1,0 +1,81 @@
+// The ViT forward pass alone, timed like `tessera bench --format json`, in a
+// binary that needs only oneDNN and OpenMP at run time (no OpenCV, no
+// yaml-cpp): it can be copied to another machine, e.g. to measure an
+// AVX-512 host against ONNX Runtime there (bench/device/run.sh).
+//
+//   build/tessera_vit_bench --model DIR [--dtype f32|bf16] [--threads T]
+//                           [--batch B] [--iters N] [--warmup W]
+//
+// Prints one JSON object: {ms_p50, ms_p90, gmacs, batch, threads, dtype,
+// iters, model, peak_rss_mib}. The input is fixed pseudo-random pixels.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "models/vit.h"
+#include "tessera/error.h"
+#include "tessera/flops.h"
+#include "tessera/memory.h"
+#include "tessera/stats.h"
+#include "tessera/threads.h"
+
+int main(int argc, char** argv) {
+    std::string model_dir, dtype = "f32";
+    int threads = 0, batch = 1, iters = 50, warmup = 5;
+    try {
+        for (int i = 1; i < argc; ++i) {
+            const std::string k = argv[i];
+            if (i + 1 >= argc) throw std::runtime_error(k + " needs a value");
+            const std::string v = argv[++i];
+            auto number = [&](int lo, int hi) {
+                char* end = nullptr;
+                const long n = std::strtol(v.c_str(), &end, 10);
+                if (v.empty() || *end || n < lo || n > hi)
+                    throw std::runtime_error(k + ": expected an integer in " + std::to_string(lo) + ".." +
+                                             std::to_string(hi) + ", got '" + v + "'");
+                return int(n);
+            };
+            if (k == "--model") model_dir = v;
+            else if (k == "--dtype") dtype = v;
+            else if (k == "--threads") threads = number(0, 1024);
+            else if (k == "--batch") batch = number(1, 4096);
+            else if (k == "--iters") iters = number(1, 1000000);
+            else if (k == "--warmup") warmup = number(0, 1000000);
+            else throw std::runtime_error("unknown argument " + k);
+        }
+        if (model_dir.empty()) throw std::runtime_error("--model is required");
+
+        tessera::threads_init(threads);
+        tessera::VitModel model;
+        tessera::vit_load(model, model_dir, tessera::vit_matrix_dtype(dtype, "--dtype"));
+        tessera::VitState state;
+        tessera::vit_state_init(state, model, batch);
+        const size_t per_image = size_t(3) * size_t(model.hp.img_h) * size_t(model.hp.img_w);
+        std::vector<float> pixels(per_image * size_t(batch));
+        std::mt19937 rng(12345);
+        std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+        for (float& p : pixels) p = dist(rng);
+        std::vector<float> logits(size_t(batch) * size_t(std::max(1, model.hp.num_classes)) +
+                                  size_t(batch) * size_t(model.hp.dim));
+        std::vector<double> ms;
+        tessera::Ledger ledger;
+        for (int i = 0; i < warmup + iters; ++i) {
+            ledger.reset();
+            const auto start = std::chrono::steady_clock::now();
+            tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
+            const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+            if (i >= warmup) ms.push_back(t);
+        }
+        std::printf("{\"ms_p50\":%.6f,\"ms_p90\":%.6f,\"gmacs\":%.6f,\"batch\":%d,\"threads\":%d,\"dtype\":\"%s\","
+                    "\"iters\":%d,\"model\":\"%s\",\"peak_rss_mib\":%.1f}\n",
+                    tessera::percentile(ms, 50), tessera::percentile(ms, 90), double(ledger.total()) * 1e-9 / batch, batch, tessera::threads_count(),
+                    model.matrix_dtype == tessera::DType::bf16 ? "bf16" : "f32", iters, model_dir.c_str(),
+                    double(tessera::peak_resident_bytes()) / double(1 << 20));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tessera_vit_bench: error: %s\n", e.what());
+        return 1;
+    }
+}
