@@ -215,7 +215,9 @@ def section_pruned(a, env, models, pipelines):
 
 
 def section_bf16(a, env, model):
-    """Tessera f32 vs bf16 on one ViT, when `tessera bench` offers --dtype."""
+    """Tessera f32 and bf16 on one ViT, when `tessera bench` offers --dtype,
+    and ONNX Runtime fp32 in the same rounds when an ONNX export is given
+    (model: (label, dir) or (label, dir, onnx))."""
     try:
         help_text = subprocess.run([a.tessera, "bench", "--help"], capture_output=True, text=True,
                                    timeout=60).stdout
@@ -224,18 +226,26 @@ def section_bf16(a, env, model):
     if "--dtype" not in help_text:
         return {"available": False,
                 "reason": "tessera bench has no --dtype option; ViTs run in f32 only"}
-    # Not exercised yet: written for when `tessera bench` gains --dtype.
-    label, model_dir = model
+    label, model_dir = model[0], model[1]
+    onnx = model[2] if len(model) > 2 else ""
     base = [a.tessera, "bench", "--model", model_dir, "--batch", "1", "--iters", str(a.iters),
             "--warmup", str(a.warmup), "--threads", str(a.threads), "--format", "json"]
     jobs = [Job("f32", "f32", lambda r: base, env),
             Job("bf16", "bf16", lambda r: base + ["--dtype", "bf16"], env)]
+    if onnx and "ort" in a.engines:
+        ort_env = compare.engine_envs(a.threads)["ort"]
+        jobs.append(Job("ort", "ORT fp32", lambda r: compare.engine_command(
+            "ort", a.root, a.tessera, model_dir, onnx, 1, a.iters, a.warmup, a.threads), ort_env))
     per, reasons = alternate(f"{label} bf16", jobs, a.rounds, a.timeout)
     if not per["f32"] or not per["bf16"]:
         return {"available": False, "reason": reasons.get("bf16") or reasons.get("f32")}
     f32, bf16 = summarise(per["f32"]), summarise(per["bf16"])
-    return {"available": True, "model": label, "f32": f32, "bf16": bf16,
-            "speedup": f32["p50"] / bf16["p50"]}
+    out = {"available": True, "model": label, "f32": f32, "bf16": bf16, "speedup": f32["p50"] / bf16["p50"],
+           "peak_rss_mib": {"f32": per["f32"][0].get("peak_rss_mib"), "bf16": per["bf16"][0].get("peak_rss_mib")}}
+    if per.get("ort"):
+        out["ort"] = summarise(per["ort"])
+        out["bf16_over_ort"] = bf16["p50"] / out["ort"]["p50"]
+    return out
 
 
 def section_bandwidth(a, env):
@@ -357,6 +367,12 @@ def report(results):
         if bf16["available"]:
             lines.append(f"{bf16['model']}: f32 {fmt_spread(bf16['f32'])} ms, bf16 "
                          f"{fmt_spread(bf16['bf16'])} ms, speed-up {bf16['speedup']:.2f}x")
+            if "ort" in bf16:
+                lines.append(f"ORT fp32 in the same rounds {fmt_spread(bf16['ort'])} ms: "
+                             f"Tessera bf16 / ORT fp32 = {bf16['bf16_over_ort']:.2f}x")
+            peak = bf16.get("peak_rss_mib") or {}
+            if peak.get("f32") and peak.get("bf16"):
+                lines.append(f"peak memory: f32 {peak['f32']:.0f} MiB, bf16 {peak['bf16']:.0f} MiB")
         else:
             lines.append(f"bf16: not available ({bf16['reason']})")
     bw = results.get("bandwidth")
@@ -420,7 +436,7 @@ def main():
                     help="LABEL=DIR=ONNX=BATCH for the peers section")
     ap.add_argument("--pruned-model", action="append", default=[], help="LABEL=DIR")
     ap.add_argument("--pipeline", action="append", default=[], help="NAME=YAML (pruned section)")
-    ap.add_argument("--bf16-model", default="", help="LABEL=DIR")
+    ap.add_argument("--bf16-model", default="", help="LABEL=DIR[=ONNX] (ONNX: ORT fp32 in the same rounds)")
     ap.add_argument("--engines", default="tessera,ort,pytorch")
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--threads", type=int, default=2)
@@ -470,7 +486,7 @@ def main():
         results["pruned"] = section_pruned(a, env, models, pipelines)
     if "bf16" in sections:
         if a.bf16_model:
-            results["bf16"] = section_bf16(a, env, tuple(a.bf16_model.split("=", 1)))
+            results["bf16"] = section_bf16(a, env, tuple(a.bf16_model.split("=", 2)))
         else:
             results["bf16"] = {"available": False, "reason": "no --bf16-model"}
     bandwidth = {}

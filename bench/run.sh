@@ -208,8 +208,8 @@ if has_section pruned; then
                --pipeline "vtc-cls-64=$ROOT/pipelines/vtc-cls-64.yaml")
 fi
 if has_section bf16; then
-  model_dir small
-  suite_args+=(--bf16-model "$m_name=$m_dir")
+  prepare small 1
+  suite_args+=(--bf16-model "$m_name=$m_dir=$m_onnx")
 fi
 case "$llava" in
   7b) llava_dir="$CACHE/llava-1.5-7b-random" ;;  # bench/llava_latency.py writes it when missing

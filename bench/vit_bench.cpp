@@ -7,8 +7,14 @@
 //                           [--batch B] [--iters N] [--warmup W]
 //
 // Prints one JSON object: {ms_p50, ms_p90, gmacs, batch, threads, dtype,
-// iters, model, peak_rss_mib}. The input is fixed pseudo-random pixels.
+// linear ("packed" or "onednn": how this CPU runs the linear layers), iters,
+// model, peak_rss_mib, check}. The input is fixed pseudo-random pixels.
+// check: the same model in f32 on the packed kernel (the path every parity
+// test covers) run on the same input, and the largest |logit difference|
+// from it relative to the largest |logit|, so a figure from another path
+// (oneDNN, bf16) comes with evidence that it computes the same thing.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -69,11 +75,36 @@ int main(int argc, char** argv) {
             const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
             if (i >= warmup) ms.push_back(t);
         }
+        const double peak_mib = double(tessera::peak_resident_bytes()) / double(1 << 20);  // before the check
+        // The reference: f32 in panels (TESSERA_LINEAR=packed while it loads).
+        double check = 0.0;
+        {
+            const char* chosen = std::getenv("TESSERA_LINEAR");
+            const std::string saved = chosen ? chosen : "";
+            setenv("TESSERA_LINEAR", "packed", 1);
+            tessera::VitModel ref;
+            tessera::vit_load(ref, model_dir, tessera::DType::f32);
+            if (chosen) setenv("TESSERA_LINEAR", saved.c_str(), 1);
+            else unsetenv("TESSERA_LINEAR");
+            tessera::VitState ref_state;
+            tessera::vit_state_init(ref_state, ref, batch);
+            std::vector<float> ref_logits(logits.size());
+            tessera::vit_forward(ref, ref_state, pixels.data(), batch, nullptr, 0, nullptr, ref_logits.data());
+            tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, nullptr, logits.data());
+            double worst = 0.0, scale = 0.0;
+            const size_t n = size_t(batch) * size_t(std::max(1, model.hp.num_classes));
+            for (size_t i = 0; i < n; ++i) {
+                worst = std::max(worst, double(std::abs(logits[i] - ref_logits[i])));
+                scale = std::max(scale, double(std::abs(ref_logits[i])));
+            }
+            check = worst / std::max(scale, 1e-30);
+        }
         std::printf("{\"ms_p50\":%.6f,\"ms_p90\":%.6f,\"gmacs\":%.6f,\"batch\":%d,\"threads\":%d,\"dtype\":\"%s\","
-                    "\"iters\":%d,\"model\":\"%s\",\"peak_rss_mib\":%.1f}\n",
+                    "\"linear\":\"%s\",\"iters\":%d,\"model\":\"%s\",\"peak_rss_mib\":%.1f,\"check\":%.3g}\n",
                     tessera::percentile(ms, 50), tessera::percentile(ms, 90), double(ledger.total()) * 1e-9 / batch, batch, tessera::threads_count(),
-                    model.matrix_dtype == tessera::DType::bf16 ? "bf16" : "f32", iters, model_dir.c_str(),
-                    double(tessera::peak_resident_bytes()) / double(1 << 20));
+                    model.matrix_dtype == tessera::DType::bf16 ? "bf16" : "f32",
+                    model.blocks.empty() || !model.blocks[0].qkv_w.onednn_layout ? "packed" : "onednn", iters,
+                    model_dir.c_str(), peak_mib, check);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tessera_vit_bench: error: %s\n", e.what());
         return 1;

@@ -20,7 +20,10 @@ using nlohmann::json;
 
 std::string bin() { return std::string("'") + TESSERA_BINARY + "'"; }
 
-test::CommandResult tessera(const std::string& args) { return test::run_command(bin() + " " + args); }
+// `tessera ARGS`, with ENV assignments (e.g. "TESSERA_LINEAR=onednn") before it.
+test::CommandResult tessera(const std::string& args, const std::string& env = "") {
+    return test::run_command((env.empty() ? "" : env + " ") + bin() + " " + args);
+}
 
 // One error line on stderr, non-zero exit.
 void expect_error(const test::CommandResult& r, const std::string& fragment, int code = 1) {
@@ -196,6 +199,18 @@ TEST_F(CliFixture, Bf16RunsTheSameModelWithRoundedWeights) {
     }
     EXPECT_GT(worst, 0.0);              // the weights really were rounded
     EXPECT_LT(worst, 0.02 * scale + 1e-3);  // bf16 keeps 8 bits of mantissa
+
+    // The oneDNN path that AVX-512 hosts take (forced): the same logits as
+    // the packed kernel, in f32 to rounding error.
+    const std::vector<float> onednn = [&] {
+        auto r = tessera("classify --model " + model + " --format jsonl --logits " + img, "TESSERA_LINEAR=onednn");
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        return json::parse(r.out)["logits"].get<std::vector<float>>();
+    }();
+    ASSERT_EQ(onednn.size(), f32.size());
+    for (size_t i = 0; i < f32.size(); ++i) EXPECT_NEAR(onednn[i], f32[i], 1e-4 * (1.0 + std::abs(f32[i]))) << i;
+    expect_error(tessera("classify --model " + model + " " + img, "TESSERA_LINEAR=fast"),
+                 "TESSERA_LINEAR: expected packed or onednn, got 'fast'");
 
     test::write_file(dir + "/p.yaml", "model: tiny\ndtype: bf16\n");
     auto r = tessera("bench --pipeline " + dir + "/p.yaml --iters 2 --warmup 0 --threads 1 --format json");

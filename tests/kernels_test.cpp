@@ -9,6 +9,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
+#include "tessera/arena.h"
 #include "tessera/threads.h"
 #include "test_support.h"
 
@@ -99,6 +100,54 @@ TEST(PackedLinear, MatchesNaiveForEveryEpilogueWidthAndChunking) {
                                        << " epilogue " << int(e);
             }
         }
+}
+
+// Weights reordered for oneDNN (the path AVX-512 hosts take; forced here
+// with TESSERA_LINEAR=onednn) give the products the panels give. f32 must
+// reorder on any x86 CPU; bf16 falls back to panels where oneDNN has no bf16
+// matmul (AVX2), and then must still be right.
+TEST(PackedLinear, OnednnLayoutMatchesNaiveForEveryEpilogue) {
+    struct Env {
+        Env() { setenv("TESSERA_LINEAR", "onednn", 1); }
+        ~Env() { unsetenv("TESSERA_LINEAR"); }
+    } env;
+    const int64_t rows = 13, in = 200, out = 40;
+    const auto x = random_values(size_t(rows * in), 31), b = random_values(size_t(out), 33),
+               residual = random_values(size_t(rows * out), 34);
+    for (const DType dtype : {DType::f32, DType::bf16}) {
+        auto w = random_values(size_t(out * in), 32, 0.1f);
+        const WeightPlan plan = plan_weights(out, in, dtype);
+        if (dtype == DType::f32) {
+            EXPECT_NE(plan.onednn_layout, nullptr) << "oneDNN has an f32 matmul everywhere";
+        }
+        Arena arena(plan.bytes + 64);
+        const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
+        EXPECT_EQ(m.onednn_layout, plan.onednn_layout);
+        // oneDNN's bf16 matmul also rounds x to bf16: compare against rounded inputs.
+        auto xr = x;
+        if (dtype == DType::bf16) {
+            for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
+            if (plan.onednn_layout)
+                for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+        }
+        for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual}) {
+            std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
+            Ledger ledger;
+            linear_packed(&ledger, y.data(), x.data(), m, b.data(), rows, e);
+            EXPECT_EQ(ledger.total(), uint64_t(rows * in * out));
+            double worst = 0.0;
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t o = 0; o < out; ++o) {
+                    double v = b[size_t(o)];
+                    for (int64_t i = 0; i < in; ++i) v += double(xr[size_t(r * in + i)]) * w[size_t(o * in + i)];
+                    if (e == Epilogue::gelu_erf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+                    if (e == Epilogue::residual) v += residual[size_t(r * out + o)];
+                    worst = std::max(worst, std::abs(v - y[size_t(r * out + o)]));
+                }
+            EXPECT_LT(worst, 2e-4) << dtype_name(dtype) << (plan.onednn_layout ? " oneDNN" : " panels") << " epilogue "
+                                   << int(e);
+        }
+    }
 }
 
 // bf16 packing rounds to nearest, ties to even, and keeps every column in its

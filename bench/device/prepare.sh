@@ -5,7 +5,10 @@
 # The C and C++ runtimes and OpenMP are the host's own: newer versions of
 # them run binaries built against older ones.
 #
-#   bench/device/prepare.sh [BUILD_DIR]     -> bench/.cache/device/{bin,lib}
+#   bench/device/prepare.sh [BUILD_DIR]     -> bench/.cache/device/{bin/,lib.tar.xz}
+#
+# The libraries travel xz-compressed (oneDNN is 40 MB, 7 MB compressed);
+# run.sh unpacks them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
@@ -13,6 +16,7 @@ cmake --build "$build" --target tessera_vit_bench tessera_gemm_bench -j"$(nproc)
 dev=bench/.cache/device
 rm -rf "$dev"
 mkdir -p "$dev/bin" "$dev/lib"
+trap 'rm -rf "$dev/lib"' EXIT
 cp "$build/tessera_vit_bench" "$build/tessera_gemm_bench" "$dev/bin/"
 for bin in "$dev"/bin/*; do
     ldd "$bin" | awk '$3 ~ /^\// {print $3}'
@@ -23,5 +27,6 @@ done | sort -u | while read -r lib; do
         *) cp -L "$lib" "$dev/lib/" ;;
     esac
 done
-du -sh "$dev"
 ls "$dev/lib"
+tar -C "$dev" -cJf "$dev/lib.tar.xz" lib
+du -sh "$dev"

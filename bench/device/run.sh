@@ -12,7 +12,8 @@
 #   bench/device/run.sh [--rounds 3] [--cpus 0,1] [--out DIR]
 #
 # Each round runs every job once, alternating engines: Tessera f32 and bf16
-# (tessera_vit_bench), ORT fp32 (bench/ort_bench.py), PyTorch fp32 and bf16
+# (tessera_vit_bench; linear layers as this CPU chooses, and f32 forced onto
+# the AVX2 packed kernel as "tessera-avx2"), ORT fp32 (bench/ort_bench.py), PyTorch fp32 and bf16
 # (bench/export_vit_onnx.py bench), on random ViT-Tiny/16 and ViT-S/16
 # models written by export_vit_onnx.py make-random (the identical weights for
 # every engine; ORT's logits are checked against PyTorch's first). Then the
@@ -32,10 +33,11 @@ while [ $# -gt 0 ]; do
 done
 dev=bench/.cache/device
 [ -x "$dev/bin/tessera_vit_bench" ] || { echo "run.sh: $dev/bin missing: run bench/device/prepare.sh first" >&2; exit 1; }
-libs="$PWD/$dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+work=$(mktemp -d)
+python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$dev/lib.tar.xz" "$work"
+libs="$work/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 threads=$(awk -F, '{print NF}' <<<"$cpus")
 mkdir -p "$out"
-work=$(mktemp -d)
 results="$out/results.jsonl"
 : >"$results"
 lscpu >"$out/lscpu.txt"
@@ -69,6 +71,7 @@ for r in $(seq 1 "$rounds"); do
         record "$r" "$preset" tessera f32 -- tessera "$dev/bin/tessera_vit_bench" --model "$m" --dtype f32 --threads "$threads" --iters $iters --warmup 5
         record "$r" "$preset" onnxruntime f32 -- pin python3 bench/ort_bench.py --onnx "$m.onnx" --threads "$threads" --iters $iters --warmup 5 --ref "$m.onnx.ref_logits.npy"
         record "$r" "$preset" tessera bf16 -- tessera "$dev/bin/tessera_vit_bench" --model "$m" --dtype bf16 --threads "$threads" --iters $iters --warmup 5
+        record "$r" "$preset" tessera-avx2 f32 -- tessera env TESSERA_LINEAR=packed "$dev/bin/tessera_vit_bench" --model "$m" --dtype f32 --threads "$threads" --iters $iters --warmup 5
         record "$r" "$preset" pytorch f32 -- pin python3 bench/export_vit_onnx.py bench --model "$m" --threads "$threads" --iters $iters --warmup 5
         record "$r" "$preset" pytorch bf16 -- pin python3 bench/export_vit_onnx.py bench --model "$m" --threads "$threads" --iters $iters --warmup 5 --dtype bf16
     done

@@ -16,18 +16,22 @@ def main():
     for r in errors:
         print(f"error: {r['model']} {r['engine']} {r['dtype']}: {r['error'][-300:]}")
     timed = [r for r in rows if "result" in r and r["model"] != "layers"]
-    print("| model | engine | dtype | p50 ms, median of rounds (min-max) | / ORT fp32 |")
-    print("|---|---|---|---:|---:|")
+    print("| model | engine | dtype | linear layers | max logit diff vs f32 packed (relative) | p50 ms, median of rounds (min-max) | / ORT fp32 |")
+    print("|---|---|---|---|---:|---:|---:|")
     for model in sorted({r["model"] for r in timed}, key=["tiny", "small"].index):
-        by = {}
+        by, info = {}, {}
         for r in timed:
             if r["model"] == model:
                 by.setdefault((r["engine"], r["dtype"]), []).append(r["result"]["ms_p50"])
+                info[(r["engine"], r["dtype"])] = r["result"]
         ort = statistics.median(by[("onnxruntime", "f32")]) if ("onnxruntime", "f32") in by else None
         for (engine, dtype), v in sorted(by.items()):
             med = statistics.median(v)
             ratio = f"{med / ort:.2f}x" if ort else "-"
-            print(f"| ViT-{model.capitalize()}/16 | {engine} | {dtype} | {med:.2f} ({min(v):.2f}-{max(v):.2f}) | {ratio} |")
+            res = info[(engine, dtype)]
+            check = f"{res['check']:.2g}" if "check" in res else "-"
+            print(f"| ViT-{model.capitalize()}/16 | {engine} | {dtype} | {res.get('linear', '-')} | {check} | "
+                  f"{med:.2f} ({min(v):.2f}-{max(v):.2f}) | {ratio} |")
     for r in rows:
         if r["model"] == "layers" and "result" in r:
             g = r["result"]

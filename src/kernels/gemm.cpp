@@ -264,7 +264,8 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
               Epilogue epilogue, float* scratch) {
     if (w.dtype == DType::f32) {
         if (w.packed)
-            linear_packed(ledger, y, x, PackedMatrix{static_cast<const float*>(w.data), w.out, w.in}, bias, rows, epilogue);
+            linear_packed(ledger, y, x, PackedMatrix{w.data, w.out, w.in, DType::f32, w.onednn_layout}, bias, rows,
+                          epilogue);
         else
             linear(ledger, y, x, static_cast<const float*>(w.data), bias, rows, w.in, w.out, epilogue);
         return;

@@ -42,7 +42,8 @@ struct WeightRef {
     const void* data = nullptr;
     DType dtype = DType::f32;
     int64_t out = 0, in = 0;
-    bool packed = false;  // f32 in linear_packed's panel layout (packed_gemm.h)
+    bool packed = false;  // f32 packed for linear_packed (packed_gemm.h): panels, or
+    const void* onednn_layout = nullptr;  // oneDNN's reordered layout when this is set
 };
 
 // Output rows of a 16-bit weight converted to f32 at a time by linear_w.

@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <cstring>
 
+#include "kernels/onednn_linear.h"
 #include "kernels/simd_math.h"
 #include "tessera/threads.h"
 
@@ -175,6 +177,25 @@ void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst) {
     }
 }
 
+WeightPlan plan_weights(int64_t out, int64_t in, DType dtype) {
+    WeightPlan plan{out, in, dtype, nullptr, size_t(packed_matrix_floats(out, in)) * dtype_size(dtype)};
+    if (onednn_linear_chosen(dtype)) {
+        const OnednnLayout layout = onednn_weights_layout(out, in, dtype);
+        if (layout.desc) plan.onednn_layout = layout.desc, plan.bytes = layout.bytes;
+    }
+    return plan;
+}
+
+PackedMatrix pack_weights(const WeightPlan& plan, const float* w, void* dst) {
+    if (plan.onednn_layout)
+        onednn_reorder_weights(w, plan.out, plan.in, plan.dtype, {plan.onednn_layout, plan.bytes}, dst);
+    else if (plan.dtype == DType::bf16)
+        pack_matrix_bf16(w, plan.out, plan.in, static_cast<uint16_t*>(dst));
+    else
+        pack_matrix(w, plan.out, plan.in, static_cast<float*>(dst));
+    return {dst, plan.out, plan.in, plan.dtype, plan.onednn_layout};
+}
+
 void pack_matrix_transposed(const float* src, int64_t ld, int64_t out, int64_t in, float* dst) {
     for (int64_t p = 0; p < panels_of(out); ++p) {
         float* panel = dst + p * in * packed_panel_cols;
@@ -199,6 +220,7 @@ void with_panels(const PackedMatrix& w, Body&& body) {
 
 void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const PackedMatrix& w, const float* bias,
                         int64_t rows, Epilogue epilogue) {
+    assert(!w.onednn_layout && "linear_packed_rows runs matrices in panels");
     with_panels(w, [&](const auto* panels) {
         for (int64_t p = 0; p < panels_of(w.out); ++p) {
             const int64_t c0 = p * packed_panel_cols;
@@ -211,6 +233,7 @@ void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, cons
 
 void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue) {
+    if (w.onednn_layout) return onednn_linear(ledger, y, x, w, bias, rows, epilogue);
     const int64_t k = w.in, panels = panels_of(w.out);
     // Long rows are split into k-chunks so that a chunk of a panel stays in
     // L1 and the rows of x it meets stay in L2 (ViT-L's 4096-wide fc2 read

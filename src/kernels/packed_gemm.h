@@ -22,10 +22,15 @@ constexpr int64_t packed_panel_cols = 16;
 // bandwidth; products still accumulate in f32). A bf16 panel row stores its
 // 16 columns in the order bf16_panel_order so that one 32-byte load and two
 // interleaves with zero widen it to columns 0-7 and 8-15.
+//
+// A model's matrices may instead be in oneDNN's reordered layout
+// (onednn_layout set, kernels/onednn_linear.h): pack_weights chooses, and
+// linear_packed runs either.
 struct PackedMatrix {
     const void* data = nullptr;
     int64_t out = 0, in = 0;
-    DType dtype = DType::f32;  // f32 or bf16
+    DType dtype = DType::f32;            // f32 or bf16
+    const void* onednn_layout = nullptr;  // oneDNN's weights layout, or null for panels
 };
 
 // Position of column c within a bf16 panel row.
@@ -40,6 +45,20 @@ void pack_matrix(const float* w, int64_t out, int64_t in, float* dst);
 // The same in bf16, each weight rounded to the nearest bf16 (ties to even).
 void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst);
 
+// How a model's weight matrix will be stored: oneDNN's reordered layout
+// where onednn_linear_chosen(dtype) and oneDNN has a fast matmul for it,
+// else panels of `dtype`. bytes: what pack_weights writes.
+struct WeightPlan {
+    int64_t out = 0, in = 0;
+    DType dtype = DType::f32;
+    const void* onednn_layout = nullptr;
+    size_t bytes = 0;
+};
+WeightPlan plan_weights(int64_t out, int64_t in, DType dtype);
+
+// dst (plan.bytes, 64-byte aligned) <- w [out, in] f32 as planned.
+PackedMatrix pack_weights(const WeightPlan& plan, const float* w, void* dst);
+
 // The same from [out, in] rows ld floats apart (one head of a fused buffer), single-threaded.
 void pack_matrix_strided(const float* w, int64_t ld, int64_t out, int64_t in, float* dst);
 
@@ -48,15 +67,15 @@ void pack_matrix_strided(const float* w, int64_t ld, int64_t out, int64_t in, fl
 void pack_matrix_transposed(const float* src, int64_t ld, int64_t out, int64_t in, float* dst);
 
 // Single-threaded core of linear_packed with explicit row strides (ldy for
-// y, ldx for x); counts no MACs.
+// y, ldx for x), for matrices in panels; counts no MACs.
 void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, const PackedMatrix& w, const float* bias,
                         int64_t rows, Epilogue epilogue = Epilogue::none);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, then the epilogue
 // (Epilogue::residual: y += ...). Row strides are w.in and w.out. Parallel
 // over output panels; every output element is computed by one thread in a
-// fixed order, so results do not depend on the thread count. Adds
-// rows * in * out MACs.
+// fixed order, so results do not depend on the thread count. A matrix in
+// oneDNN's layout runs oneDNN's matmul instead. Adds rows * in * out MACs.
 void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue = Epilogue::none);
 

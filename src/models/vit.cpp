@@ -209,20 +209,10 @@ public:
     PackedMatrix take_packed(const std::string& name, std::vector<int64_t> shape, int64_t out, int64_t in) {
         std::vector<float> raw(static_cast<size_t>(out * in));
         file_.read_f32(name, shape, raw.data());
-        const size_t elements = size_t(packed_matrix_floats(out, in));
-        PackedMatrix m{nullptr, out, in, matrices_};
-        if (matrices_ == DType::bf16) {
-            auto* dst = arena_.alloc<uint16_t>(elements);
-            pack_matrix_bf16(raw.data(), out, in, dst);
-            m.data = dst;
-        } else {
-            float* dst = arena_.alloc<float>(elements);
-            pack_matrix(raw.data(), out, in, dst);
-            m.data = dst;
-        }
+        const WeightPlan plan = plan_weights(out, in, matrices_);
         used_.insert(name);
         parameters_ += out * in;
-        return m;
+        return pack_weights(plan, raw.data(), arena_.alloc_bytes(plan.bytes));
     }
     void check_all_used(const std::string& what) const {
         for (const TensorInfo& t : file_.tensors())
@@ -270,8 +260,8 @@ void vit_load(VitModel& model, const std::string& dir, DType matrices) {
         // Packed matrices: every >= 2-D tensor but the token tables ([1, ...])
         // and the depthwise LCE kernels, which stay f32.
         const bool matrix = t.shape.size() >= 2 && t.shape[0] > 1 && t.name.find(".lepe.") == std::string::npos;
-        bytes += size_t(t.numel() + (matrix ? t.numel() / t.shape[0] * packed_panel_cols : 0)) *
-                     (matrix ? dtype_size(matrices) : sizeof(float)) + 64;
+        bytes += (matrix ? plan_weights(t.shape[0], t.numel() / t.shape[0], matrices).bytes
+                         : size_t(t.numel()) * sizeof(float)) + 64;
     }
     memory_check(file.path(), std::string("loading the weights as ") + (matrices == DType::f32 ? "f32" : "bf16"), bytes);
     model.weights.reserve(bytes);

@@ -85,7 +85,7 @@ const float* WeightLoader::f32_concat(const std::vector<std::string>& names, con
 WeightRef WeightLoader::matrix(const std::string& name, int64_t out, int64_t in, DType dtype, bool pack) {
     if (dtype == DType::f32 && pack) {
         const PackedMatrix p = packed({name}, {{out, in}}, in);
-        return {p.data, DType::f32, out, in, true};
+        return {p.data, DType::f32, out, in, true, p.onednn_layout};
     }
     const SafeTensorsSet::Entry& e = get(name, {out, in});
     const void* src = e.file->data(*e.info);
@@ -111,9 +111,8 @@ PackedMatrix WeightLoader::packed(const std::vector<std::string>& names,
         convert(e, DType::f32, raw.data() + row * in);
         row += shapes[i][0];
     }
-    float* dst = store_.alloc<float>(size_t(packed_matrix_floats(out, in)));
-    pack_matrix(raw.data(), out, in, dst);
-    return {dst, out, in};
+    const WeightPlan plan = plan_weights(out, in, DType::f32);
+    return pack_weights(plan, raw.data(), store_.alloc_bytes(plan.bytes));
 }
 
 WeightRef WeightLoader::stacked(const std::vector<std::string>& names, const std::vector<int64_t>& outs, int64_t in,
@@ -122,7 +121,7 @@ WeightRef WeightLoader::stacked(const std::vector<std::string>& names, const std
         std::vector<std::vector<int64_t>> shapes;
         for (int64_t o : outs) shapes.push_back({o, in});
         const PackedMatrix p = packed(names, shapes, in);
-        return {p.data, DType::f32, p.out, in, true};
+        return {p.data, DType::f32, p.out, in, true, p.onednn_layout};
     }
     int64_t total = 0;
     for (int64_t o : outs) total += o;

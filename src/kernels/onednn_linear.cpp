@@ -1,0 +1,172 @@
+#include "kernels/onednn_linear.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "kernels/packed_gemm.h"
+#include "tessera/error.h"
+
+namespace tessera {
+
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& engine() {
+    static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+    return e;
+}
+
+memory::data_type onednn_type(DType dtype) { return dtype == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32; }
+
+// Rows the weights layout is chosen for. oneDNN's blocked weight formats
+// depend on k, n, the data type and the ISA, not on the row count; every
+// product then runs on the stored layout whatever its rows.
+constexpr int64_t layout_rows = 256;
+
+std::mutex mutex;
+std::deque<memory::desc> layouts;  // every layout handed out; deque: stable addresses
+
+const memory::desc* keep_layout(const memory::desc& d) {
+    for (const memory::desc& kept : layouts)
+        if (kept == d) return &kept;
+    layouts.push_back(d);
+    return &layouts.back();
+}
+
+dnnl::matmul::primitive_desc matmul_desc(int64_t rows, int64_t in, int64_t out, DType dtype, const memory::desc& weights,
+                                         bool bias, Epilogue epilogue) {
+    const memory::desc src({rows, in}, onednn_type(dtype), memory::format_tag::ab);
+    const memory::desc dst({rows, out}, memory::data_type::f32, memory::format_tag::ab);
+    dnnl::primitive_attr attr;
+    dnnl::post_ops ops;
+    if (epilogue == Epilogue::gelu_erf) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    if (epilogue == Epilogue::residual) ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+    const memory::desc bias_md({1, out}, memory::data_type::f32, memory::format_tag::ab);
+    const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(src, weights, bias_md, dst) : dnnl::matmul::desc(src, weights, dst);
+    return dnnl::matmul::primitive_desc(desc, attr, engine());
+}
+
+// A matmul whose implementation is oneDNN's reference code is far slower
+// than the packed kernel: not worth choosing.
+bool fast_implementation(const dnnl::matmul::primitive_desc& pd) {
+    const std::string impl = pd.impl_info_str();
+    return impl.find("ref") == std::string::npos;
+}
+
+struct Product {
+    dnnl::matmul matmul;
+    memory::desc src, weights, bias, dst;
+    dnnl::reorder to_bf16;  // bf16 weights: x f32 -> bf16 first
+    memory::desc src_f32;
+};
+
+using ProductKey = std::tuple<int64_t, int64_t, int64_t, int, int, bool, const void*>;
+struct ProductKeyHash {
+    size_t operator()(const ProductKey& k) const {
+        size_t h = 1469598103934665603ull;
+        auto mix = [&](size_t v) { h = (h ^ v) * 1099511628211ull; };
+        mix(size_t(std::get<0>(k))), mix(size_t(std::get<1>(k))), mix(size_t(std::get<2>(k)));
+        mix(size_t(std::get<3>(k))), mix(size_t(std::get<4>(k))), mix(size_t(std::get<5>(k)));
+        mix(reinterpret_cast<size_t>(std::get<6>(k)));
+        return h;
+    }
+};
+std::unordered_map<ProductKey, Product, ProductKeyHash> products;
+
+const Product& product_for(int64_t rows, const PackedMatrix& w, bool bias, Epilogue epilogue) {
+    const ProductKey key{rows, w.in, w.out, int(w.dtype), int(epilogue), bias, w.onednn_layout};
+    std::lock_guard lock(mutex);
+    auto it = products.find(key);
+    if (it != products.end()) return it->second;
+    Product p;
+    p.weights = *static_cast<const memory::desc*>(w.onednn_layout);
+    const auto pd = matmul_desc(rows, w.in, w.out, w.dtype, p.weights, bias, epilogue);
+    p.matmul = dnnl::matmul(pd);
+    p.src = pd.src_desc();
+    p.dst = pd.dst_desc();
+    if (bias) p.bias = memory::desc({1, w.out}, memory::data_type::f32, memory::format_tag::ab);
+    if (w.dtype == DType::bf16) {
+        p.src_f32 = memory::desc({rows, w.in}, memory::data_type::f32, memory::format_tag::ab);
+        p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p.src_f32, engine(), p.src));
+    }
+    return products.emplace(key, std::move(p)).first->second;
+}
+
+}  // namespace
+
+bool onednn_linear_chosen(DType dtype) {
+    if (const char* force = std::getenv("TESSERA_LINEAR")) {
+        const std::string f = force;
+        if (f == "packed") return false;
+        if (f == "onednn") return true;
+        if (!f.empty()) fail("TESSERA_LINEAR", "expected packed or onednn, got '" + f + "'");
+    }
+    using isa = dnnl::cpu_isa;
+    const isa best = dnnl::get_effective_cpu_isa();
+    const bool avx512 = best == isa::avx512_core || best == isa::avx512_core_vnni || best == isa::avx512_core_bf16 ||
+                        best == isa::avx512_core_amx;
+    const bool bf16 = best == isa::avx512_core_bf16 || best == isa::avx512_core_amx;
+    return dtype == DType::bf16 ? bf16 : avx512;
+}
+
+OnednnLayout onednn_weights_layout(int64_t out, int64_t in, DType dtype) {
+    try {
+        const memory::desc any({in, out}, onednn_type(dtype), memory::format_tag::any);
+        const auto pd = matmul_desc(layout_rows, in, out, dtype, any, true, Epilogue::none);
+        if (!fast_implementation(pd)) return {};
+        const memory::desc chosen = pd.weights_desc();
+        std::lock_guard lock(mutex);
+        return {keep_layout(chosen), chosen.get_size()};
+    } catch (const dnnl::error&) {
+        return {};  // no matmul for this dtype on this CPU
+    }
+}
+
+void onednn_reorder_weights(const float* w, int64_t out, int64_t in, DType dtype, const OnednnLayout& layout,
+                            void* dst) {
+    // W^T [in, out] read in place from PyTorch's [out, in]: format "ba".
+    const memory::desc plain({in, out}, memory::data_type::f32, memory::format_tag::ba);
+    const memory::desc& target = *static_cast<const memory::desc*>(layout.desc);
+    memory from(plain, engine(), const_cast<float*>(w)), to(target, engine(), dst);
+    dnnl::stream stream(engine());
+    dnnl::reorder(from, to).execute(stream, from, to);
+    stream.wait();
+    (void)dtype;
+}
+
+void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
+                   Epilogue epilogue) {
+    if (rows > 0) {
+        const Product& p = product_for(rows, w, bias != nullptr, epilogue);
+        thread_local dnnl::stream stream(engine());
+        const void* src = x;
+        thread_local std::vector<uint16_t> x_bf16;  // grows to the largest product, then stays
+        if (w.dtype == DType::bf16) {
+            if (x_bf16.size() < size_t(rows * w.in)) x_bf16.resize(size_t(rows * w.in));
+            memory from(p.src_f32, engine(), const_cast<float*>(x)), to(p.src, engine(), x_bf16.data());
+            p.to_bf16.execute(stream, from, to);
+            src = x_bf16.data();
+        }
+        std::unordered_map<int, memory> args = {
+            {DNNL_ARG_SRC, memory(p.src, engine(), const_cast<void*>(src))},
+            {DNNL_ARG_WEIGHTS, memory(p.weights, engine(), const_cast<void*>(w.data))},
+            {DNNL_ARG_DST, memory(p.dst, engine(), y)},
+        };
+        if (bias) args.emplace(DNNL_ARG_BIAS, memory(p.bias, engine(), const_cast<float*>(bias)));
+        p.matmul.execute(stream, args);
+        stream.wait();
+    }
+    if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
+}
+
+}  // namespace tessera

@@ -1,0 +1,46 @@
+// Linear layers through oneDNN's matmul with the weights reordered once, at
+// load, into the blocked layout oneDNN's own kernels read (f32, or bf16 with
+// activations converted to bf16 and f32 accumulation). This is the fast path
+// on CPUs where oneDNN has AVX-512 or AMX kernels: on such a host its matmul
+// runs ViT layers about twice as fast as the AVX2 packed kernel
+// (docs/performance.md). On AVX2-only CPUs the packed kernel is as fast and
+// is used instead.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/gemm.h"
+#include "tessera/flops.h"
+#include "tessera/tensor.h"
+
+namespace tessera {
+
+struct PackedMatrix;
+
+// Whether weights in `dtype` should be reordered for oneDNN on this CPU:
+// f32 when oneDNN's best ISA is AVX-512 or better, bf16 when it has bf16
+// arithmetic (AVX512-BF16, AMX), and only if oneDNN creates a matmul for
+// them. TESSERA_LINEAR=packed or =onednn overrides the choice (tests and
+// benchmarks); a forced oneDNN path still falls back to the packed kernel
+// where oneDNN has no matmul for the dtype.
+bool onednn_linear_chosen(DType dtype);
+
+// The layout of a [out, in] matrix in oneDNN's preferred weights format for
+// `dtype` (an opaque pointer that lives as long as the process) and its size
+// in bytes; null when oneDNN creates no matmul for it.
+struct OnednnLayout {
+    const void* desc = nullptr;
+    size_t bytes = 0;
+};
+OnednnLayout onednn_weights_layout(int64_t out, int64_t in, DType dtype);
+
+// dst (layout.bytes, 64-byte aligned) <- w [out, in] f32 in that layout.
+void onednn_reorder_weights(const float* w, int64_t out, int64_t in, DType dtype, const OnednnLayout& layout,
+                            void* dst);
+
+// y[rows, w.out] = x[rows, w.in] · W^T + bias, then the epilogue, for a
+// matrix in oneDNN's layout (w.onednn_layout set). Adds rows * in * out MACs.
+void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
+                   Epilogue epilogue);
+
+}  // namespace tessera
