@@ -4,6 +4,10 @@
 //
 //   build/tessera_gemm_bench [--threads T] [--iters N] [--warmup W] [--dtype f32|bf16]
 //                            [--shapes NAME:ROWS:IN:OUT[:EPILOGUE[:COUNT]],...] [--json]
+//   build/tessera_gemm_bench --gemv-bf16 IN:OUT:COUNT [--threads T] [--iters PASSES]
+//
+// --gemv-bf16 times the decode GEMV instead (gemv_bandwidth below) and prints
+// {gemv_gbps_best, gemv_gbps_median, bytes, threads, passes}.
 //
 // --dtype bf16 packs Tessera's weights in bf16 (a `--dtype bf16` run's
 // layers); oneDNN's matmul stays f32, the peer the issue compares against.
@@ -12,9 +16,12 @@
 // or residual; COUNT (default 1) is how often the layer runs in one forward
 // pass and weights the totals. --json prints one JSON object instead of the
 // table: per layer {name, rows, in, out, count, onednn_ms, packed_ms,
-// onednn_gflops, packed_gflops} and the count-weighted totals over the list
-// (onednn_gflops / packed_gflops = total FLOP / total median time), which
-// bench/perf_suite.py reads as the matmul rate on a model's shapes.
+// onednn_gflops, packed_gflops, chosen, chosen_gflops} and the count-weighted
+// totals over the list (onednn_gflops / packed_gflops / chosen_gflops = total
+// FLOP / total median time), which bench/perf_suite.py reads as the matmul
+// rate on a model's shapes. "chosen" is the weights as a model on this CPU
+// prepares them (plan_weights): oneDNN's reordered layout on AVX-512/AMX
+// hosts ("onednn"), else the same panels ("packed").
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,6 +49,8 @@ struct Shape {
 
 struct Timing {
     double onednn_ms, packed_ms;
+    double chosen_ms = 0.0;  // the weights as a model on this CPU holds them (plan_weights)
+    bool chosen_onednn = false;
 };
 
 double median(std::vector<double> v) {
@@ -104,8 +113,13 @@ Timing time_shape(const Shape& s, int iters, int warmup, tessera::DType dtype, s
         tessera::pack_matrix(w.data(), s.out, s.in, pw);
         pm.data = pw;
     }
-    std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size());
-    std::vector<double> t1, t2;
+    // The same weights prepared as a model on this CPU prepares them: oneDNN's
+    // reordered layout on AVX-512/AMX hosts, else the same panels.
+    const tessera::WeightPlan plan = tessera::plan_weights(s.out, s.in, dtype);
+    tessera::Arena chosen_store(plan.bytes + 64);
+    const tessera::PackedMatrix chosen = tessera::pack_weights(plan, w.data(), chosen_store.alloc_bytes(plan.bytes));
+    std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), y3(y1.size());
+    std::vector<double> t1, t2, t3;
     auto now = [] { return std::chrono::steady_clock::now(); };
     for (int i = 0; i < iters + warmup; ++i) {
         auto a = now();
@@ -113,15 +127,44 @@ Timing time_shape(const Shape& s, int iters, int warmup, tessera::DType dtype, s
         auto m = now();
         tessera::linear_packed(nullptr, y2.data(), x.data(), pm, b.data(), s.rows, s.epilogue);
         auto e = now();
+        tessera::linear_packed(nullptr, y3.data(), x.data(), chosen, b.data(), s.rows, s.epilogue);
+        auto f = now();
         if (i >= warmup) {
             t1.push_back(std::chrono::duration<double, std::milli>(m - a).count());
             t2.push_back(std::chrono::duration<double, std::milli>(e - m).count());
+            t3.push_back(std::chrono::duration<double, std::milli>(f - e).count());
         }
     }
-    return {median(t1), median(t2)};
+    return {median(t1), median(t2), median(t3), plan.onednn_layout != nullptr};
 }
 
 double flop_of(const Shape& s) { return 2.0 * double(s.rows) * double(s.in) * double(s.out); }
+
+// The decode step's product: one row of x against bf16 matrices read in
+// place (linear_w's GEMV), `count` distinct [out, in] matrices so that the
+// weights (about 1 GiB for 12 LLaVA-7B MLP matrices) come from memory, not
+// cache. Prints the read rate of the weights, to compare with bench/membw
+// at the same moment.
+int gemv_bandwidth(int64_t in, int64_t out, int64_t count, int passes) {
+    const size_t per = size_t(in * out);
+    std::vector<uint16_t> w(per * size_t(count));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = uint16_t(0x3c00 + (i & 63));  // small bf16 values
+    std::vector<float> x(static_cast<size_t>(in), 0.01f), y(static_cast<size_t>(out));
+    std::vector<double> gbps;
+    for (int p = 0; p < passes + 1; ++p) {  // the first pass warms up
+        const auto start = std::chrono::steady_clock::now();
+        for (int64_t m = 0; m < count; ++m) {
+            const tessera::WeightRef ref{w.data() + per * size_t(m), tessera::DType::bf16, out, in};
+            tessera::linear_w(nullptr, y.data(), x.data(), ref, nullptr, 1);
+        }
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (p > 0) gbps.push_back(double(w.size()) * 2.0 / s / 1e9);
+    }
+    std::sort(gbps.begin(), gbps.end());
+    std::printf("{\"gemv_gbps_best\":%.3f,\"gemv_gbps_median\":%.3f,\"bytes\":%zu,\"threads\":%d,\"passes\":%d}\n",
+                gbps.back(), gbps[gbps.size() / 2], w.size() * 2, tessera::threads_count(), passes);
+    return y[0] == y[0] ? 0 : 1;
+}
 
 }  // namespace
 
@@ -130,6 +173,7 @@ int main(int argc, char** argv) {
     bool as_json = false;
     std::string shape_list;
     tessera::DType dtype = tessera::DType::f32;
+    std::string gemv;  // IN:OUT:COUNT
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string k = argv[i];
@@ -142,6 +186,7 @@ int main(int argc, char** argv) {
             else if (k == "--warmup") warmup = std::atoi(value().c_str());
             else if (k == "--shapes") shape_list = value();
             else if (k == "--json") as_json = true;
+            else if (k == "--gemv-bf16") gemv = value();
             else if (k == "--dtype") {
                 const std::string d = value();
                 if (d != "f32" && d != "bf16") throw std::runtime_error("--dtype must be f32 or bf16, got '" + d + "'");
@@ -152,6 +197,15 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tessera_gemm_bench: %s\n", e.what());
         return 2;
+    }
+    if (!gemv.empty()) {
+        int64_t in = 0, out = 0, count = 0;
+        if (std::sscanf(gemv.c_str(), "%ld:%ld:%ld", &in, &out, &count) != 3 || in < 1 || out < 1 || count < 1) {
+            std::fprintf(stderr, "tessera_gemm_bench: --gemv-bf16 expects IN:OUT:COUNT, got '%s'\n", gemv.c_str());
+            return 2;
+        }
+        tessera::threads_init(threads);
+        return gemv_bandwidth(in, out, count, std::max(3, iters));
     }
     using E = tessera::Epilogue;
     std::vector<Shape> shapes = {
@@ -173,13 +227,14 @@ int main(int argc, char** argv) {
         std::printf("%-14s %6s %5s %5s  %9s %9s  %8s %8s  %6s\n", "layer", "rows", "in", "out", "onednn ms",
                     "packed ms", "GFLOP/s", "GFLOP/s", "ratio");
     std::string layers;
-    double total_flop = 0, total_onednn = 0, total_packed = 0;
+    double total_flop = 0, total_onednn = 0, total_packed = 0, total_chosen = 0;
     for (const Shape& s : shapes) {
         const Timing t = time_shape(s, iters, warmup, dtype, rng);
         const double flop = flop_of(s);
         total_flop += flop * double(s.count);
         total_onednn += t.onednn_ms * double(s.count);
         total_packed += t.packed_ms * double(s.count);
+        total_chosen += t.chosen_ms * double(s.count);
         if (!as_json) {
             std::printf("%-14s %6lld %5lld %5lld  %9.4f %9.4f  %8.1f %8.1f  %6.3f\n", s.name.c_str(),
                         (long long)s.rows, (long long)s.in, (long long)s.out, t.onednn_ms, t.packed_ms,
@@ -189,15 +244,18 @@ int main(int argc, char** argv) {
         char buf[512];
         std::snprintf(buf, sizeof buf,
                       "%s{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"count\":%lld,"
-                      "\"onednn_ms\":%.6f,\"packed_ms\":%.6f,\"onednn_gflops\":%.3f,\"packed_gflops\":%.3f}",
+                      "\"onednn_ms\":%.6f,\"packed_ms\":%.6f,\"onednn_gflops\":%.3f,\"packed_gflops\":%.3f,"
+                      "\"chosen\":\"%s\",\"chosen_gflops\":%.3f}",
                       layers.empty() ? "" : ",", s.name.c_str(), (long long)s.rows, (long long)s.in,
                       (long long)s.out, (long long)s.count, t.onednn_ms, t.packed_ms, flop / t.onednn_ms / 1e6,
-                      flop / t.packed_ms / 1e6);
+                      flop / t.packed_ms / 1e6, t.chosen_onednn ? "onednn" : "packed", flop / t.chosen_ms / 1e6);
         layers += buf;
     }
     if (as_json)
         std::printf("{\"dtype\":\"%s\",\"threads\":%d,\"iters\":%d,\"warmup\":%d,\"layers\":[%s],\"gflop\":%.6f,"
-                    "\"onednn_ms\":%.6f,\"packed_ms\":%.6f,\"onednn_gflops\":%.3f,\"packed_gflops\":%.3f}\n",
+                    "\"onednn_ms\":%.6f,\"packed_ms\":%.6f,\"onednn_gflops\":%.3f,\"packed_gflops\":%.3f,"
+                    "\"chosen_gflops\":%.3f}\n",
                     tessera::dtype_name(dtype), tessera::threads_count(), iters, warmup, layers.c_str(), total_flop / 1e9, total_onednn,
-                    total_packed, total_flop / total_onednn / 1e6, total_flop / total_packed / 1e6);
+                    total_packed, total_flop / total_onednn / 1e6, total_flop / total_packed / 1e6,
+                    total_flop / total_chosen / 1e6);
 }

@@ -18,7 +18,10 @@ Decode bound: one decode step reads every decoder matrix once (bf16: 2 bytes
 a weight, read in place; the embedding table only one row) plus the f32 KV
 cache of every layer, so tokens/s <= bandwidth / (weight bytes + KV bytes).
 The bandwidth comes from --bandwidth-gbps, or from running the --membw
-program (bench/membw.cpp) at the same thread count.
+program (bench/membw.cpp) at the same thread count right before every
+caption run: a virtual machine's bandwidth drifts by tens of percent over
+minutes, so each run's decode rate is compared with the bandwidth of its own
+moment, and the fraction reported is the median over the runs.
 """
 import argparse
 import json
@@ -76,7 +79,7 @@ def decoder_read_bytes(model_dir):
 
 
 def measure_bandwidth(membw, threads):
-    p = subprocess.run([membw, "--threads", str(threads)], check=True, capture_output=True, text=True)
+    p = subprocess.run([membw, "--threads", str(threads), "--passes", "5"], check=True, capture_output=True, text=True)
     return json.loads(p.stdout.strip().splitlines()[-1])["gbps_best"]
 
 
@@ -109,7 +112,7 @@ def main():
                         os.path.join(ROOT, "tools", "configs", "llava-1.5-7b-hf"), "--tokenizer-from",
                         os.path.join(ROOT, "tests", "fixtures", "llava", "tiny-llava-mha"), "--out", args.model],
                        check=True)
-    bandwidth = args.bandwidth_gbps or (measure_bandwidth(args.membw, args.threads) if args.membw else 0.0)
+    bandwidth = args.bandwidth_gbps
     weight_bytes, kv_widths = decoder_read_bytes(args.model)
 
     runs = {name: [] for name, _ in pipelines}
@@ -121,7 +124,9 @@ def main():
                    args.image]
             if pipeline:
                 cmd[2:2] = ["--pipeline", os.path.join(ROOT, pipeline)]
+            run_bandwidth = bandwidth or (measure_bandwidth(args.membw, args.threads) if args.membw else 0.0)
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            out["bandwidth_gbps"] = run_bandwidth
             runs[name].append(out)
             steps = max(len(out["token_ids"]) - 1, 1)
             print(f"{name}: first token {out['ms']['first_token'] / 1000:.2f} s, "
@@ -154,19 +159,25 @@ def main():
                "decode_s_per_token": decode_s, "decode_s_per_token_spread": spread(per_token),
                "decode_tokens_per_s": 1.0 / decode_s,
                "gmacs_prefill": rs[0]["gmacs"]["prefill"], "gmacs_vision": rs[0]["gmacs"]["vision"],
+               "peak_rss_mib": max(r.get("peak_rss_mib", 0.0) for r in rs),
                "decode_weight_bytes": weight_bytes, "decode_kv_bytes": kv_bytes,
                "decode_gb_per_token": (weight_bytes + kv_bytes) / 1e9}
         if name != "full":
             row["prefill_speedup"] = base_prefill / prefill
             row["prefill_mac_ratio"] = row["gmacs_prefill"] / base_prefill_gmacs
             row["prefill_fraction_of_promised"] = row["prefill_speedup"] * row["prefill_mac_ratio"]
-        if bandwidth:
-            row["bound_tokens_per_s"] = bandwidth * 1e9 / (weight_bytes + kv_bytes)
-            row["decode_fraction_of_bound"] = row["decode_tokens_per_s"] / row["bound_tokens_per_s"]
+        if rs[0]["bandwidth_gbps"]:
+            bw = med(lambda r: r["bandwidth_gbps"])
+            row["bandwidth_gbps"] = bw
+            row["bandwidth_gbps_spread"] = spread(lambda r: r["bandwidth_gbps"])
+            row["bound_tokens_per_s"] = bw * 1e9 / (weight_bytes + kv_bytes)
+            # Each run against the bandwidth measured just before it.
+            row["decode_fraction_of_bound"] = med(
+                lambda r: (1.0 / per_token(r)) / (r["bandwidth_gbps"] * 1e9 / (weight_bytes + kv_bytes)))
         rows.append(row)
     print("| pipeline | visual tokens -> decoder | TTFT s | TTFT ratio | vision s | prefill s | prefill GMACs | "
-          "prefill speed-up / promised | decode s/token | decode tokens/s | bound tokens/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "prefill speed-up / promised | decode s/token | decode tokens/s | bound tokens/s | peak memory GiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         layers = r["decoder_visual_tokens"]
         shown = f"{r['visual_tokens']}" if len(set(layers)) == 1 else f"{r['visual_tokens']} ({layers[0]}..{layers[-1]})"
@@ -175,16 +186,18 @@ def main():
         bound = f"{r['bound_tokens_per_s']:.2f}" if "bound_tokens_per_s" in r else "-"
         print(f"| {r['pipeline']} | {shown} | {r['ttft_s']:.1f} | {r['ttft_ratio']:.3f} | {r['vision_s']:.1f} | "
               f"{r['prefill_s']:.1f} | {r['gmacs_prefill']:.4g} | {promised} | {r['decode_s_per_token']:.2f} | "
-              f"{r['decode_tokens_per_s']:.2f} | {bound} |")
-    if bandwidth:
-        print(f"\nDecode bound: {bandwidth:.2f} GB/s / {(weight_bytes + rows[0]['decode_kv_bytes']) / 1e9:.2f} GB "
-              f"read per token (weights {weight_bytes / 1e9:.2f} GB + KV cache) = "
-              f"{rows[0]['bound_tokens_per_s']:.2f} tokens/s; measured {rows[0]['decode_tokens_per_s']:.2f} "
-              f"({rows[0]['decode_fraction_of_bound']:.0%} of the bound).")
+              f"{r['decode_tokens_per_s']:.2f} | {bound} | {r['peak_rss_mib'] / 1024:.1f} |")
+    if rows[0].get("bandwidth_gbps"):
+        print(f"\nDecode bound: {rows[0]['bandwidth_gbps']:.2f} GB/s (median of the runs' own measurements) / "
+              f"{(weight_bytes + rows[0]['decode_kv_bytes']) / 1e9:.2f} GB read per token (weights "
+              f"{weight_bytes / 1e9:.2f} GB + KV cache) = {rows[0]['bound_tokens_per_s']:.2f} tokens/s; measured "
+              f"{rows[0]['decode_tokens_per_s']:.2f} ({rows[0]['decode_fraction_of_bound']:.0%} of the bound, "
+              f"median of runs each against its own bandwidth).")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat,
                        "max_new_tokens": args.max_new_tokens, "bandwidth_gbps": bandwidth or None,
+                       "membw": args.membw or None,
                        "decode_weight_bytes": weight_bytes, "rows": rows}, f, indent=1)
             f.write("\n")
 

@@ -275,7 +275,7 @@ def section_llava(a, env, bandwidth):
            "--repeat", str(a.llava_repeat), "--pipelines", "full,vtc-cls-64",
            "--max-new-tokens", str(a.llava_new_tokens), "--out", out_json]
     if bandwidth.get("available"):
-        cmd += ["--bandwidth-gbps", f"{bandwidth['gbps_best']:.3f}"]
+        cmd += ["--membw", a.membw]  # measured again before each run: the bandwidth drifts
     print(f"  llava: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     try:
         p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=4 * 3600)
@@ -403,7 +403,8 @@ def report(results):
 def llava_table(llava):
     head = ["pipeline", "visual tokens", "TTFT s", "prefill s", "prefill speed-up",
             "prefill MAC ratio", "fraction of promised", "decode tokens/s",
-            "weights+KV GB/token", "bandwidth bound tokens/s", "decode / bound"]
+            "weights+KV GB/token", "bandwidth GB/s (at the runs)", "bandwidth bound tokens/s", "decode / bound",
+            "peak memory GiB"]
     rows = []
     for r in llava["rows"]:
         def opt(key, spec):
@@ -413,7 +414,8 @@ def llava_table(llava):
                      f"{r['prefill_s']:.2f}", opt("prefill_speedup", ".2f"),
                      opt("prefill_mac_ratio", ".3f"), opt("prefill_fraction_of_promised", ".1%"),
                      f"{r['decode_tokens_per_s']:.2f}", opt("decode_gb_per_token", ".2f"),
-                     opt("bound_tokens_per_s", ".2f"), opt("decode_fraction_of_bound", ".0%")])
+                     opt("bandwidth_gbps", ".1f"), opt("bound_tokens_per_s", ".2f"), opt("decode_fraction_of_bound", ".0%"),
+                     f"{r['peak_rss_mib'] / 1024:.1f}" if r.get("peak_rss_mib") else "-"])
     return markdown_table(head, rows)
 
 

@@ -292,14 +292,20 @@ TEST_P(AttentionTest, MatchesNaiveAndReturnsClsRow) {
     std::vector<float> ref, ref_cls;
     attention_ref(qkv, p.tokens, p.heads, p.head_dim, p.key_bias ? bias.data() : nullptr, ref, ref_cls);
 
-    std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
-    std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
-    Ledger ledger;
-    attention(&ledger, {qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
-                        p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()});
-    EXPECT_LT(max_abs_diff(out, ref), 1e-5f);
-    EXPECT_LT(max_abs_diff(cls, ref_cls), 1e-6f);
-    EXPECT_EQ(ledger.total(), uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
+    // Both forms: the packed kernel, and oneDNN's batched products (what
+    // models on AVX-512/AMX CPUs run), in the same scratch.
+    for (const bool onednn : {false, true}) {
+        std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
+        std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
+        Ledger ledger;
+        AttentionArgs args{qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
+                           p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()};
+        args.onednn = onednn;
+        attention(&ledger, args);
+        EXPECT_LT(max_abs_diff(out, ref), 1e-5f) << (onednn ? "oneDNN" : "packed");
+        EXPECT_LT(max_abs_diff(cls, ref_cls), 1e-6f) << (onednn ? "oneDNN" : "packed");
+        EXPECT_EQ(ledger.total(), uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
+    }
 }
 
 // 577 tokens x 16 heads needs several query blocks: the full map never exists.

@@ -35,11 +35,13 @@ def main():
     for r in rows:
         if r["model"] == "layers" and "result" in r:
             g = r["result"]
-            print(f"\nlinear layers, packed weights in {r['dtype']}: oneDNN f32 matmul {g['onednn_gflops']:.1f} GFLOP/s, "
-                  f"Tessera packed {g['packed_gflops']:.1f} GFLOP/s")
+            print(f"\nlinear layers, weights in {r['dtype']}: oneDNN f32 matmul on plain weights "
+                  f"{g['onednn_gflops']:.1f} GFLOP/s, Tessera packed panels {g['packed_gflops']:.1f}, "
+                  f"as this CPU prepares them {g.get('chosen_gflops', float('nan')):.1f}")
             for layer in g["layers"]:
                 print(f"  {layer['name']:<14} {layer['rows']}x{layer['in']}x{layer['out']}: oneDNN "
-                      f"{layer['onednn_gflops']:.1f}, packed {layer['packed_gflops']:.1f} GFLOP/s")
+                      f"{layer['onednn_gflops']:.1f}, panels {layer['packed_gflops']:.1f}, "
+                      f"{layer.get('chosen', '?')} {layer.get('chosen_gflops', float('nan')):.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "kernels/elementwise.h"
+#include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
 #include "tessera/threads.h"
 
@@ -29,7 +30,47 @@ int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim
     return heads * packed_floats(tokens, head_dim) + int64_t(slots) * block * (head_dim + tokens);
 }
 
+namespace {
+
+// The oneDNN form: per block of query rows, scores of every head in one
+// batched product (scale as alpha), softmax, then one batched value product
+// straight into the heads' output columns. The strides read q, k and v in
+// place from the fused buffer. Block rows <= 2 * head_dim keep the block's
+// scores (heads x block x n) inside attention_scratch_floats.
+void attention_onednn(const AttentionArgs& p) {
+    const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
+    const int64_t block = std::min<int64_t>({64, 2 * d, n});
+    float* scores = p.scratch;
+    for (int64_t r0 = 0; r0 < n; r0 += block) {
+        const int64_t rows = std::min(block, n - r0);
+        GemmDesc s;  // scores[hh, i, j] = scale * q[r0 + i, hh] . k[j, hh]
+        s.batch = h, s.m = rows, s.k = d, s.n = n, s.alpha = p.scale;
+        s.a_stride[0] = d, s.a_stride[1] = row, s.a_stride[2] = 1;
+        s.b_stride[0] = d, s.b_stride[1] = 1, s.b_stride[2] = row;
+        s.c_stride[0] = rows * n, s.c_stride[1] = n, s.c_stride[2] = 1;
+        gemm(nullptr, s, p.qkv + r0 * row, p.qkv + c, nullptr, scores);
+#pragma omp parallel for schedule(static) if (h * rows * n > 32768)
+        for (int64_t r = 0; r < h * rows; ++r) softmax_row(scores + r * n, n, p.key_bias);
+        if (r0 == 0 && p.cls_probs)
+            for (int64_t hh = 0; hh < h; ++hh)
+                std::memcpy(p.cls_probs + hh * n, scores + hh * rows * n, size_t(n) * sizeof(float));
+        GemmDesc v;  // out[r0 + i, hh] = scores[hh, i, :] . v[:, hh]
+        v.batch = h, v.m = rows, v.k = n, v.n = d;
+        v.a_stride[0] = rows * n, v.a_stride[1] = n, v.a_stride[2] = 1;
+        v.b_stride[0] = d, v.b_stride[1] = row, v.b_stride[2] = 1;
+        v.c_stride[0] = d, v.c_stride[1] = c, v.c_stride[2] = 1;
+        gemm(nullptr, v, scores, p.qkv + 2 * c, nullptr, p.out + r0 * c);
+    }
+}
+
+}  // namespace
+
 void attention(Ledger* ledger, const AttentionArgs& p) {
+    if (p.onednn) {
+        attention_onednn(p);
+        if (ledger) ledger->add(uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
+        return;
+    }
     const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
     const int64_t block = attention_block_rows(h, n), per_head = packed_floats(n, d);
     const int slots = p.slots > 0 ? p.slots : threads_count();

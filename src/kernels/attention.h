@@ -22,6 +22,10 @@ struct AttentionArgs {
     float* cls_probs = nullptr;         // [heads, tokens] receives softmax row of query 0; may be null
     float* scratch = nullptr;           // attention_scratch_floats(heads, tokens, head_dim, slots) floats
     int slots = 0;                      // threads the scratch was sized for (0: threads_count())
+    // Run the two products through oneDNN's matmul, batched over heads for
+    // blocks of query rows, instead of the packed kernel: what a model whose
+    // linear layers run on oneDNN (AVX-512/AMX CPUs) asks for. Same scratch.
+    bool onednn = false;
 };
 
 // Query rows per work item.

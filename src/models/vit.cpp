@@ -495,6 +495,8 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 if (!handled) {
                     AttentionArgs args{view.qkv,        view.out, n,        heads, hd, view.scale, view.key_bias,
                                        view.cls_probs,  s.scores, s.attention_slots};
+                    // Attention follows the linear layers onto oneDNN where they run there.
+                    args.onednn = blk.qkv_w.onednn_layout != nullptr;
                     attention(ledger, args);
                 }
             }
