@@ -8,7 +8,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include <oneapi/dnnl/dnnl.hpp>
+#include "kernels/onednn_engine.h"
 
 #include "kernels/packed_gemm.h"
 
@@ -19,14 +19,14 @@
 
 namespace tessera {
 
-namespace {
-
-using dnnl::memory;
-
-dnnl::engine& cpu_engine() {
+dnnl::engine& onednn_engine() {
     static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
     return engine;
 }
+
+namespace {
+
+using dnnl::memory;
 
 // Everything that distinguishes one primitive from another.
 struct GemmKey {
@@ -76,7 +76,7 @@ GemmPrimitive make_primitive(const GemmDesc& d) {
     if (d.alpha != 1.0f) attr.set_output_scales(0, {d.alpha});
 
     dnnl::matmul::desc desc = d.bias ? dnnl::matmul::desc(p.a, p.b, p.bias, p.c) : dnnl::matmul::desc(p.a, p.b, p.c);
-    p.matmul = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, cpu_engine()));
+    p.matmul = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, onednn_engine()));
     return p;
 }
 
@@ -95,7 +95,7 @@ const GemmPrimitive& primitive_for(const GemmDesc& d) {
 
 void gemm(Ledger* ledger, const GemmDesc& d, const float* a, const float* b, const float* bias, float* c) {
     const GemmPrimitive& p = primitive_for(d);
-    dnnl::engine& engine = cpu_engine();
+    dnnl::engine& engine = onednn_engine();
     // One stream per thread: callers may run products from parallel regions.
     thread_local dnnl::stream stream(engine);
     std::unordered_map<int, memory> args = {

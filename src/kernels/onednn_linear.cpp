@@ -9,7 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include <oneapi/dnnl/dnnl.hpp>
+#include "kernels/onednn_engine.h"
 
 #include "kernels/packed_gemm.h"
 #include "tessera/error.h"
@@ -19,11 +19,6 @@ namespace tessera {
 namespace {
 
 using dnnl::memory;
-
-dnnl::engine& engine() {
-    static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-    return e;
-}
 
 memory::data_type onednn_type(DType dtype) { return dtype == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32; }
 
@@ -53,7 +48,7 @@ dnnl::matmul::primitive_desc matmul_desc(int64_t rows, int64_t in, int64_t out, 
     attr.set_post_ops(ops);
     const memory::desc bias_md({1, out}, memory::data_type::f32, memory::format_tag::ab);
     const dnnl::matmul::desc desc = bias ? dnnl::matmul::desc(src, weights, bias_md, dst) : dnnl::matmul::desc(src, weights, dst);
-    return dnnl::matmul::primitive_desc(desc, attr, engine());
+    return dnnl::matmul::primitive_desc(desc, attr, onednn_engine());
 }
 
 // A matmul whose implementation is oneDNN's reference code is far slower
@@ -97,7 +92,7 @@ const Product& product_for(int64_t rows, const PackedMatrix& w, bool bias, Epilo
     if (bias) p.bias = memory::desc({1, w.out}, memory::data_type::f32, memory::format_tag::ab);
     if (w.dtype == DType::bf16) {
         p.src_f32 = memory::desc({rows, w.in}, memory::data_type::f32, memory::format_tag::ab);
-        p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), p.src_f32, engine(), p.src));
+        p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(onednn_engine(), p.src_f32, onednn_engine(), p.src));
     }
     return products.emplace(key, std::move(p)).first->second;
 }
@@ -132,37 +127,35 @@ OnednnLayout onednn_weights_layout(int64_t out, int64_t in, DType dtype) {
     }
 }
 
-void onednn_reorder_weights(const float* w, int64_t out, int64_t in, DType dtype, const OnednnLayout& layout,
-                            void* dst) {
+void onednn_reorder_weights(const float* w, int64_t out, int64_t in, const OnednnLayout& layout, void* dst) {
     // W^T [in, out] read in place from PyTorch's [out, in]: format "ba".
     const memory::desc plain({in, out}, memory::data_type::f32, memory::format_tag::ba);
     const memory::desc& target = *static_cast<const memory::desc*>(layout.desc);
-    memory from(plain, engine(), const_cast<float*>(w)), to(target, engine(), dst);
-    dnnl::stream stream(engine());
+    memory from(plain, onednn_engine(), const_cast<float*>(w)), to(target, onednn_engine(), dst);
+    dnnl::stream stream(onednn_engine());
     dnnl::reorder(from, to).execute(stream, from, to);
     stream.wait();
-    (void)dtype;
 }
 
 void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue) {
     if (rows > 0) {
         const Product& p = product_for(rows, w, bias != nullptr, epilogue);
-        thread_local dnnl::stream stream(engine());
+        thread_local dnnl::stream stream(onednn_engine());
         const void* src = x;
         thread_local std::vector<uint16_t> x_bf16;  // grows to the largest product, then stays
         if (w.dtype == DType::bf16) {
             if (x_bf16.size() < size_t(rows * w.in)) x_bf16.resize(size_t(rows * w.in));
-            memory from(p.src_f32, engine(), const_cast<float*>(x)), to(p.src, engine(), x_bf16.data());
+            memory from(p.src_f32, onednn_engine(), const_cast<float*>(x)), to(p.src, onednn_engine(), x_bf16.data());
             p.to_bf16.execute(stream, from, to);
             src = x_bf16.data();
         }
         std::unordered_map<int, memory> args = {
-            {DNNL_ARG_SRC, memory(p.src, engine(), const_cast<void*>(src))},
-            {DNNL_ARG_WEIGHTS, memory(p.weights, engine(), const_cast<void*>(w.data))},
-            {DNNL_ARG_DST, memory(p.dst, engine(), y)},
+            {DNNL_ARG_SRC, memory(p.src, onednn_engine(), const_cast<void*>(src))},
+            {DNNL_ARG_WEIGHTS, memory(p.weights, onednn_engine(), const_cast<void*>(w.data))},
+            {DNNL_ARG_DST, memory(p.dst, onednn_engine(), y)},
         };
-        if (bias) args.emplace(DNNL_ARG_BIAS, memory(p.bias, engine(), const_cast<float*>(bias)));
+        if (bias) args.emplace(DNNL_ARG_BIAS, memory(p.bias, onednn_engine(), const_cast<float*>(bias)));
         p.matmul.execute(stream, args);
         stream.wait();
     }

@@ -34,9 +34,9 @@ struct OnednnLayout {
 };
 OnednnLayout onednn_weights_layout(int64_t out, int64_t in, DType dtype);
 
-// dst (layout.bytes, 64-byte aligned) <- w [out, in] f32 in that layout.
-void onednn_reorder_weights(const float* w, int64_t out, int64_t in, DType dtype, const OnednnLayout& layout,
-                            void* dst);
+// dst (layout.bytes, 64-byte aligned) <- w [out, in] f32 in that layout
+// (and its data type: the reorder converts to bf16 where the layout is bf16).
+void onednn_reorder_weights(const float* w, int64_t out, int64_t in, const OnednnLayout& layout, void* dst);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, then the epilogue, for a
 // matrix in oneDNN's layout (w.onednn_layout set). Adds rows * in * out MACs.

@@ -188,7 +188,7 @@ WeightPlan plan_weights(int64_t out, int64_t in, DType dtype) {
 
 PackedMatrix pack_weights(const WeightPlan& plan, const float* w, void* dst) {
     if (plan.onednn_layout)
-        onednn_reorder_weights(w, plan.out, plan.in, plan.dtype, {plan.onednn_layout, plan.bytes}, dst);
+        onednn_reorder_weights(w, plan.out, plan.in, {plan.onednn_layout, plan.bytes}, dst);
     else if (plan.dtype == DType::bf16)
         pack_matrix_bf16(w, plan.out, plan.in, static_cast<uint16_t*>(dst));
     else
