@@ -115,16 +115,29 @@ bool onednn_linear_chosen(DType dtype) {
 }
 
 OnednnLayout onednn_weights_layout(int64_t out, int64_t in, DType dtype) {
+    // One query per shape and dtype: a model's blocks repeat the same shapes,
+    // and loading asks once to size the weights and once to pack them.
+    static std::unordered_map<ProductKey, OnednnLayout, ProductKeyHash> asked;
+    const ProductKey key{0, in, out, int(dtype), 0, false, nullptr};
+    {
+        std::lock_guard lock(mutex);
+        if (auto it = asked.find(key); it != asked.end()) return it->second;
+    }
+    OnednnLayout layout;
     try {
         const memory::desc any({in, out}, onednn_type(dtype), memory::format_tag::any);
         const auto pd = matmul_desc(layout_rows, in, out, dtype, any, true, Epilogue::none);
-        if (!fast_implementation(pd)) return {};
-        const memory::desc chosen = pd.weights_desc();
-        std::lock_guard lock(mutex);
-        return {keep_layout(chosen), chosen.get_size()};
+        if (fast_implementation(pd)) {
+            const memory::desc chosen = pd.weights_desc();
+            std::lock_guard lock(mutex);
+            layout = {keep_layout(chosen), chosen.get_size()};
+        }
     } catch (const dnnl::error&) {
-        return {};  // no matmul for this dtype on this CPU
+        // no matmul for this dtype on this CPU: the packed kernel it is
     }
+    std::lock_guard lock(mutex);
+    asked.emplace(key, layout);
+    return layout;
 }
 
 void onednn_reorder_weights(const float* w, int64_t out, int64_t in, const OnednnLayout& layout, void* dst) {
