@@ -25,41 +25,87 @@ int64_t packed_floats(int64_t tokens, int64_t head_dim) {
 
 int64_t attention_block_rows(int64_t heads, int64_t tokens) { return std::min(rows_per_item, std::max<int64_t>(tokens, 1)); }
 
+namespace {
+
+// Query rows per block of the oneDNN form: as many as keep the block's scores
+// within about 2 MB (a core's L2 on the CPUs this form is for), at least 64:
+// oneDNN's kernels run tall blocks fastest, and fewer blocks mean fewer calls.
+int64_t onednn_block_rows(int64_t heads, int64_t tokens) {
+    constexpr int64_t score_floats = int64_t(1) << 19;
+    return std::min(std::max<int64_t>(tokens, 1), std::max<int64_t>(64, score_floats / std::max<int64_t>(1, heads * tokens)));
+}
+
+// Keys (transposed) and values of every head, then one block's queries,
+// scores and head outputs.
+int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim) {
+    return 2 * heads * tokens * head_dim + heads * onednn_block_rows(heads, tokens) * (tokens + 2 * head_dim);
+}
+
+}  // namespace
+
 int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots) {
     const int64_t block = attention_block_rows(heads, tokens);
-    return heads * packed_floats(tokens, head_dim) + int64_t(slots) * block * (head_dim + tokens);
+    const int64_t packed_form = heads * packed_floats(tokens, head_dim) + int64_t(slots) * block * (head_dim + tokens);
+    return std::max(packed_form, onednn_floats(heads, tokens, head_dim));
 }
 
 namespace {
 
-// The oneDNN form: per block of query rows, scores of every head in one
-// batched product (scale as alpha), softmax, then one batched value product
-// straight into the heads' output columns. The strides read q, k and v in
-// place from the fused buffer. Block rows <= 2 * head_dim keep the block's
-// scores (heads x block x n) inside attention_scratch_floats.
+// The oneDNN form: keys, values and each block's queries copied out of the
+// fused buffer into dense per-head matrices first (oneDNN runs strided
+// operands on a generic kernel several times slower: 26 GFLOP/s for the value
+// product measured on a Xeon with AVX-512), then per block of query rows the
+// scores of every head in one batched product, softmax, one batched value
+// product, and the heads' outputs scattered into their columns.
 void attention_onednn(const AttentionArgs& p) {
     const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
-    const int64_t block = std::min<int64_t>({64, 2 * d, n});
-    float* scores = p.scratch;
+    const int64_t block = onednn_block_rows(h, n);
+    float* const keys_t = p.scratch;                 // [h, d, n]
+    float* const values = keys_t + h * d * n;        // [h, n, d]
+    float* const queries = values + h * n * d;       // [h, rows, d], scaled
+    float* const scores = queries + h * block * d;   // [h, rows, n]
+    float* const head_out = scores + h * block * n;  // [h, rows, d]
+    const bool parallel_copy = h * n * d > 32768;
+#pragma omp parallel for schedule(static) if (parallel_copy)
+    for (int64_t hh = 0; hh < h; ++hh) {
+        float* kt = keys_t + hh * d * n;
+        float* v = values + hh * n * d;
+        for (int64_t j = 0; j < n; ++j) {
+            const float* k_src = p.qkv + j * row + c + hh * d;
+            for (int64_t t = 0; t < d; ++t) kt[t * n + j] = k_src[t];
+            std::memcpy(v + j * d, k_src + c, size_t(d) * sizeof(float));
+        }
+    }
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = std::min(block, n - r0);
-        GemmDesc s;  // scores[hh, i, j] = scale * q[r0 + i, hh] . k[j, hh]
-        s.batch = h, s.m = rows, s.k = d, s.n = n, s.alpha = p.scale;
-        s.a_stride[0] = d, s.a_stride[1] = row, s.a_stride[2] = 1;
-        s.b_stride[0] = d, s.b_stride[1] = 1, s.b_stride[2] = row;
-        s.c_stride[0] = rows * n, s.c_stride[1] = n, s.c_stride[2] = 1;
-        gemm(nullptr, s, p.qkv + r0 * row, p.qkv + c, nullptr, scores);
+#pragma omp parallel for schedule(static) if (parallel_copy)
+        for (int64_t hh = 0; hh < h; ++hh)
+            for (int64_t i = 0; i < rows; ++i) {
+                const float* q_src = p.qkv + (r0 + i) * row + hh * d;
+                float* q = queries + (hh * rows + i) * d;
+                for (int64_t t = 0; t < d; ++t) q[t] = q_src[t] * p.scale;
+            }
+        GemmDesc s;  // scores[hh] = queries[hh] . keys_t[hh]
+        s.batch = h, s.m = rows, s.k = d, s.n = n;
+        s.a_stride[0] = rows * d, s.a_stride[1] = d;
+        s.b_stride[0] = d * n, s.b_stride[1] = n;
+        s.c_stride[0] = rows * n, s.c_stride[1] = n;
+        gemm(nullptr, s, queries, keys_t, nullptr, scores);
 #pragma omp parallel for schedule(static) if (h * rows * n > 32768)
         for (int64_t r = 0; r < h * rows; ++r) softmax_row(scores + r * n, n, p.key_bias);
         if (r0 == 0 && p.cls_probs)
             for (int64_t hh = 0; hh < h; ++hh)
                 std::memcpy(p.cls_probs + hh * n, scores + hh * rows * n, size_t(n) * sizeof(float));
-        GemmDesc v;  // out[r0 + i, hh] = scores[hh, i, :] . v[:, hh]
+        GemmDesc v;  // head_out[hh] = scores[hh] . values[hh]
         v.batch = h, v.m = rows, v.k = n, v.n = d;
-        v.a_stride[0] = rows * n, v.a_stride[1] = n, v.a_stride[2] = 1;
-        v.b_stride[0] = d, v.b_stride[1] = row, v.b_stride[2] = 1;
-        v.c_stride[0] = d, v.c_stride[1] = c, v.c_stride[2] = 1;
-        gemm(nullptr, v, scores, p.qkv + 2 * c, nullptr, p.out + r0 * c);
+        v.a_stride[0] = rows * n, v.a_stride[1] = n;
+        v.b_stride[0] = n * d, v.b_stride[1] = d;
+        v.c_stride[0] = rows * d, v.c_stride[1] = d;
+        gemm(nullptr, v, scores, values, nullptr, head_out);
+#pragma omp parallel for schedule(static) if (parallel_copy)
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t hh = 0; hh < h; ++hh)
+                std::memcpy(p.out + (r0 + i) * c + hh * d, head_out + (hh * rows + i) * d, size_t(d) * sizeof(float));
     }
 }
 

@@ -23,14 +23,17 @@ struct AttentionArgs {
     float* scratch = nullptr;           // attention_scratch_floats(heads, tokens, head_dim, slots) floats
     int slots = 0;                      // threads the scratch was sized for (0: threads_count())
     // Run the two products through oneDNN's matmul, batched over heads for
-    // blocks of query rows, instead of the packed kernel: what a model whose
+    // blocks of query rows (keys, values and queries first copied into dense
+    // per-head matrices), instead of the packed kernel: what a model whose
     // linear layers run on oneDNN (AVX-512/AMX CPUs) asks for. Same scratch.
     bool onednn = false;
 };
 
 // Query rows per work item.
 int64_t attention_block_rows(int64_t heads, int64_t tokens);
-// Packed keys and values of every head, plus queries and scores of one block per thread slot.
+// Packed keys and values of every head, plus queries and scores of one block
+// per thread slot; or, if larger, what the oneDNN form needs (dense keys and
+// values of every head, plus one block's queries, scores and outputs).
 int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots);
 
 // Adds 2 * heads * tokens^2 * head_dim MACs (scores and value product).

@@ -1,0 +1,46 @@
+#!/bin/bash
+# Where the time goes on another machine: oneDNN's own log (ONEDNN_VERBOSE)
+# of Tessera's ViT-S forward in f32 and bf16, with oneDNN's default ISA and
+# with AMX asked for explicitly, plus the CPU and kernel facts that decide
+# which ISA oneDNN may use. Same set-up as run.sh (bench/device/prepare.sh
+# first); from the repository root:
+#
+#   bench/device/diagnose.sh [--cpus 0,1] [--isas "default AVX512_CORE_BF16"] [--out DIR]
+#
+# --isas: oneDNN's default ISA choice ("default") and/or ONEDNN_MAX_CPU_ISA
+# values to compare (e.g. AVX512_CORE_BF16: bf16 without AMX).
+#   python3 bench/device/verbose_summary.py DIR/*.verbose
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cpus=0,1 isas=default out=${OUT:-bench/.cache/device-out}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cpus) cpus=$2; shift 2 ;;
+        --isas) isas=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        *) echo "diagnose.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+dev=bench/.cache/device
+work=$(mktemp -d)
+python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$dev/lib.tar.xz" "$work"
+threads=$(awk -F, '{print NF}' <<<"$cpus")
+mkdir -p "$out"
+{ uname -a; grep -o -w -E 'amx_[a-z0-9]+|avx512_bf16' /proc/cpuinfo | sort | uniq -c; } >"$out/host.txt"
+python3 bench/export_vit_onnx.py make-random --preset small --out-dir "$work/small" --onnx "$work/small.onnx" \
+    --threads "$threads" 2>>"$out/export.log"
+for isa in $isas; do
+    for dtype in f32 bf16; do
+        ( [ "$isa" = default ] || export ONEDNN_MAX_CPU_ISA=$isa DNNL_MAX_CPU_ISA=$isa
+          OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" \
+              "$dev/bin/tessera_vit_bench" --model "$work/small" --dtype "$dtype" --threads "$threads" \
+              --iters 20 --warmup 3 >"$out/$isa-$dtype.json" 2>&1
+          OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" \
+              "$dev/bin/tessera_vit_bench" --model "$work/small" --dtype "$dtype" --threads "$threads" \
+              --iters 3 --warmup 1 >"$out/$isa-$dtype.verbose" 2>&1 ) || echo "diagnose.sh: $isa $dtype failed" >&2
+    done
+done
+# PyTorch's own oneDNN on the same model, for comparison (bf16 linear layers).
+OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 taskset -c "$cpus" python3 bench/export_vit_onnx.py bench \
+    --model "$work/small" --threads "$threads" --iters 3 --warmup 1 --dtype bf16 >"$out/pytorch-bf16.verbose" 2>&1 || true
+rm -rf "$work"
