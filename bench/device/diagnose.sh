@@ -5,18 +5,19 @@
 # which ISA oneDNN may use. Same set-up as run.sh (bench/device/prepare.sh
 # first); from the repository root:
 #
-#   bench/device/diagnose.sh [--cpus 0,1] [--isas "default AVX512_CORE_BF16"] [--out DIR]
+#   bench/device/diagnose.sh [--cpus 0,1] [--presets "tiny small"] [--isas "default AVX512_CORE_BF16"] [--out DIR]
 #
 # --isas: oneDNN's default ISA choice ("default") and/or ONEDNN_MAX_CPU_ISA
 # values to compare (e.g. AVX512_CORE_BF16: bf16 without AMX).
 #   python3 bench/device/verbose_summary.py DIR/*.verbose
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cpus=0,1 isas=default out=${OUT:-bench/.cache/device-out}
+cpus=0,1 presets=small isas=default out=${OUT:-bench/.cache/device-out}
 while [ $# -gt 0 ]; do
     case "$1" in
         --cpus) cpus=$2; shift 2 ;;
         --isas) isas=$2; shift 2 ;;
+        --presets) presets=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         *) echo "diagnose.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -26,21 +27,29 @@ work=$(mktemp -d)
 python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$dev/lib.tar.xz" "$work"
 threads=$(awk -F, '{print NF}' <<<"$cpus")
 mkdir -p "$out"
-{ uname -a; grep -o -w -E 'amx_[a-z0-9]+|avx512_bf16' /proc/cpuinfo | sort | uniq -c; } >"$out/host.txt"
-python3 bench/export_vit_onnx.py make-random --preset small --out-dir "$work/small" --onnx "$work/small.onnx" \
-    --threads "$threads" 2>>"$out/export.log"
-for isa in $isas; do
-    for dtype in f32 bf16; do
-        ( [ "$isa" = default ] || export ONEDNN_MAX_CPU_ISA=$isa DNNL_MAX_CPU_ISA=$isa
-          OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" \
-              "$dev/bin/tessera_vit_bench" --model "$work/small" --dtype "$dtype" --threads "$threads" \
-              --iters 20 --warmup 3 >"$out/$isa-$dtype.json" 2>&1
-          OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" \
-              "$dev/bin/tessera_vit_bench" --model "$work/small" --dtype "$dtype" --threads "$threads" \
-              --iters 3 --warmup 1 >"$out/$isa-$dtype.verbose" 2>&1 ) || echo "diagnose.sh: $isa $dtype failed" >&2
+{ uname -a; grep -o -w -E 'amx_[a-z0-9]+|avx512_bf16' /proc/cpuinfo | sort | uniq -c || true; } >"$out/host.txt"
+run_vit() {  # run_vit OUTPUT [env...]: tessera_vit_bench on $model in $dtype, pinned
+    local output=$1
+    shift
+    env "$@" OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bin/tessera_vit_bench" \
+        --model "$model" --dtype "$dtype" --threads "$threads" $iters >"$output" 2>&1
+}
+for preset in $presets; do
+    model=$work/$preset
+    python3 bench/export_vit_onnx.py make-random --preset "$preset" --out-dir "$model" --onnx "$model.onnx" \
+        --threads "$threads" 2>>"$out/export.log"
+    for isa in $isas; do
+        limit=()
+        [ "$isa" = default ] || limit=(ONEDNN_MAX_CPU_ISA=$isa DNNL_MAX_CPU_ISA=$isa)
+        for dtype in f32 bf16; do
+            iters="--iters 20 --warmup 3"
+            run_vit "$out/$preset-$isa-$dtype.json" "${limit[@]}" || echo "diagnose.sh: $preset $isa $dtype failed" >&2
+            iters="--iters 3 --warmup 1"
+            run_vit "$out/$preset-$isa-$dtype.verbose" "${limit[@]}" ONEDNN_VERBOSE=1 || true
+        done
     done
+    # PyTorch's own oneDNN on the same model, for comparison (bf16 linear layers).
+    OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 taskset -c "$cpus" python3 bench/export_vit_onnx.py bench \
+        --model "$model" --threads "$threads" --iters 3 --warmup 1 --dtype bf16 >"$out/$preset-pytorch-bf16.verbose" 2>&1 || true
 done
-# PyTorch's own oneDNN on the same model, for comparison (bf16 linear layers).
-OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 taskset -c "$cpus" python3 bench/export_vit_onnx.py bench \
-    --model "$work/small" --threads "$threads" --iters 3 --warmup 1 --dtype bf16 >"$out/pytorch-bf16.verbose" 2>&1 || true
 rm -rf "$work"
