@@ -5,9 +5,16 @@
 //   build/tessera_gemm_bench [--threads T] [--iters N] [--warmup W] [--dtype f32|bf16]
 //                            [--shapes NAME:ROWS:IN:OUT[:EPILOGUE[:COUNT]],...] [--json]
 //   build/tessera_gemm_bench --gemv-bf16 IN:OUT:COUNT [--threads T] [--iters PASSES]
+//   build/tessera_gemm_bench --prefill-bf16 NAME:ROWS:IN:OUT,... [--threads T] [--iters N]
 //
 // --gemv-bf16 times the decode GEMV instead (gemv_bandwidth below) and prints
 // {gemv_gbps_best, gemv_gbps_median, bytes, threads, passes}.
+//
+// --prefill-bf16 times linear_w on bf16 weights read in place (the LLaVA
+// decoder's prefill with `--dtype bf16`) as this CPU runs it against the
+// same call forced onto widened f32 panels (TESSERA_LINEAR=packed), the two
+// alternating, and prints one JSON object per shape: {name, rows, in, out,
+// chosen_ms, panels_ms, chosen_gflops, panels_gflops, max_rel_diff}.
 //
 // --dtype bf16 packs Tessera's weights in bf16 (a `--dtype bf16` run's
 // layers); oneDNN's matmul stays f32, the peer the issue compares against.
@@ -166,6 +173,47 @@ int gemv_bandwidth(int64_t in, int64_t out, int64_t count, int passes) {
     return y[0] == y[0] ? 0 : 1;
 }
 
+// linear_w on bf16 weights as this CPU runs it (oneDNN's bf16 matmul where
+// onednn_linear_chosen(bf16)) and forced onto widened f32 panels, alternating.
+int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (const Shape& s : shapes) {
+        std::vector<float> x(size_t(s.rows * s.in)), b(size_t(s.out));
+        std::vector<uint16_t> w(size_t(s.out * s.in));
+        for (float& v : x) v = dist(rng);
+        for (float& v : b) v = dist(rng);
+        for (uint16_t& v : w) v = tessera::f32_to_bf16(dist(rng) * 0.05f);
+        const tessera::WeightRef ref{w.data(), tessera::DType::bf16, s.out, s.in};
+        std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
+        std::vector<double> t1, t2;
+        for (int i = 0; i < iters + warmup; ++i) {
+            const auto a = std::chrono::steady_clock::now();
+            tessera::linear_w(nullptr, y1.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
+            const auto m = std::chrono::steady_clock::now();
+            setenv("TESSERA_LINEAR", "packed", 1);
+            tessera::linear_w(nullptr, y2.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
+            unsetenv("TESSERA_LINEAR");
+            const auto e = std::chrono::steady_clock::now();
+            if (i >= warmup) {
+                t1.push_back(std::chrono::duration<double, std::milli>(m - a).count());
+                t2.push_back(std::chrono::duration<double, std::milli>(e - m).count());
+            }
+        }
+        double worst = 0.0, scale = 0.0;
+        for (size_t i = 0; i < y1.size(); ++i) {
+            worst = std::max(worst, double(std::abs(y1[i] - y2[i])));
+            scale = std::max(scale, double(std::abs(y2[i])));
+        }
+        const double flop = flop_of(s), c = median(t1), p = median(t2);
+        std::printf("{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"chosen_ms\":%.4f,\"panels_ms\":%.4f,"
+                    "\"chosen_gflops\":%.2f,\"panels_gflops\":%.2f,\"max_rel_diff\":%.3g}\n",
+                    s.name.c_str(), (long long)s.rows, (long long)s.in, (long long)s.out, c, p, flop / c / 1e6,
+                    flop / p / 1e6, worst / std::max(scale, 1e-30));
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -173,7 +221,8 @@ int main(int argc, char** argv) {
     bool as_json = false;
     std::string shape_list;
     tessera::DType dtype = tessera::DType::f32;
-    std::string gemv;  // IN:OUT:COUNT
+    std::string gemv;     // IN:OUT:COUNT
+    std::string prefill;  // NAME:ROWS:IN:OUT,...
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string k = argv[i];
@@ -187,6 +236,7 @@ int main(int argc, char** argv) {
             else if (k == "--shapes") shape_list = value();
             else if (k == "--json") as_json = true;
             else if (k == "--gemv-bf16") gemv = value();
+            else if (k == "--prefill-bf16") prefill = value();
             else if (k == "--dtype") {
                 const std::string d = value();
                 if (d != "f32" && d != "bf16") throw std::runtime_error("--dtype must be f32 or bf16, got '" + d + "'");
@@ -206,6 +256,16 @@ int main(int argc, char** argv) {
         }
         tessera::threads_init(threads);
         return gemv_bandwidth(in, out, count, std::max(3, iters));
+    }
+    if (!prefill.empty()) {
+        try {
+            const std::vector<Shape> list = shapes_parse(prefill);
+            tessera::threads_init(threads);
+            return prefill_bf16(list, std::min(iters, 20), std::min(warmup, 2));
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "tessera_gemm_bench: %s\n", e.what());
+            return 2;
+        }
     }
     using E = tessera::Epilogue;
     std::vector<Shape> shapes = {

@@ -2,7 +2,10 @@
 # Where the time goes on another machine: oneDNN's own log (ONEDNN_VERBOSE)
 # of Tessera's ViT-S forward in f32 and bf16, with oneDNN's default ISA and
 # with AMX asked for explicitly, plus the CPU and kernel facts that decide
-# which ISA oneDNN may use. Same set-up as run.sh (bench/device/prepare.sh
+# which ISA oneDNN may use; the kernels' tests (tessera_thread_tests: the
+# oneDNN paths this CPU takes, checked against naive references); and the
+# LLaVA-7B decoder's bf16 prefill products (tessera_gemm_bench
+# --prefill-bf16, 640 rows: 576 visual tokens and a prompt). Same set-up as run.sh (bench/device/prepare.sh
 # first); from the repository root:
 #
 #   bench/device/diagnose.sh [--cpus 0,1] [--presets "tiny small"] [--isas "default AVX512_CORE_BF16"] [--out DIR]
@@ -52,4 +55,11 @@ for preset in $presets; do
     OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 taskset -c "$cpus" python3 bench/export_vit_onnx.py bench \
         --model "$model" --threads "$threads" --iters 3 --warmup 1 --dtype bf16 >"$out/$preset-pytorch-bf16.verbose" 2>&1 || true
 done
+OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bin/tessera_thread_tests" \
+    >"$out/kernel-tests.txt" 2>&1 || echo "diagnose.sh: kernel tests FAILED (see kernel-tests.txt)" >&2
+tail -3 "$out/kernel-tests.txt" >&2
+OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bin/tessera_gemm_bench" \
+    --threads "$threads" --iters 5 --warmup 1 \
+    --prefill-bf16 "qkv:640:4096:12288,o:640:4096:4096:residual,gate_up:640:4096:22016,down:640:11008:4096:residual" \
+    >"$out/prefill-bf16.jsonl" 2>&1 || echo "diagnose.sh: prefill bench failed" >&2
 rm -rf "$work"

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Builds the two benchmark binaries that bench/device/run.sh runs on another
-# machine and copies, next to them, the shared libraries they load that a
+# machine, and the kernels' tests (bench/device/diagnose.sh runs them there),
+# and copies, next to them, the shared libraries they load that a
 # host without Tessera's Debian packages lacks (oneDNN and what it loads).
 # The C and C++ runtimes and OpenMP are the host's own: newer versions of
 # them run binaries built against older ones.
@@ -12,12 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
-cmake --build "$build" --target tessera_vit_bench tessera_gemm_bench -j"$(nproc)" >/dev/null
+cmake --build "$build" --target tessera_vit_bench tessera_gemm_bench tessera_thread_tests -j"$(nproc)" >/dev/null
 dev=bench/.cache/device
 rm -rf "$dev"
 mkdir -p "$dev/bin" "$dev/lib"
 trap 'rm -rf "$dev/lib"' EXIT
-cp "$build/tessera_vit_bench" "$build/tessera_gemm_bench" "$dev/bin/"
+cp "$build/tessera_vit_bench" "$build/tessera_gemm_bench" "$build/tests/tessera_thread_tests" "$dev/bin/"
 for bin in "$dev"/bin/*; do
     ldd "$bin" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do

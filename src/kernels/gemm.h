@@ -52,11 +52,13 @@ constexpr int64_t linear_w_panel_rows = 512;
 int64_t linear_w_scratch_floats(int64_t in);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, epilogue as linear(); y must
-// not alias x. f32 runs linear(). 16-bit weights: with rows >= 8 each panel
-// is converted into scratch (linear_w_scratch_floats(w.in) floats) and
-// multiplied by oneDNN; with rows < 8 a GEMV-style loop reads the weights
-// once and converts in registers (scratch unused, may be null). Adds
-// rows * in * out MACs.
+// not alias x. f32 runs linear(). 16-bit weights: with rows >= 8, bf16 on a
+// CPU with bf16 arithmetic (onednn_linear_chosen(DType::bf16)) is one oneDNN
+// bf16 product on the weights as stored (x rounded to bf16, f32
+// accumulation); otherwise each panel is converted into scratch
+// (linear_w_scratch_floats(w.in) floats) and multiplied by oneDNN in f32;
+// with rows < 8 a GEMV-style loop reads the weights once and converts in
+// registers (scratch unused, may be null). Adds rows * in * out MACs.
 void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
               Epilogue epilogue = Epilogue::none, float* scratch = nullptr);
 

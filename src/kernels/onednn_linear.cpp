@@ -78,23 +78,66 @@ struct ProductKeyHash {
 };
 std::unordered_map<ProductKey, Product, ProductKeyHash> products;
 
-const Product& product_for(int64_t rows, const PackedMatrix& w, bool bias, Epilogue epilogue) {
-    const ProductKey key{rows, w.in, w.out, int(w.dtype), int(epilogue), bias, w.onednn_layout};
+// The product for `rows` rows against weights in layout `weights` (a kept
+// descriptor: its address identifies it). Throws dnnl::error where oneDNN has
+// no matmul for it.
+const Product& product_for(int64_t rows, int64_t in, int64_t out, DType dtype, const memory::desc* weights, bool bias,
+                           Epilogue epilogue) {
+    const ProductKey key{rows, in, out, int(dtype), int(epilogue), bias, weights};
     std::lock_guard lock(mutex);
     auto it = products.find(key);
     if (it != products.end()) return it->second;
     Product p;
-    p.weights = *static_cast<const memory::desc*>(w.onednn_layout);
-    const auto pd = matmul_desc(rows, w.in, w.out, w.dtype, p.weights, bias, epilogue);
+    p.weights = *weights;
+    const auto pd = matmul_desc(rows, in, out, dtype, p.weights, bias, epilogue);
     p.matmul = dnnl::matmul(pd);
     p.src = pd.src_desc();
     p.dst = pd.dst_desc();
-    if (bias) p.bias = memory::desc({1, w.out}, memory::data_type::f32, memory::format_tag::ab);
-    if (w.dtype == DType::bf16) {
-        p.src_f32 = memory::desc({rows, w.in}, memory::data_type::f32, memory::format_tag::ab);
+    if (bias) p.bias = memory::desc({1, out}, memory::data_type::f32, memory::format_tag::ab);
+    if (dtype == DType::bf16) {
+        p.src_f32 = memory::desc({rows, in}, memory::data_type::f32, memory::format_tag::ab);
         p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(onednn_engine(), p.src_f32, onednn_engine(), p.src));
     }
     return products.emplace(key, std::move(p)).first->second;
+}
+
+// y = x · W^T + bias, epilogue, with product p: x converted to bf16 first
+// where the product's weights are bf16.
+void run_product(const Product& p, float* y, const float* x, const void* weights, const float* bias, int64_t rows,
+                 int64_t in, DType dtype) {
+    // This thread's memory objects for the product, made once: a call only
+    // points them at its buffers (creating them cost ~5 us a call, a tenth
+    // of a ViT-Tiny layer's smallest product).
+    struct Bound {
+        memory src, weights, dst, bias, src_f32;
+        std::unordered_map<int, memory> args;
+    };
+    thread_local std::unordered_map<const Product*, Bound> bound;
+    thread_local dnnl::stream stream(onednn_engine());
+    thread_local std::vector<uint16_t> x_bf16;  // grows to the largest product, then stays
+    auto [it, fresh] = bound.try_emplace(&p);
+    Bound& b = it->second;
+    if (fresh) {
+        b.src = memory(p.src, onednn_engine(), nullptr);
+        b.weights = memory(p.weights, onednn_engine(), nullptr);
+        b.dst = memory(p.dst, onednn_engine(), nullptr);
+        b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_DST, b.dst}};
+        if (bias) b.bias = memory(p.bias, onednn_engine(), nullptr), b.args.emplace(DNNL_ARG_BIAS, b.bias);
+        if (dtype == DType::bf16) b.src_f32 = memory(p.src_f32, onednn_engine(), nullptr);
+    }
+    if (dtype == DType::bf16) {
+        if (x_bf16.size() < size_t(rows * in)) x_bf16.resize(size_t(rows * in));
+        b.src_f32.set_data_handle(const_cast<float*>(x));
+        b.src.set_data_handle(x_bf16.data());
+        p.to_bf16.execute(stream, b.src_f32, b.src);
+    } else {
+        b.src.set_data_handle(const_cast<float*>(x));
+    }
+    b.weights.set_data_handle(const_cast<void*>(weights));
+    b.dst.set_data_handle(y);
+    if (bias) b.bias.set_data_handle(const_cast<float*>(bias));
+    p.matmul.execute(stream, b.args);
+    stream.wait();
 }
 
 }  // namespace
@@ -153,42 +196,39 @@ void onednn_reorder_weights(const float* w, int64_t out, int64_t in, const Onedn
 void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue) {
     if (rows > 0) {
-        const Product& p = product_for(rows, w, bias != nullptr, epilogue);
-        // This thread's memory objects for the product, made once: a call
-        // only points them at its buffers (creating them cost ~5 us a call,
-        // a tenth of a ViT-Tiny layer's smallest product).
-        struct Bound {
-            memory src, weights, dst, bias, src_f32;
-            std::unordered_map<int, memory> args;
-        };
-        thread_local std::unordered_map<const Product*, Bound> bound;
-        thread_local dnnl::stream stream(onednn_engine());
-        thread_local std::vector<uint16_t> x_bf16;  // grows to the largest product, then stays
-        auto [it, fresh] = bound.try_emplace(&p);
-        Bound& b = it->second;
-        if (fresh) {
-            b.src = memory(p.src, onednn_engine(), nullptr);
-            b.weights = memory(p.weights, onednn_engine(), nullptr);
-            b.dst = memory(p.dst, onednn_engine(), nullptr);
-            b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_DST, b.dst}};
-            if (bias) b.bias = memory(p.bias, onednn_engine(), nullptr), b.args.emplace(DNNL_ARG_BIAS, b.bias);
-            if (w.dtype == DType::bf16) b.src_f32 = memory(p.src_f32, onednn_engine(), nullptr);
-        }
-        if (w.dtype == DType::bf16) {
-            if (x_bf16.size() < size_t(rows * w.in)) x_bf16.resize(size_t(rows * w.in));
-            b.src_f32.set_data_handle(const_cast<float*>(x));
-            b.src.set_data_handle(x_bf16.data());
-            p.to_bf16.execute(stream, b.src_f32, b.src);
-        } else {
-            b.src.set_data_handle(const_cast<float*>(x));
-        }
-        b.weights.set_data_handle(const_cast<void*>(w.data));
-        b.dst.set_data_handle(y);
-        if (bias) b.bias.set_data_handle(const_cast<float*>(bias));
-        p.matmul.execute(stream, b.args);
-        stream.wait();
+        const auto* layout = static_cast<const memory::desc*>(w.onednn_layout);
+        const Product& p = product_for(rows, w.in, w.out, w.dtype, layout, bias != nullptr, epilogue);
+        run_product(p, y, x, w.data, bias, rows, w.in, w.dtype);
     }
     if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
+}
+
+bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, int64_t out, int64_t in,
+                                 const float* bias, int64_t rows, Epilogue epilogue) {
+    if (rows <= 0) return true;
+    const memory::desc* plain;
+    {
+        // W^T [in, out] read in place from PyTorch's [out, in]: format "ba".
+        std::lock_guard lock(mutex);
+        plain = keep_layout(memory::desc({in, out}, memory::data_type::bf16, memory::format_tag::ba));
+    }
+    // Shapes oneDNN has no matmul for are remembered, not retried.
+    static std::unordered_map<ProductKey, bool, ProductKeyHash> unavailable;
+    const ProductKey key{rows, in, out, int(DType::bf16), int(epilogue), bias != nullptr, plain};
+    {
+        std::lock_guard lock(mutex);
+        if (unavailable.count(key)) return false;
+    }
+    const Product* p = nullptr;
+    try {
+        p = &product_for(rows, in, out, DType::bf16, plain, bias != nullptr, epilogue);
+    } catch (const dnnl::error&) {
+        std::lock_guard lock(mutex);
+        unavailable.emplace(key, true);
+        return false;
+    }
+    run_product(*p, y, x, w, bias, rows, in, DType::bf16);
+    return true;
 }
 
 }  // namespace tessera

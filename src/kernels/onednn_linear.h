@@ -43,4 +43,14 @@ void onednn_reorder_weights(const float* w, int64_t out, int64_t in, const Onedn
 void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue);
 
+// y[rows, out] = x[rows, in] · W^T + bias, then the epilogue, for bf16
+// weights stored as PyTorch does ([out, in]) and read in place: x converted
+// to bf16, oneDNN's bf16 matmul (AMX where the CPU has it), f32 accumulation
+// and output. The LLaVA decoder's prefill with 16-bit weights on CPUs where
+// onednn_linear_chosen(DType::bf16). Returns false, having done nothing,
+// where oneDNN has no bf16 matmul for the shape. Adds nothing to a ledger
+// (the caller counts).
+bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, int64_t out, int64_t in,
+                                 const float* bias, int64_t rows, Epilogue epilogue);
+
 }  // namespace tessera
