@@ -65,22 +65,28 @@ void attention_onednn(const AttentionArgs& p) {
     float* const queries = values + h * n * d;       // [h, rows, d], scaled
     float* const scores = queries + h * block * d;   // [h, rows, n]
     float* const head_out = scores + h * block * n;  // [h, rows, d]
+    // Copies split over rows of what they write, not over heads: a model
+    // with 3 heads on 2 threads would leave one thread idle a third of the time.
     const bool parallel_copy = h * n * d > 32768;
-#pragma omp parallel for schedule(static) if (parallel_copy)
-    for (int64_t hh = 0; hh < h; ++hh) {
-        float* kt = keys_t + hh * d * n;
-        float* v = values + hh * n * d;
-        for (int64_t j = 0; j < n; ++j) {
-            const float* k_src = p.qkv + j * row + c + hh * d;
-            for (int64_t t = 0; t < d; ++t) kt[t * n + j] = k_src[t];
-            std::memcpy(v + j * d, k_src + c, size_t(d) * sizeof(float));
+#pragma omp parallel if (parallel_copy)
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t ht = 0; ht < h * d; ++ht) {  // row t of head hh's transposed keys
+            const int64_t hh = ht / d, t = ht % d;
+            const float* k_src = p.qkv + c + hh * d + t;
+            float* kt = keys_t + ht * n;
+            for (int64_t j = 0; j < n; ++j) kt[j] = k_src[j * row];
         }
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < n; ++j)
+            for (int64_t hh = 0; hh < h; ++hh)
+                std::memcpy(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, size_t(d) * sizeof(float));
     }
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = std::min(block, n - r0);
 #pragma omp parallel for schedule(static) if (parallel_copy)
-        for (int64_t hh = 0; hh < h; ++hh)
-            for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t hh = 0; hh < h; ++hh) {
                 const float* q_src = p.qkv + (r0 + i) * row + hh * d;
                 float* q = queries + (hh * rows + i) * d;
                 for (int64_t t = 0; t < d; ++t) q[t] = q_src[t] * p.scale;
@@ -125,11 +131,14 @@ void attention(Ledger* ledger, const AttentionArgs& p) {
 
     // Each head's keys as the "weights" of the score product (one panel per
     // 16 keys) and its values transposed as those of the value product.
+    // Keys and values are separate tasks: 3 heads on 2 threads would leave
+    // one thread idle a third of the time.
 #pragma omp parallel for schedule(static) num_threads(slots) if (h * n * d > 32768)
-    for (int64_t hh = 0; hh < h; ++hh) {
+    for (int64_t task = 0; task < 2 * h; ++task) {
+        const int64_t hh = task / 2;
         float* kp = packed + hh * per_head;
-        pack_matrix_strided(p.qkv + c + hh * d, row, n, d, kp);
-        pack_matrix_transposed(p.qkv + 2 * c + hh * d, row, d, n, kp + packed_matrix_floats(n, d));
+        if (task % 2 == 0) pack_matrix_strided(p.qkv + c + hh * d, row, n, d, kp);
+        else pack_matrix_transposed(p.qkv + 2 * c + hh * d, row, d, n, kp + packed_matrix_floats(n, d));
     }
 
     // Work items: (head, block of query rows). Per item: scaled queries,
