@@ -17,7 +17,8 @@
 # (bench/export_vit_onnx.py bench), on random ViT-Tiny/16 and ViT-S/16
 # models written by export_vit_onnx.py make-random (the identical weights for
 # every engine; ORT's logits are checked against PyTorch's first). Then the
-# linear-layer microbenchmark (packed kernel vs oneDNN's f32 matmul). Every
+# linear-layer microbenchmark (packed kernel vs oneDNN's f32 matmul), and
+# ViT-S at batch 16 against oneDNN's matmul rate on its layers. Every
 # job's JSON goes to DIR/results.jsonl; bench/device/summarize.py makes the
 # tables.
 set -euo pipefail
@@ -75,6 +76,13 @@ for r in $(seq 1 "$rounds"); do
         record "$r" "$preset" pytorch f32 -- pin python3 bench/export_vit_onnx.py bench --model "$m" --threads "$threads" --iters $iters --warmup 5
         record "$r" "$preset" pytorch bf16 -- pin python3 bench/export_vit_onnx.py bench --model "$m" --threads "$threads" --iters $iters --warmup 5 --dtype bf16
     done
+done
+# Throughput mode: ViT-S at batch 16 against oneDNN's f32 matmul on the same
+# layer shapes (3152 rows; 12 of each per forward).
+b16_shapes="qkv:3152:384:1152:none:12,proj:3152:384:384:residual:12,fc1:3152:384:1536:gelu_erf:12,fc2:3152:1536:384:residual:12"
+for r in $(seq 1 "$rounds"); do
+    record "$r" small-b16 tessera f32 -- tessera "$dev/bin/tessera_vit_bench" --model "$work/small" --dtype f32 --threads "$threads" --batch 16 --iters 3 --warmup 1
+    record "$r" layers-b16 gemm f32 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 5 --warmup 1 --json --shapes "$b16_shapes"
 done
 record 1 layers gemm f32 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 100 --json
 record 1 layers gemm bf16 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 100 --json --dtype bf16
