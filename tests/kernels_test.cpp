@@ -4,10 +4,12 @@
 
 #include <bit>
 #include <cmath>
+#include <limits>
 
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
 #include "tessera/arena.h"
 #include "tessera/threads.h"
@@ -224,6 +226,62 @@ TEST(LayerNorm, MatchesNaive) {
         layer_norm(x.data(), x.data(), g.data(), b.data(), rows, dim, 1e-6f);  // in place
         EXPECT_LT(max_abs_diff(x, ref), 2e-5f);
     }
+}
+
+TEST(LayerNorm, Bf16OutputIsTheF32OutputRounded) {
+    // Ties, NaN and infinity ride along: every value is f32_to_bf16 of what
+    // layer_norm writes, in the 8-lane loop and its tail alike.
+    for (const int64_t dim : {192, 100, 5}) {
+        const int64_t rows = 7;
+        auto x = random_values(size_t(rows * dim), 41, 4.0f);
+        auto g = random_values(size_t(dim), 42), b = random_values(size_t(dim), 43);
+        x[size_t(dim + 1)] = std::numeric_limits<float>::quiet_NaN();  // row 1 becomes NaN throughout
+        g[0] = std::numeric_limits<float>::infinity();                   // column 0: +-infinity
+        std::vector<float> y(x.size());
+        std::vector<uint16_t> y16(x.size());
+        layer_norm(y.data(), x.data(), g.data(), b.data(), rows, dim, 1e-6f);
+        layer_norm_bf16(y16.data(), x.data(), g.data(), b.data(), rows, dim, 1e-6f);
+        for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y16[i], f32_to_bf16(y[i])) << "dim " << dim << " at " << i;
+    }
+}
+
+// bf16 layers on oneDNN with bf16 activations in (and, for fc1, out): what a
+// ViT runs on CPUs with bf16 arithmetic. Elsewhere oneDNN has no bf16 matmul.
+TEST(PackedLinear, OnednnBf16ActivationsMatchNaive) {
+    if (!onednn_linear_chosen(DType::bf16)) GTEST_SKIP() << "this CPU has no bf16 arithmetic for oneDNN";
+    const int64_t rows = 13, in = 200, out = 40;
+    auto w = random_values(size_t(out * in), 44, 0.1f);
+    const auto b = random_values(size_t(out), 45), residual = random_values(size_t(rows * out), 46);
+    const auto xf = random_values(size_t(rows * in), 47);
+    std::vector<uint16_t> x(xf.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = f32_to_bf16(xf[i]);
+    const WeightPlan plan = plan_weights(out, in, DType::bf16);
+    ASSERT_NE(plan.onednn_layout, nullptr);
+    Arena arena(plan.bytes + 64);
+    const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
+    for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
+    for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual})
+        for (const DType y_type : {DType::f32, DType::bf16}) {
+            if (e == Epilogue::residual && y_type == DType::bf16) continue;  // the residual stream stays f32
+            std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
+            std::vector<uint16_t> y16(y.size());
+            Ledger ledger;
+            onednn_linear_bf16_io(&ledger, y_type == DType::f32 ? static_cast<void*>(y.data()) : y16.data(), y_type,
+                                  x.data(), m, b.data(), rows, e);
+            EXPECT_EQ(ledger.total(), uint64_t(rows * in * out));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t o = 0; o < out; ++o) {
+                    double acc = b[size_t(o)];
+                    for (int64_t i = 0; i < in; ++i) acc += double(bf16_to_f32(x[size_t(r * in + i)])) * w[size_t(o * in + i)];
+                    if (e == Epilogue::gelu_erf) acc = gelu_ref(acc);
+                    if (e == Epilogue::residual) acc += residual[size_t(r * out + o)];
+                    const size_t k = size_t(r * out + o);
+                    const double got = y_type == DType::f32 ? y[k] : bf16_to_f32(y16[k]);
+                    // bf16 output: within its rounding (8 significant bits).
+                    const double tol = y_type == DType::f32 ? 1e-4 : 1e-4 + std::abs(acc) / 128.0;
+                    ASSERT_NEAR(got, acc, tol) << "epilogue " << int(e) << " output " << dtype_name(y_type);
+                }
+        }
 }
 
 TEST(Gelu, IsExactErfForm) {

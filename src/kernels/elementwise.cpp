@@ -12,6 +12,7 @@
 #endif
 
 #include "kernels/simd_math.h"
+#include "tessera/tensor.h"
 
 namespace tessera {
 
@@ -98,12 +99,35 @@ constexpr int64_t rope_max_half = 512;
 
 }  // namespace
 
-void layer_norm(float* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
-                float eps) {
+namespace {
+
+// Stores of layer_norm's results: f32 as is, bf16 rounded to nearest even
+// (as f32_to_bf16, NaNs kept quiet).
+inline void store1(float* y, float v) { *y = v; }
+inline void store1(uint16_t* y, float v) { *y = f32_to_bf16(v); }
+#ifdef TESSERA_ELEMENTWISE_AVX2
+inline void store8(float* y, __m256 v) { _mm256_storeu_ps(y, v); }
+inline void store8(uint16_t* y, __m256 v) {
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    const __m256i nan_bits = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    const __m256i half = _mm256_blendv_epi8(rounded, nan_bits, nan);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y),
+                     _mm_packus_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1)));
+}
+#endif
+
+template <typename Out>
+void layer_norm_rows(Out* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
+                     float eps) {
 #pragma omp parallel for schedule(static) if (rows * dim > 16384)
     for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x + r * dim;
-        float* yr = y + r * dim;
+        Out* yr = y + r * dim;
         // Two passes in float (the variance from x - mean, not E[x^2] - mean^2):
         // stable for the large activations some ViT channels carry. Eight
         // lanes of partial sums; a scalar loop was 5% of a ViT forward whose
@@ -135,11 +159,23 @@ void layer_norm(float* y, const float* x, const float* gamma, const float* beta,
         const __m256 inv8 = _mm256_set1_ps(inv);
         for (; i + 8 <= dim; i += 8) {
             const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + i), mean8), inv8);
-            _mm256_storeu_ps(yr + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i), _mm256_loadu_ps(beta + i)));
+            store8(yr + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i), _mm256_loadu_ps(beta + i)));
         }
 #endif
-        for (; i < dim; ++i) yr[i] = (xr[i] - mean) * inv * gamma[i] + beta[i];
+        for (; i < dim; ++i) store1(yr + i, (xr[i] - mean) * inv * gamma[i] + beta[i]);
     }
+}
+
+}  // namespace
+
+void layer_norm(float* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
+                float eps) {
+    layer_norm_rows(y, x, gamma, beta, rows, dim, eps);
+}
+
+void layer_norm_bf16(uint16_t* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
+                     float eps) {
+    layer_norm_rows(y, x, gamma, beta, rows, dim, eps);
 }
 
 void gelu_erf(float* x, int64_t n) {

@@ -10,6 +10,12 @@ namespace tessera {
 void layer_norm(float* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
                 float eps);
 
+// layer_norm with each result rounded to bfloat16 (nearest, ties to even, as
+// f32_to_bf16): the input of a bf16 product, written once instead of in f32
+// and converted. y must not alias x.
+void layer_norm_bf16(uint16_t* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
+                     float eps);
+
 // x = 0.5 x (1 + erf(x / sqrt 2)), in place.
 void gelu_erf(float* x, int64_t n);
 

@@ -1,5 +1,6 @@
 #include "kernels/onednn_linear.h"
 
+#include <cassert>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -38,9 +39,9 @@ const memory::desc* keep_layout(const memory::desc& d) {
 }
 
 dnnl::matmul::primitive_desc matmul_desc(int64_t rows, int64_t in, int64_t out, DType dtype, const memory::desc& weights,
-                                         bool bias, Epilogue epilogue) {
+                                         bool bias, Epilogue epilogue, DType dst_type = DType::f32) {
     const memory::desc src({rows, in}, onednn_type(dtype), memory::format_tag::ab);
-    const memory::desc dst({rows, out}, memory::data_type::f32, memory::format_tag::ab);
+    const memory::desc dst({rows, out}, onednn_type(dst_type), memory::format_tag::ab);
     dnnl::primitive_attr attr;
     dnnl::post_ops ops;
     if (epilogue == Epilogue::gelu_erf) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
@@ -61,7 +62,8 @@ bool fast_implementation(const dnnl::matmul::primitive_desc& pd) {
 struct Product {
     dnnl::matmul matmul;
     memory::desc src, weights, bias, dst;
-    dnnl::reorder to_bf16;  // bf16 weights: x f32 -> bf16 first
+    bool convert_src = false;  // bf16 weights, f32 x: x -> bf16 first
+    dnnl::reorder to_bf16;
     memory::desc src_f32;
 };
 
@@ -82,19 +84,21 @@ std::unordered_map<ProductKey, Product, ProductKeyHash> products;
 // descriptor: its address identifies it). Throws dnnl::error where oneDNN has
 // no matmul for it.
 const Product& product_for(int64_t rows, int64_t in, int64_t out, DType dtype, const memory::desc* weights, bool bias,
-                           Epilogue epilogue) {
-    const ProductKey key{rows, in, out, int(dtype), int(epilogue), bias, weights};
+                           Epilogue epilogue, DType src_type = DType::f32, DType dst_type = DType::f32) {
+    const int io = int(epilogue) | int(src_type) << 4 | int(dst_type) << 8;
+    const ProductKey key{rows, in, out, int(dtype), io, bias, weights};
     std::lock_guard lock(mutex);
     auto it = products.find(key);
     if (it != products.end()) return it->second;
     Product p;
     p.weights = *weights;
-    const auto pd = matmul_desc(rows, in, out, dtype, p.weights, bias, epilogue);
+    const auto pd = matmul_desc(rows, in, out, dtype, p.weights, bias, epilogue, dst_type);
     p.matmul = dnnl::matmul(pd);
     p.src = pd.src_desc();
     p.dst = pd.dst_desc();
     if (bias) p.bias = memory::desc({1, out}, memory::data_type::f32, memory::format_tag::ab);
-    if (dtype == DType::bf16) {
+    p.convert_src = dtype == DType::bf16 && src_type == DType::f32;
+    if (p.convert_src) {
         p.src_f32 = memory::desc({rows, in}, memory::data_type::f32, memory::format_tag::ab);
         p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(onednn_engine(), p.src_f32, onednn_engine(), p.src));
     }
@@ -103,8 +107,8 @@ const Product& product_for(int64_t rows, int64_t in, int64_t out, DType dtype, c
 
 // y = x · W^T + bias, epilogue, with product p: x converted to bf16 first
 // where the product's weights are bf16.
-void run_product(const Product& p, float* y, const float* x, const void* weights, const float* bias, int64_t rows,
-                 int64_t in, DType dtype) {
+void run_product(const Product& p, void* y, const void* x, const void* weights, const float* bias, int64_t rows,
+                 int64_t in) {
     // This thread's memory objects for the product, made once: a call only
     // points them at its buffers (creating them cost ~5 us a call, a tenth
     // of a ViT-Tiny layer's smallest product).
@@ -123,15 +127,15 @@ void run_product(const Product& p, float* y, const float* x, const void* weights
         b.dst = memory(p.dst, onednn_engine(), nullptr);
         b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_DST, b.dst}};
         if (bias) b.bias = memory(p.bias, onednn_engine(), nullptr), b.args.emplace(DNNL_ARG_BIAS, b.bias);
-        if (dtype == DType::bf16) b.src_f32 = memory(p.src_f32, onednn_engine(), nullptr);
+        if (p.convert_src) b.src_f32 = memory(p.src_f32, onednn_engine(), nullptr);
     }
-    if (dtype == DType::bf16) {
+    if (p.convert_src) {
         if (x_bf16.size() < size_t(rows * in)) x_bf16.resize(size_t(rows * in));
-        b.src_f32.set_data_handle(const_cast<float*>(x));
+        b.src_f32.set_data_handle(const_cast<void*>(x));
         b.src.set_data_handle(x_bf16.data());
         p.to_bf16.execute(stream, b.src_f32, b.src);
     } else {
-        b.src.set_data_handle(const_cast<float*>(x));
+        b.src.set_data_handle(const_cast<void*>(x));
     }
     b.weights.set_data_handle(const_cast<void*>(weights));
     b.dst.set_data_handle(y);
@@ -198,7 +202,19 @@ void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix&
     if (rows > 0) {
         const auto* layout = static_cast<const memory::desc*>(w.onednn_layout);
         const Product& p = product_for(rows, w.in, w.out, w.dtype, layout, bias != nullptr, epilogue);
-        run_product(p, y, x, w.data, bias, rows, w.in, w.dtype);
+        run_product(p, y, x, w.data, bias, rows, w.in);
+    }
+    if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
+}
+
+void onednn_linear_bf16_io(Ledger* ledger, void* y, DType y_type, const uint16_t* x, const PackedMatrix& w,
+                           const float* bias, int64_t rows, Epilogue epilogue) {
+    assert(w.onednn_layout && w.dtype == DType::bf16 && "bf16 activations need bf16 weights on oneDNN");
+    if (rows > 0) {
+        const auto* layout = static_cast<const memory::desc*>(w.onednn_layout);
+        const Product& p =
+            product_for(rows, w.in, w.out, DType::bf16, layout, bias != nullptr, epilogue, DType::bf16, y_type);
+        run_product(p, y, x, w.data, bias, rows, w.in);
     }
     if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
 }
@@ -227,7 +243,7 @@ bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, in
         unavailable.emplace(key, true);
         return false;
     }
-    run_product(*p, y, x, w, bias, rows, in, DType::bf16);
+    run_product(*p, y, x, w, bias, rows, in);
     return true;
 }
 

@@ -43,6 +43,12 @@ void onednn_reorder_weights(const float* w, int64_t out, int64_t in, const Onedn
 void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue);
 
+// The same for bf16 weights on oneDNN with x already in bf16 (e.g. from
+// layer_norm_bf16), and y in f32 or, for a product whose output only feeds
+// another bf16 product (fc1 -> fc2), in bf16: no conversion passes.
+void onednn_linear_bf16_io(Ledger* ledger, void* y, DType y_type, const uint16_t* x, const PackedMatrix& w,
+                           const float* bias, int64_t rows, Epilogue epilogue);
+
 // y[rows, out] = x[rows, in] · W^T + bias, then the epilogue, for bf16
 // weights stored as PyTorch does ([out, in]) and read in place: x converted
 // to bf16, oneDNN's bf16 matmul (AMX where the CPU has it), f32 accumulation
