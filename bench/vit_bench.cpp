@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
                     "\"linear\":\"%s\",\"iters\":%d,\"model\":\"%s\",\"peak_rss_mib\":%.1f,\"check\":%.3g}\n",
                     tessera::percentile(ms, 50), tessera::percentile(ms, 90), double(ledger.total()) * 1e-9 / batch, batch, tessera::threads_count(),
                     model.matrix_dtype == tessera::DType::bf16 ? "bf16" : "f32",
-                    model.blocks.empty() || !model.blocks[0].qkv_w.onednn_layout ? "packed" : "onednn", iters,
+                    tessera::vit_linear_path(model), iters,
                     model_dir.c_str(), peak_mib, check);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tessera_vit_bench: error: %s\n", e.what());

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "io/image.h"
+#include "kernels/onednn_linear.h"
 #include "test_support.h"
 
 namespace tessera {
@@ -120,6 +121,14 @@ TEST_F(CliFixture, BenchAndInspectReportJson) {
     for (const char* key : {"ms_p50", "ms_p90", "gmacs", "batch", "threads"}) EXPECT_TRUE(j.contains(key)) << key;
     EXPECT_EQ(j["threads"], 1);
     EXPECT_LE(j["ms_p50"].get<double>(), j["ms_p90"].get<double>());
+    // Which path the linear layers took: oneDNN on AVX-512/AMX hosts, else panels; forced either way.
+    EXPECT_EQ(j["linear"], onednn_linear_chosen(DType::f32) ? "onednn" : "packed");
+    for (const char* path : {"packed", "onednn"}) {
+        r = tessera("bench --model " + model + " --iters 1 --warmup 0 --threads 1 --format json",
+                    std::string("TESSERA_LINEAR=") + path);
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(json::parse(r.out)["linear"], path);
+    }
 
     r = tessera("inspect --model " + model + " --format json");
     ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -66,6 +66,9 @@ public:
     int64_t tensor_count() const;
     int threads() const;
     const char* dtype() const;  // of the weight matrices: "f32" or "bf16"
+    // How the linear layers run on this CPU: "onednn" (oneDNN's reordered
+    // layout: AVX-512/AMX hosts) or "packed" (the AVX2 panels).
+    const char* linear_path() const;
     const Ledger& last_ledger() const;  // MACs of the last classify() call, whole batch
 
 private:

@@ -153,14 +153,14 @@ void add_bench(CLI::App& app) {
         }
         json out = {{"ms_p50", percentile(ms, 50)}, {"ms_p90", percentile(ms, 90)}, {"gmacs", double(macs) * 1e-9},
                     {"batch", o->batch}, {"threads", clf.threads()}, {"iters", o->iters}, {"model", clf.model_dir()},
-                    {"dtype", clf.dtype()}, {"peak_rss_mib", peak_rss_mib()}};
+                    {"dtype", clf.dtype()}, {"linear", clf.linear_path()}, {"peak_rss_mib", peak_rss_mib()}};
         if (o->format == "json") {
             std::cout << out.dump() << "\n";
         } else {
-            std::printf("%s  batch %d  threads %d  %s\n  p50 %.3f ms  p90 %.3f ms  (%d iterations)\n"
+            std::printf("%s  batch %d  threads %d  %s (%s)\n  p50 %.3f ms  p90 %.3f ms  (%d iterations)\n"
                         "  %.4f GMACs/image\n  peak memory %.1f MiB\n",
-                        clf.model_dir().c_str(), o->batch, clf.threads(), clf.dtype(), percentile(ms, 50),
-                        percentile(ms, 90), o->iters, double(macs) * 1e-9, peak_rss_mib());
+                        clf.model_dir().c_str(), o->batch, clf.threads(), clf.dtype(), clf.linear_path(),
+                        percentile(ms, 50), percentile(ms, 90), o->iters, double(macs) * 1e-9, peak_rss_mib());
         }
     });
 }

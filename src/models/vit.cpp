@@ -240,6 +240,10 @@ DType vit_matrix_dtype(const std::string& option, const std::string& where) {
     fail(where, "dtype '" + option + "' is not available for a ViT classifier (f32 or bf16)");
 }
 
+const char* vit_linear_path(const VitModel& model) {
+    return !model.blocks.empty() && model.blocks[0].qkv_w.onednn_layout ? "onednn" : "packed";
+}
+
 void vit_load(VitModel& model, const std::string& dir, DType matrices) {
     if (matrices != DType::f32 && matrices != DType::bf16)
         fail(dir, std::string("ViT matrices run in f32 or bf16, not ") + dtype_name(matrices));

@@ -111,6 +111,11 @@ void vit_load(VitModel& model, const std::string& dir, DType matrices = DType::f
 // f32, "bf16" bf16; anything else fails naming `where` (the option's source).
 DType vit_matrix_dtype(const std::string& option, const std::string& where);
 
+// How a loaded model's linear layers run on this CPU: "onednn" (weights in
+// oneDNN's reordered layout: AVX-512/AMX hosts, or TESSERA_LINEAR=onednn)
+// or "packed" (the AVX2 panels). Benchmarks print it beside their figures.
+const char* vit_linear_path(const VitModel& model);
+
 // A stage's reorganization of one image, kept for visualizations.
 struct TokenTrace {
     int block = 0;

@@ -53,6 +53,7 @@ Classifier::Classifier(const PipelineSpec& spec, int threads, int max_batch) : i
 
 Classifier::~Classifier() = default;
 const char* Classifier::dtype() const { return impl_->model.matrix_dtype == DType::bf16 ? "bf16" : "f32"; }
+const char* Classifier::linear_path() const { return vit_linear_path(impl_->model); }
 Classifier::Classifier(Classifier&&) noexcept = default;
 Classifier& Classifier::operator=(Classifier&&) noexcept = default;
 
