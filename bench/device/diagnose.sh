@@ -26,6 +26,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 dev=bench/.cache/device
+[ -x "$dev/bin/tessera_thread_tests" ] || { echo "diagnose.sh: $dev/bin missing: run bench/device/prepare.sh first" >&2; exit 1; }
 work=$(mktemp -d)
 python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$dev/lib.tar.xz" "$work"
 threads=$(awk -F, '{print NF}' <<<"$cpus")

@@ -51,6 +51,17 @@ int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim
 
 namespace {
 
+// c[i] = a[i] · b[i] for i < batch, each operand dense and row-major:
+// a [batch, m, k], b [batch, k, n], c [batch, m, n].
+GemmDesc dense_batched(int64_t batch, int64_t m, int64_t k, int64_t n) {
+    GemmDesc g;
+    g.batch = batch, g.m = m, g.k = k, g.n = n;
+    g.a_stride[0] = m * k, g.a_stride[1] = k;
+    g.b_stride[0] = k * n, g.b_stride[1] = n;
+    g.c_stride[0] = m * n, g.c_stride[1] = n;
+    return g;
+}
+
 // The oneDNN form: keys, values and each block's queries copied out of the
 // fused buffer into dense per-head matrices first (oneDNN runs strided
 // operands on a generic kernel several times slower: 26 GFLOP/s for the value
@@ -91,23 +102,15 @@ void attention_onednn(const AttentionArgs& p) {
                 float* q = queries + (hh * rows + i) * d;
                 for (int64_t t = 0; t < d; ++t) q[t] = q_src[t] * p.scale;
             }
-        GemmDesc s;  // scores[hh] = queries[hh] . keys_t[hh]
-        s.batch = h, s.m = rows, s.k = d, s.n = n;
-        s.a_stride[0] = rows * d, s.a_stride[1] = d;
-        s.b_stride[0] = d * n, s.b_stride[1] = n;
-        s.c_stride[0] = rows * n, s.c_stride[1] = n;
-        gemm(nullptr, s, queries, keys_t, nullptr, scores);
+        // scores[hh] = queries[hh] . keys_t[hh]
+        gemm(nullptr, dense_batched(h, rows, d, n), queries, keys_t, nullptr, scores);
 #pragma omp parallel for schedule(static) if (h * rows * n > 32768)
         for (int64_t r = 0; r < h * rows; ++r) softmax_row(scores + r * n, n, p.key_bias);
         if (r0 == 0 && p.cls_probs)
             for (int64_t hh = 0; hh < h; ++hh)
                 std::memcpy(p.cls_probs + hh * n, scores + hh * rows * n, size_t(n) * sizeof(float));
-        GemmDesc v;  // head_out[hh] = scores[hh] . values[hh]
-        v.batch = h, v.m = rows, v.k = n, v.n = d;
-        v.a_stride[0] = rows * n, v.a_stride[1] = n;
-        v.b_stride[0] = n * d, v.b_stride[1] = d;
-        v.c_stride[0] = rows * d, v.c_stride[1] = d;
-        gemm(nullptr, v, scores, values, nullptr, head_out);
+        // head_out[hh] = scores[hh] . values[hh]
+        gemm(nullptr, dense_batched(h, rows, n, d), scores, values, nullptr, head_out);
 #pragma omp parallel for schedule(static) if (parallel_copy)
         for (int64_t i = 0; i < rows; ++i)
             for (int64_t hh = 0; hh < h; ++hh)
