@@ -25,6 +25,20 @@ dnnl::engine& onednn_engine() {
     return engine;
 }
 
+void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<OnednnArg> args) {
+    thread_local std::unordered_map<const void*, std::unordered_map<int, dnnl::memory>> bound;
+    thread_local dnnl::stream stream(onednn_engine());
+    auto [it, fresh] = bound.try_emplace(primitive.get());
+    std::unordered_map<int, dnnl::memory>& memories = it->second;
+    if (fresh)
+        for (const OnednnArg& a : args)
+            if (a.data) memories.emplace(a.slot, dnnl::memory(*a.desc, onednn_engine(), nullptr));
+    for (const OnednnArg& a : args)
+        if (a.data) memories.at(a.slot).set_data_handle(const_cast<void*>(a.data));
+    primitive.execute(stream, memories);
+    stream.wait();
+}
+
 namespace {
 
 using dnnl::memory;
@@ -96,29 +110,10 @@ const GemmPrimitive& primitive_for(const GemmDesc& d) {
 
 void gemm(Ledger* ledger, const GemmDesc& d, const float* a, const float* b, const float* bias, float* c) {
     const GemmPrimitive& p = primitive_for(d);
-    dnnl::engine& engine = onednn_engine();
-    // One stream and one set of memory objects per thread and primitive
-    // (callers may run products from parallel regions); a call only points
-    // them at its buffers: creating them cost ~5 us a call.
-    struct Bound {
-        memory a, b, c, bias;
-        std::unordered_map<int, memory> args;
-    };
-    thread_local std::unordered_map<const GemmPrimitive*, Bound> bound;
-    thread_local dnnl::stream stream(engine);
-    auto [it, fresh] = bound.try_emplace(&p);
-    Bound& m = it->second;
-    if (fresh) {
-        m.a = memory(p.a, engine, nullptr), m.b = memory(p.b, engine, nullptr), m.c = memory(p.c, engine, nullptr);
-        m.args = {{DNNL_ARG_SRC, m.a}, {DNNL_ARG_WEIGHTS, m.b}, {DNNL_ARG_DST, m.c}};
-        if (d.bias) m.bias = memory(p.bias, engine, nullptr), m.args.emplace(DNNL_ARG_BIAS, m.bias);
-    }
-    m.a.set_data_handle(const_cast<float*>(a));
-    m.b.set_data_handle(const_cast<float*>(b));
-    m.c.set_data_handle(c);
-    if (d.bias) m.bias.set_data_handle(const_cast<float*>(bias));
-    p.matmul.execute(stream, m.args);
-    stream.wait();
+    onednn_execute(p.matmul, {{DNNL_ARG_SRC, &p.a, a},
+                              {DNNL_ARG_WEIGHTS, &p.b, b},
+                              {DNNL_ARG_DST, &p.c, c},
+                              {DNNL_ARG_BIAS, &p.bias, d.bias ? bias : nullptr}});
     if (ledger) ledger->add(uint64_t(d.batch * d.m * d.k * d.n));
 }
 

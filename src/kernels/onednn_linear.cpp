@@ -106,42 +106,19 @@ const Product& product_for(int64_t rows, int64_t in, int64_t out, DType dtype, c
 }
 
 // y = x · W^T + bias, epilogue, with product p: x converted to bf16 first
-// where the product's weights are bf16.
+// where the product's weights are bf16 and x is f32.
 void run_product(const Product& p, void* y, const void* x, const void* weights, const float* bias, int64_t rows,
                  int64_t in) {
-    // This thread's memory objects for the product, made once: a call only
-    // points them at its buffers (creating them cost ~5 us a call, a tenth
-    // of a ViT-Tiny layer's smallest product).
-    struct Bound {
-        memory src, weights, dst, bias, src_f32;
-        std::unordered_map<int, memory> args;
-    };
-    thread_local std::unordered_map<const Product*, Bound> bound;
-    thread_local dnnl::stream stream(onednn_engine());
-    thread_local std::vector<uint16_t> x_bf16;  // grows to the largest product, then stays
-    auto [it, fresh] = bound.try_emplace(&p);
-    Bound& b = it->second;
-    if (fresh) {
-        b.src = memory(p.src, onednn_engine(), nullptr);
-        b.weights = memory(p.weights, onednn_engine(), nullptr);
-        b.dst = memory(p.dst, onednn_engine(), nullptr);
-        b.args = {{DNNL_ARG_SRC, b.src}, {DNNL_ARG_WEIGHTS, b.weights}, {DNNL_ARG_DST, b.dst}};
-        if (bias) b.bias = memory(p.bias, onednn_engine(), nullptr), b.args.emplace(DNNL_ARG_BIAS, b.bias);
-        if (p.convert_src) b.src_f32 = memory(p.src_f32, onednn_engine(), nullptr);
-    }
     if (p.convert_src) {
+        thread_local std::vector<uint16_t> x_bf16;  // grows to the largest product, then stays
         if (x_bf16.size() < size_t(rows * in)) x_bf16.resize(size_t(rows * in));
-        b.src_f32.set_data_handle(const_cast<void*>(x));
-        b.src.set_data_handle(x_bf16.data());
-        p.to_bf16.execute(stream, b.src_f32, b.src);
-    } else {
-        b.src.set_data_handle(const_cast<void*>(x));
+        onednn_execute(p.to_bf16, {{DNNL_ARG_FROM, &p.src_f32, x}, {DNNL_ARG_TO, &p.src, x_bf16.data()}});
+        x = x_bf16.data();
     }
-    b.weights.set_data_handle(const_cast<void*>(weights));
-    b.dst.set_data_handle(y);
-    if (bias) b.bias.set_data_handle(const_cast<float*>(bias));
-    p.matmul.execute(stream, b.args);
-    stream.wait();
+    onednn_execute(p.matmul, {{DNNL_ARG_SRC, &p.src, x},
+                              {DNNL_ARG_WEIGHTS, &p.weights, weights},
+                              {DNNL_ARG_DST, &p.dst, y},
+                              {DNNL_ARG_BIAS, &p.bias, bias}});
 }
 
 }  // namespace
