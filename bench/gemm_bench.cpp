@@ -11,10 +11,14 @@
 // {gemv_gbps_best, gemv_gbps_median, bytes, threads, passes}.
 //
 // --prefill-bf16 times linear_w on bf16 weights read in place (the LLaVA
-// decoder's prefill with `--dtype bf16`) as this CPU runs it against the
-// same call forced onto widened f32 panels (TESSERA_LINEAR=packed), the two
-// alternating, and prints one JSON object per shape: {name, rows, in, out,
-// chosen_ms, panels_ms, chosen_gflops, panels_gflops, max_rel_diff}.
+// decoder's prefill with `--dtype bf16`) as this CPU runs it ("chosen")
+// against its two f32 paths called directly: each 512-row panel converted
+// and multiplied by oneDNN ("converted", linear_w_converted) and panels
+// packed on the fly in cache ("on_the_fly", linear_packing_on_the_fly), the
+// three alternating. One JSON object per shape: {name, rows, in, out,
+// chosen_ms, converted_ms, on_the_fly_ms, and the same as _gflops,
+// chosen_rel_diff, on_the_fly_rel_diff (largest difference from the
+// converted panels relative to their largest output)}.
 //
 // --dtype bf16 packs Tessera's weights in bf16 (a `--dtype bf16` run's
 // layers); oneDNN's matmul stays f32, the peer the issue compares against.
@@ -173,8 +177,8 @@ int gemv_bandwidth(int64_t in, int64_t out, int64_t count, int passes) {
     return y[0] == y[0] ? 0 : 1;
 }
 
-// linear_w on bf16 weights as this CPU runs it (oneDNN's bf16 matmul where
-// onednn_linear_chosen(bf16)) and forced onto widened f32 panels, alternating.
+// linear_w on bf16 weights as this CPU runs it, against its converted-panel
+// and packed-on-the-fly paths, alternating.
 int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -185,31 +189,38 @@ int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
         for (float& v : b) v = dist(rng);
         for (uint16_t& v : w) v = tessera::f32_to_bf16(dist(rng) * 0.05f);
         const tessera::WeightRef ref{w.data(), tessera::DType::bf16, s.out, s.in};
-        std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
-        std::vector<double> t1, t2;
+        std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), y3(y1.size()), scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
+        std::vector<double> t1, t2, t3;
         for (int i = 0; i < iters + warmup; ++i) {
             const auto a = std::chrono::steady_clock::now();
             tessera::linear_w(nullptr, y1.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
             const auto m = std::chrono::steady_clock::now();
-            setenv("TESSERA_LINEAR", "packed", 1);
-            tessera::linear_w(nullptr, y2.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
-            unsetenv("TESSERA_LINEAR");
+            tessera::linear_w_converted(nullptr, y2.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
             const auto e = std::chrono::steady_clock::now();
+            tessera::linear_packing_on_the_fly(nullptr, y3.data(), x.data(), w.data(), tessera::DType::bf16, s.out, s.in,
+                                               b.data(), s.rows, s.epilogue);
+            const auto f = std::chrono::steady_clock::now();
             if (i >= warmup) {
                 t1.push_back(std::chrono::duration<double, std::milli>(m - a).count());
                 t2.push_back(std::chrono::duration<double, std::milli>(e - m).count());
+                t3.push_back(std::chrono::duration<double, std::milli>(f - e).count());
             }
         }
-        double worst = 0.0, scale = 0.0;
-        for (size_t i = 0; i < y1.size(); ++i) {
-            worst = std::max(worst, double(std::abs(y1[i] - y2[i])));
-            scale = std::max(scale, double(std::abs(y2[i])));
-        }
-        const double flop = flop_of(s), c = median(t1), p = median(t2);
-        std::printf("{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"chosen_ms\":%.4f,\"panels_ms\":%.4f,"
-                    "\"chosen_gflops\":%.2f,\"panels_gflops\":%.2f,\"max_rel_diff\":%.3g}\n",
-                    s.name.c_str(), (long long)s.rows, (long long)s.in, (long long)s.out, c, p, flop / c / 1e6,
-                    flop / p / 1e6, worst / std::max(scale, 1e-30));
+        // Largest difference from the converted panels, relative to their largest output.
+        const auto rel_diff = [&](const std::vector<float>& y) {
+            double worst = 0.0, scale = 0.0;
+            for (size_t i = 0; i < y.size(); ++i) {
+                worst = std::max(worst, double(std::abs(y[i] - y2[i])));
+                scale = std::max(scale, double(std::abs(y2[i])));
+            }
+            return worst / std::max(scale, 1e-30);
+        };
+        const double flop = flop_of(s), c = median(t1), p = median(t2), q = median(t3);
+        std::printf("{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"chosen_ms\":%.4f,\"converted_ms\":%.4f,"
+                    "\"on_the_fly_ms\":%.4f,\"chosen_gflops\":%.2f,\"converted_gflops\":%.2f,\"on_the_fly_gflops\":%.2f,"
+                    "\"chosen_rel_diff\":%.3g,\"on_the_fly_rel_diff\":%.3g}\n",
+                    s.name.c_str(), (long long)s.rows, (long long)s.in, (long long)s.out, c, p, q, flop / c / 1e6,
+                    flop / p / 1e6, flop / q / 1e6, rel_diff(y1), rel_diff(y3));
     }
     return 0;
 }

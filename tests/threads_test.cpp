@@ -15,6 +15,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/grid_attention.h"
+#include "kernels/packed_gemm.h"
 #include "tessera/tensor.h"
 #include "tessera/threads.h"
 #include "test_support.h"
@@ -162,6 +163,25 @@ TEST(ThreadedKernels, GemmAndSixteenBitLinearAgreeOnAnyThreadCount) {
             y.insert(y.end(), y16.begin(), y16.end());
             return y;
         }), 1e-4f);
+    }
+}
+
+TEST(ThreadedKernels, PanelsPackedOnTheFlyAreIdenticalOnAnyThreadCount) {
+    // out 1160: 72 full panels and one of 8 columns; in 1100: k-chunks of
+    // 512, 512 and 76 (not a multiple of 8).
+    const int64_t in = 1100, out = 1160, rows = 23;
+    const std::vector<float> w = random_values(size_t(out * in), 16, 0.05f), b = random_values(size_t(out), 17);
+    const std::vector<float> x = random_values(size_t(rows * in), 18);
+    for (DType dtype : {DType::bf16, DType::f16}) {
+        SCOPED_TRACE(dtype_name(dtype));
+        std::vector<uint16_t> w16(w.size());
+        for (size_t i = 0; i < w.size(); ++i) w16[i] = dtype == DType::f16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+        expect_identical(on_thread_counts([&] {
+            std::vector<float> y(size_t(rows * out));
+            linear_packing_on_the_fly(nullptr, y.data(), x.data(), w16.data(), dtype, out, in, b.data(), rows,
+                                      Epilogue::gelu_erf);
+            return y;
+        }));
     }
 }
 

@@ -260,9 +260,16 @@ void gemv(float* y, const float* x, const uint16_t* w, const float* bias, int64_
     assert(false && "gemv takes 1 to 7 rows");
 }
 
-// Below this many rows of x, 16-bit weights go through gemv (bandwidth
-// bound: read each weight once); from it on, through converted panels.
+// Up to this many rows of x, 16-bit weights go through gemv (bandwidth
+// bound: read each weight once).
 constexpr int64_t linear_w_gemv_max_rows = 7;
+// Above it, while x is at most this large, through panels packed on the fly
+// (linear_packing_on_the_fly re-reads all of x for every 16 output columns,
+// so x should stay in cache); larger products through converted 512-row
+// panels and oneDNN, whose own blocking wins there. LLaVA-7B shapes on the
+// AVX2 reference machine: 1.2-1.6x at 16-40 rows, 1.1-1.3x at 76 rows (a
+// 64-token VTC-CLS prefill), level at 128-256 rows of 4096, 0.8-0.9x at 587.
+constexpr int64_t linear_w_packing_max_x_bytes = 4 << 20;
 
 }  // namespace
 
@@ -291,23 +298,33 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
             if (w.dtype == DType::f16) gemv<DType::f16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
             else gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
         }
+    } else if (rows * w.in * int64_t(sizeof(float)) <= linear_w_packing_max_x_bytes) {
+        linear_packing_on_the_fly(nullptr, y, x, w16, w.dtype, w.out, w.in, bias, rows, epilogue);
     } else {
-        assert(scratch && "linear_w needs linear_w_scratch_floats(in) floats of scratch for rows >= 8");
-        for (int64_t o0 = 0; o0 < w.out; o0 += linear_w_panel_rows) {
-            const int64_t n = std::min(linear_w_panel_rows, w.out - o0);
-            if (w.dtype == DType::f16) widen_rows<DType::f16>(w16 + o0 * w.in, scratch, n, w.in);
-            else widen_rows<DType::bf16>(w16 + o0 * w.in, scratch, n, w.in);
-            // y[:, o0:o0+n] = x · panel^T + bias[o0:o0+n], written in place
-            // (the residual epilogue reads the same columns it writes).
-            GemmDesc d;
-            d.m = rows, d.k = w.in, d.n = n;
-            d.a_stride[0] = rows * w.in, d.a_stride[1] = w.in, d.a_stride[2] = 1;
-            d.b_stride[0] = n * w.in, d.b_stride[1] = 1, d.b_stride[2] = w.in;
-            d.c_stride[0] = rows * w.out, d.c_stride[1] = w.out, d.c_stride[2] = 1;
-            d.bias = bias != nullptr;
-            d.epilogue = epilogue;
-            gemm(nullptr, d, x, scratch, bias ? bias + o0 : nullptr, y + o0);
-        }
+        linear_w_converted(nullptr, y, x, w, bias, rows, epilogue, scratch);
+    }
+    if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
+}
+
+void linear_w_converted(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
+                        Epilogue epilogue, float* scratch) {
+    assert((w.dtype == DType::f16 || w.dtype == DType::bf16) && "linear_w_converted takes 16-bit weights");
+    assert(scratch && "linear_w needs linear_w_scratch_floats(in) floats of scratch for larger products");
+    const auto* w16 = static_cast<const uint16_t*>(w.data);
+    for (int64_t o0 = 0; o0 < w.out; o0 += linear_w_panel_rows) {
+        const int64_t n = std::min(linear_w_panel_rows, w.out - o0);
+        if (w.dtype == DType::f16) widen_rows<DType::f16>(w16 + o0 * w.in, scratch, n, w.in);
+        else widen_rows<DType::bf16>(w16 + o0 * w.in, scratch, n, w.in);
+        // y[:, o0:o0+n] = x · panel^T + bias[o0:o0+n], written in place
+        // (the residual epilogue reads the same columns it writes).
+        GemmDesc d;
+        d.m = rows, d.k = w.in, d.n = n;
+        d.a_stride[0] = rows * w.in, d.a_stride[1] = w.in, d.a_stride[2] = 1;
+        d.b_stride[0] = n * w.in, d.b_stride[1] = 1, d.b_stride[2] = w.in;
+        d.c_stride[0] = rows * w.out, d.c_stride[1] = w.out, d.c_stride[2] = 1;
+        d.bias = bias != nullptr;
+        d.epilogue = epilogue;
+        gemm(nullptr, d, x, scratch, bias ? bias + o0 : nullptr, y + o0);
     }
     if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
 }

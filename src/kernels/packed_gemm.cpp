@@ -6,6 +6,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/onednn_linear.h"
 #include "kernels/simd_math.h"
@@ -18,6 +19,13 @@ namespace {
 constexpr int tile_rows = 6;                // rows of x per register tile
 constexpr int64_t x_block_bytes = 128 << 10;  // rows of x revisited per panel: about an L2's share
 constexpr int64_t k_chunk = 512, k_chunk_max = 768;  // products with k <= 768 run in one pass
+
+// An f16 panel element. f16 panel rows keep columns in natural order (the
+// conversion instruction widens 8 at a time); bf16 panels are uint16_t in
+// bf16_panel_order.
+struct F16 {
+    uint16_t bits;
+};
 
 // What a tile does with its sums: v = sums (+ y's current value) (+ bias),
 // then GELU. A product split into k-chunks adds each chunk to y and applies
@@ -52,6 +60,18 @@ inline void panel_row(const uint16_t* panel, int64_t p, __m256& b0, __m256& b1) 
     const __m256i zero = _mm256_setzero_si256();
     b0 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
     b1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));
+}
+
+inline void panel_row(const F16* panel, int64_t p, __m256& b0, __m256& b1) {
+    const auto* row = reinterpret_cast<const __m128i*>(panel + p * packed_panel_cols);
+#ifdef __F16C__
+    b0 = _mm256_cvtph_ps(_mm_loadu_si128(row));
+    b1 = _mm256_cvtph_ps(_mm_loadu_si128(row + 1));
+#else
+    alignas(32) float v[packed_panel_cols];
+    for (int64_t c = 0; c < packed_panel_cols; ++c) v[c] = f16_to_f32(panel[p * packed_panel_cols + c].bits);
+    b0 = _mm256_load_ps(v), b1 = _mm256_load_ps(v + 8);
+#endif
 }
 
 // y[R, cols] (row stride ldy) from R rows of x (stride ldx) times one panel
@@ -100,6 +120,7 @@ inline float panel_at(const float* panel, int64_t p, int64_t c) { return panel[p
 inline float panel_at(const uint16_t* panel, int64_t p, int64_t c) {
     return bf16_to_f32(panel[p * packed_panel_cols + bf16_panel_order[c]]);
 }
+inline float panel_at(const F16* panel, int64_t p, int64_t c) { return f16_to_f32(panel[p * packed_panel_cols + c].bits); }
 
 template <int R, typename W>
 void tile(const float* x, int64_t ldx, int64_t k, const W* panel, float* y, int64_t ldy, int64_t cols,
@@ -266,6 +287,104 @@ void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix&
         }
     });
     if (ledger) ledger->add(uint64_t(rows * k * w.out));
+}
+
+namespace {
+
+// Column held by position j of a panel row (bf16_panel_order is its own inverse).
+template <typename W>
+constexpr int panel_column(int j) {
+    return std::is_same_v<W, F16> ? j : bf16_panel_order[j];
+}
+
+// panel[kc x 16] <- elements [k0, k0 + kc) of the weight rows w[0, cols)
+// (row stride in), transposed into panel rows in W's element order; columns
+// past cols are zero.
+template <typename W>
+void pack_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, int64_t kc, W* panel) {
+    int64_t k = 0;
+#ifdef TESSERA_SIMD_MATH_AVX2
+    if (cols == packed_panel_cols) {
+        // Two 8 x 8 transposes at once: a[j]'s low lane holds 8 elements of
+        // the row for position j, its high lane those for position j + 8;
+        // 16-, 32- and 64-bit interleaves leave element i of every position
+        // in r[i], one panel row.
+        const uint16_t* src[packed_panel_cols];
+        for (int j = 0; j < int(packed_panel_cols); ++j) src[j] = w + panel_column<W>(j) * in + k0;
+        for (; k + 8 <= kc; k += 8) {
+            __m256i a[8], t[8], u[8];
+            for (int j = 0; j < 8; ++j) {
+                const __m128i low = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[j] + k));
+                const __m128i high = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[j + 8] + k));
+                a[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(low), high, 1);
+            }
+            for (int j = 0; j < 8; j += 2) {
+                t[j] = _mm256_unpacklo_epi16(a[j], a[j + 1]);
+                t[j + 1] = _mm256_unpackhi_epi16(a[j], a[j + 1]);
+            }
+            for (int j = 0; j < 8; j += 4) {
+                u[j] = _mm256_unpacklo_epi32(t[j], t[j + 2]);
+                u[j + 1] = _mm256_unpackhi_epi32(t[j], t[j + 2]);
+                u[j + 2] = _mm256_unpacklo_epi32(t[j + 1], t[j + 3]);
+                u[j + 3] = _mm256_unpackhi_epi32(t[j + 1], t[j + 3]);
+            }
+            for (int i = 0; i < 4; ++i) {
+                auto* row = reinterpret_cast<__m256i*>(panel + (k + 2 * i) * packed_panel_cols);
+                _mm256_storeu_si256(row, _mm256_unpacklo_epi64(u[i], u[i + 4]));
+                _mm256_storeu_si256(row + 1, _mm256_unpackhi_epi64(u[i], u[i + 4]));
+            }
+        }
+    }
+#endif
+    for (; k < kc; ++k)
+        for (int j = 0; j < int(packed_panel_cols); ++j) {
+            const int c = panel_column<W>(j);
+            panel[k * packed_panel_cols + j] = W{c < cols ? w[c * in + k0 + k] : uint16_t(0)};
+        }
+}
+
+// Panels per unit of work handed to a thread by linear_packing_on_the_fly.
+constexpr int64_t panels_per_group = 4;
+
+template <typename W>
+void linear_packing_16bit(float* y, const float* x, const uint16_t* w, int64_t out, int64_t in, const float* bias,
+                          int64_t rows, Epilogue epilogue) {
+    const int64_t panels = panels_of(out), chunk = in <= k_chunk_max ? in : k_chunk;
+    const int64_t groups = (panels + panels_per_group - 1) / panels_per_group;
+    const int threads = rows * in * out > 65536 ? int(std::min<int64_t>(threads_count(), groups)) : 1;
+#pragma omp parallel num_threads(threads)
+    {
+        alignas(64) W panel[k_chunk_max * packed_panel_cols];  // one panel's k-chunk: L1-sized
+        // Groups of panels go to whichever thread is free (the two vCPUs of
+        // the reference machine run at different speeds: a static split left
+        // one waiting). Each panel is still summed by one thread in one
+        // order, so results do not depend on the thread count.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < groups; ++g)
+            for (int64_t p = g * panels_per_group; p < std::min(panels, (g + 1) * panels_per_group); ++p) {
+                // The panel's k-chunks in order: its 16 weight rows are read
+                // as 16 sequential streams (chunk by chunk across panels, each
+                // chunk's first touch waited on memory: packing took 14% of
+                // the time at 75 rows, 9% so).
+                const int64_t c0 = p * packed_panel_cols, cols = std::min(packed_panel_cols, out - c0);
+                for (int64_t k0 = 0; k0 < in; k0 += chunk) {
+                    const int64_t kc = std::min(chunk, in - k0);
+                    pack_chunk_16bit<W>(w + c0 * in, in, cols, k0, kc, panel);
+                    const TileOut o = chunk_out(bias ? bias + c0 : nullptr, epilogue, k0 == 0, k0 + kc == in);
+                    panel_rows(x + k0, in, kc, static_cast<const W*>(panel), y + c0, out, cols, o, 0, rows);
+                }
+            }
+    }
+}
+
+}  // namespace
+
+void linear_packing_on_the_fly(Ledger* ledger, float* y, const float* x, const uint16_t* w, DType dtype, int64_t out,
+                               int64_t in, const float* bias, int64_t rows, Epilogue epilogue) {
+    assert((dtype == DType::bf16 || dtype == DType::f16) && "linear_packing_on_the_fly takes 16-bit weights");
+    if (dtype == DType::f16) linear_packing_16bit<F16>(y, x, w, out, in, bias, rows, epilogue);
+    else linear_packing_16bit<uint16_t>(y, x, w, out, in, bias, rows, epilogue);
+    if (ledger) ledger->add(uint64_t(rows * in * out));
 }
 
 }  // namespace tessera

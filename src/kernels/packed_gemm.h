@@ -79,4 +79,13 @@ void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, cons
 void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue = Epilogue::none);
 
+// The same for a 16-bit (f16 or bf16) [out, in] matrix as stored, not
+// packed at load (the LLaVA decoder's weights, read in place): each thread
+// packs one panel's k-chunk at a time into an L1-sized buffer and runs every
+// row of x over it, so each weight is read from memory once and nothing
+// widened is written back. Groups of panels go to whichever thread is free;
+// results do not depend on the thread count. Adds rows * in * out MACs.
+void linear_packing_on_the_fly(Ledger* ledger, float* y, const float* x, const uint16_t* w, DType dtype, int64_t out,
+                               int64_t in, const float* bias, int64_t rows, Epilogue epilogue = Epilogue::none);
+
 }  // namespace tessera
