@@ -5,7 +5,8 @@
 # which ISA oneDNN may use; the kernels' tests (tessera_thread_tests: the
 # oneDNN paths this CPU takes, checked against naive references); and the
 # LLaVA-7B decoder's bf16 prefill products (tessera_gemm_bench
-# --prefill-bf16, 640 rows: 576 visual tokens and a prompt). Same set-up as run.sh (bench/device/prepare.sh
+# --prefill-bf16, 640 rows: 576 visual tokens and a prompt; 76 rows: VTC-CLS
+# 64). Same set-up as run.sh (bench/device/prepare.sh
 # first); from the repository root:
 #
 #   bench/device/diagnose.sh [--cpus 0,1] [--presets "tiny small"] [--isas "default AVX512_CORE_BF16"] [--out DIR]
@@ -61,6 +62,6 @@ OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bi
 tail -3 "$out/kernel-tests.txt" >&2
 OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bin/tessera_gemm_bench" \
     --threads "$threads" --iters 5 --warmup 1 \
-    --prefill-bf16 "qkv:640:4096:12288,o:640:4096:4096:residual,gate_up:640:4096:22016,down:640:11008:4096:residual" \
+    --prefill-bf16 "qkv:640:4096:12288,o:640:4096:4096:residual,gate_up:640:4096:22016,down:640:11008:4096:residual,qkv:76:4096:12288,gate_up:76:4096:22016" \
     >"$out/prefill-bf16.jsonl" 2>&1 || echo "diagnose.sh: prefill bench failed" >&2
 rm -rf "$work"
