@@ -269,7 +269,11 @@ constexpr int64_t linear_w_gemv_max_rows = 7;
 // panels and oneDNN, whose own blocking wins there. LLaVA-7B shapes on the
 // AVX2 reference machine: 1.2-1.6x at 16-40 rows, 1.1-1.3x at 76 rows (a
 // 64-token VTC-CLS prefill), level at 128-256 rows of 4096, 0.8-0.9x at 587.
+#ifdef TESSERA_GEMM_AVX2
 constexpr int64_t linear_w_packing_max_x_bytes = 4 << 20;
+#else
+constexpr int64_t linear_w_packing_max_x_bytes = 0;  // scalar tiles in this build: oneDNN always wins
+#endif
 
 }  // namespace
 

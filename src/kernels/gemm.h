@@ -55,12 +55,13 @@ int64_t linear_w_scratch_floats(int64_t in);
 // not alias x. f32 runs linear(). 16-bit weights: with rows >= 8, bf16 on a
 // CPU with bf16 arithmetic (onednn_linear_chosen(DType::bf16)) is one oneDNN
 // bf16 product on the weights as stored (x rounded to bf16, f32
-// accumulation); otherwise, while x is at most 4 MiB, panels packed on the
-// fly in cache (linear_packing_on_the_fly), and beyond that each 512-row
-// panel is converted into scratch (linear_w_scratch_floats(w.in) floats) and
-// multiplied by oneDNN in f32; with rows < 8 a GEMV-style loop reads the
-// weights once and converts in registers. Scratch is used only for the
-// converted panels (may be null otherwise). Adds rows * in * out MACs.
+// accumulation); otherwise, while x is at most 4 MiB (and the build has the
+// AVX2 tiles), panels packed on the fly in cache (linear_packing_on_the_fly),
+// and beyond that each 512-row panel is converted into scratch
+// (linear_w_scratch_floats(w.in) floats) and multiplied by oneDNN in f32;
+// with rows < 8 a GEMV-style loop reads the weights once and converts in
+// registers. Scratch is used only for the converted panels (may be null
+// otherwise). Adds rows * in * out MACs.
 void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
               Epilogue epilogue = Epilogue::none, float* scratch = nullptr);
 
