@@ -6,6 +6,14 @@
 //                            [--shapes NAME:ROWS:IN:OUT[:EPILOGUE[:COUNT]],...] [--json]
 //   build/tessera_gemm_bench --gemv-bf16 IN:OUT:COUNT [--threads T] [--iters PASSES]
 //   build/tessera_gemm_bench --prefill-bf16 NAME:ROWS:IN:OUT,... [--threads T] [--iters N]
+//   build/tessera_gemm_bench --peak [--threads T]
+//
+// --peak measures the CPU's f32 multiply-add peak, the ceiling every rate
+// above is read against: each thread runs independent register-only FMAs
+// (no memory traffic) for ~0.3 s, on 256-bit registers and, where the CPU
+// has AVX-512, on 512-bit ones; one thread alone, then all T at once (which
+// shows whether T threads share cores). One JSON object per width:
+// {peak, bits, threads, gflops_one_thread, gflops_all_threads}.
 //
 // --gemv-bf16 times the decode GEMV instead (gemv_bandwidth below) and prints
 // {gemv_gbps_best, gemv_gbps_median, bytes, threads, passes}.
@@ -33,6 +41,9 @@
 // rate on a model's shapes. "chosen" is the weights as a model on this CPU
 // prepares them (plan_weights): oneDNN's reordered layout on AVX-512/AMX
 // hosts ("onednn"), else the same panels ("packed").
+#include <immintrin.h>
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -227,6 +238,69 @@ int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
 
 }  // namespace
 
+// Twelve independent accumulators hide the FMA latency (4 cycles, 2 ports
+// on the CPUs this is for); returns FLOP done. The compiler cannot drop the
+// chains: their sum is the function's result.
+__attribute__((target("avx2,fma"))) double fma_chains_256(int64_t rounds, float* sink) {
+    __m256 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i) * 1e-3f);
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (int64_t r = 0; r < rounds; ++r)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    __m256 total = acc[0];
+    for (int i = 1; i < 12; ++i) total = _mm256_add_ps(total, acc[i]);
+    _mm256_storeu_ps(sink, total);
+    return double(rounds) * 12 * 8 * 2;
+}
+
+__attribute__((target("avx512f"))) double fma_chains_512(int64_t rounds, float* sink) {
+    __m512 acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i) * 1e-3f);
+    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int64_t r = 0; r < rounds; ++r)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    __m512 total = acc[0];
+    for (int i = 1; i < 12; ++i) total = _mm512_add_ps(total, acc[i]);
+    _mm512_storeu_ps(sink, total);
+    return double(rounds) * 12 * 16 * 2;
+}
+
+// GFLOP/s of `threads` threads running the chains at once: best of 5 runs
+// of ~60 ms, each thread's FLOP over the slowest thread's time.
+double fma_rate(double (*chains)(int64_t, float*), int threads) {
+    float sink[16 * 64];
+    const int64_t rounds = 4000000;
+    double best = 0.0;
+    for (int run = 0; run < 6; ++run) {
+        double flop = 0.0;
+        const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : flop)
+        flop += chains(rounds, sink + 16 * omp_get_thread_num());
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (run > 0) best = std::max(best, flop / s / 1e9);  // the first run warms the clocks
+    }
+    return best;
+}
+
+int fma_peak(int threads) {
+    struct Width {
+        const char* name;
+        int bits;
+        double (*chains)(int64_t, float*);
+        bool available;
+    };
+    __builtin_cpu_init();
+    const Width widths[] = {{"avx2", 256, fma_chains_256, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
+                            {"avx512", 512, fma_chains_512, bool(__builtin_cpu_supports("avx512f"))}};
+    for (const Width& w : widths) {
+        if (!w.available) continue;
+        const double one = fma_rate(w.chains, 1), all = fma_rate(w.chains, threads);
+        std::printf("{\"peak\":\"%s\",\"bits\":%d,\"threads\":%d,\"gflops_one_thread\":%.1f,\"gflops_all_threads\":%.1f}\n",
+                    w.name, w.bits, threads, one, all);
+    }
+    return 0;
+}
+
 int main(int argc, char** argv) {
     int threads = 2, iters = 200, warmup = 10;
     bool as_json = false;
@@ -234,6 +308,7 @@ int main(int argc, char** argv) {
     tessera::DType dtype = tessera::DType::f32;
     std::string gemv;     // IN:OUT:COUNT
     std::string prefill;  // NAME:ROWS:IN:OUT,...
+    bool peak = false;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string k = argv[i];
@@ -248,6 +323,7 @@ int main(int argc, char** argv) {
             else if (k == "--json") as_json = true;
             else if (k == "--gemv-bf16") gemv = value();
             else if (k == "--prefill-bf16") prefill = value();
+            else if (k == "--peak") peak = true;
             else if (k == "--dtype") {
                 const std::string d = value();
                 if (d != "f32" && d != "bf16") throw std::runtime_error("--dtype must be f32 or bf16, got '" + d + "'");
@@ -259,6 +335,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "tessera_gemm_bench: %s\n", e.what());
         return 2;
     }
+    if (peak) return fma_peak(threads);
     if (!gemv.empty()) {
         int64_t in = 0, out = 0, count = 0;
         if (std::sscanf(gemv.c_str(), "%ld:%ld:%ld", &in, &out, &count) != 3 || in < 1 || out < 1 || count < 1) {

@@ -6,7 +6,9 @@
 # oneDNN paths this CPU takes, checked against naive references); and the
 # LLaVA-7B decoder's bf16 prefill products (tessera_gemm_bench
 # --prefill-bf16, 640 rows: 576 visual tokens and a prompt; 76 rows: VTC-CLS
-# 64). Same set-up as run.sh (bench/device/prepare.sh
+# 64); and the CPU's f32 multiply-add peak on the same cores
+# (tessera_gemm_bench --peak: the ceiling the products' rates are read
+# against). Same set-up as run.sh (bench/device/prepare.sh
 # first); from the repository root:
 #
 #   bench/device/diagnose.sh [--cpus 0,1] [--presets "tiny small"] [--isas "default AVX512_CORE_BF16"] [--out DIR]
@@ -57,6 +59,8 @@ for preset in $presets; do
     OMP_NUM_THREADS=$threads ONEDNN_VERBOSE=1 taskset -c "$cpus" python3 bench/export_vit_onnx.py bench \
         --model "$model" --threads "$threads" --iters 3 --warmup 1 --dtype bf16 >"$out/$preset-pytorch-bf16.verbose" 2>&1 || true
 done
+LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bin/tessera_gemm_bench" --peak --threads "$threads" \
+    >"$out/peak.jsonl" 2>&1 || echo "diagnose.sh: peak probe failed" >&2
 OMP_NUM_THREADS=$threads LD_LIBRARY_PATH="$work/lib" taskset -c "$cpus" "$dev/bin/tessera_thread_tests" \
     >"$out/kernel-tests.txt" 2>&1 || echo "diagnose.sh: kernel tests FAILED (see kernel-tests.txt)" >&2
 tail -3 "$out/kernel-tests.txt" >&2

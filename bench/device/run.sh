@@ -18,7 +18,8 @@
 # models written by export_vit_onnx.py make-random (the identical weights for
 # every engine; ORT's logits are checked against PyTorch's first). Then the
 # linear-layer microbenchmark (packed kernel vs oneDNN's f32 matmul), and
-# ViT-S at batch 16 against oneDNN's matmul rate on its layers. Every
+# ViT-S at batch 16 against oneDNN's matmul rate on its layers, and the
+# cores' multiply-add peak (tessera_gemm_bench --peak). Every
 # job's JSON goes to DIR/results.jsonl; bench/device/summarize.py makes the
 # tables.
 set -euo pipefail
@@ -85,6 +86,8 @@ for r in $(seq 1 "$rounds"); do
     record "$r" layers-b16 gemm f32 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 5 --warmup 1 --json --shapes "$b16_shapes"
 done
 record 1 layers gemm f32 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 100 --json
+# The cores' f32 multiply-add peak (the widest vectors the CPU has: the last line).
+record 1 peak fma f32 -- tessera "$dev/bin/tessera_gemm_bench" --peak --threads "$threads"
 record 1 layers gemm bf16 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 100 --json --dtype bf16
 rm -rf "$work"
 echo "run.sh: $(wc -l <"$results") results in $results" >&2

@@ -38,6 +38,10 @@ def main():
             print(f"| ViT-{model.capitalize()}/16 | {engine} | {dtype} | {res.get('linear', '-')} | {check} | "
                   f"{med:.2f} ({min(v):.2f}-{max(v):.2f}) | {ratio} | {paired} |")
     throughput(rows)
+    peak = next((r["result"] for r in rows if r["model"] == "peak" and "result" in r), None)
+    if peak:
+        print(f"\nf32 multiply-add peak, {peak['bits']}-bit vectors: {peak['gflops_one_thread']:.1f} GFLOP/s on one "
+              f"thread, {peak['gflops_all_threads']:.1f} on {peak['threads']}")
     for r in rows:
         if r["model"] == "layers" and "result" in r:
             g = r["result"]
@@ -45,8 +49,10 @@ def main():
                   f"{g['onednn_gflops']:.1f} GFLOP/s, Tessera packed panels {g['packed_gflops']:.1f}, "
                   f"as this CPU prepares them {g.get('chosen_gflops', float('nan')):.1f}")
             for layer in g["layers"]:
+                of_peak = (f" ({layer['onednn_gflops'] / peak['gflops_all_threads']:.0%} of the peak)"
+                           if peak and r["dtype"] == "f32" else "")
                 print(f"  {layer['name']:<14} {layer['rows']}x{layer['in']}x{layer['out']}: oneDNN "
-                      f"{layer['onednn_gflops']:.1f}, panels {layer['packed_gflops']:.1f}, "
+                      f"{layer['onednn_gflops']:.1f}{of_peak}, panels {layer['packed_gflops']:.1f}, "
                       f"{layer.get('chosen', '?')} {layer.get('chosen_gflops', float('nan')):.1f} GFLOP/s")
 
 
