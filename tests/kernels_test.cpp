@@ -9,6 +9,7 @@
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/onednn_engine.h"
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
 #include "tessera/arena.h"
@@ -203,6 +204,47 @@ TEST(Gemm, PrimitivesAreCachedPerShape) {
     EXPECT_EQ(gemm_primitives_created(), after_first);
     linear(nullptr, y.data(), x.data(), w.data(), nullptr, 39, 24, 24);  // new row count: one more primitive
     EXPECT_EQ(gemm_primitives_created(), after_first + 1);
+}
+
+// A run whose row counts keep changing must not keep a primitive per count:
+// both caches stay within their capacity, and a product whose primitive was
+// dropped (and whose address a newer one may now have, with other shapes
+// bound to it) is remade and still right.
+TEST(Gemm, PrimitiveCachesStayBoundedAndRemakeWhatTheyDropped) {
+    struct Env {
+        Env() { setenv("TESSERA_LINEAR", "onednn", 1); }
+        ~Env() { unsetenv("TESSERA_LINEAR"); }
+    } env;
+    const int64_t in = 24, out = 20, most = int64_t(onednn_primitive_cache_capacity) + 40;
+    const auto x = random_values(size_t(most * in), 41), w = random_values(size_t(out * in), 42),
+               b = random_values(size_t(out), 43);
+    std::vector<float> ref(size_t(most * out));
+    for (int64_t r = 0; r < most; ++r)
+        for (int64_t o = 0; o < out; ++o) {
+            double acc = b[size_t(o)];
+            for (int64_t i = 0; i < in; ++i) acc += double(x[size_t(r * in + i)]) * w[size_t(o * in + i)];
+            ref[size_t(r * out + o)] = float(acc);
+        }
+    const WeightPlan plan = plan_weights(out, in, DType::f32);
+    ASSERT_NE(plan.onednn_layout, nullptr);
+    Arena arena(plan.bytes + 64);
+    const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
+    auto check = [&](int64_t rows) {
+        std::vector<float> y(size_t(rows * out)), y_gemm(size_t(rows * out));
+        linear_packed(nullptr, y.data(), x.data(), m, b.data(), rows);                      // the linear layers' cache
+        linear(nullptr, y_gemm.data(), x.data(), w.data(), b.data(), rows, in, out);        // gemm's cache
+        const std::vector<float> want(ref.begin(), ref.begin() + rows * out);
+        EXPECT_LT(max_abs_diff(y, want), 1e-5f) << rows << " rows, linear layer";
+        EXPECT_LT(max_abs_diff(y_gemm, want), 1e-5f) << rows << " rows, gemm";
+    };
+    for (int64_t rows = 1; rows <= most; ++rows) check(rows);
+    EXPECT_LE(onednn_products_cached(), int64_t(onednn_primitive_cache_capacity));
+    EXPECT_LE(gemm_primitives_cached(), int64_t(onednn_primitive_cache_capacity));
+    const int64_t created = gemm_primitives_created();
+    check(1);  // dropped long ago: made again
+    EXPECT_EQ(gemm_primitives_created(), created + 1);
+    check(most);  // still held
+    EXPECT_EQ(gemm_primitives_created(), created + 1);
 }
 
 TEST(LayerNorm, MatchesNaive) {

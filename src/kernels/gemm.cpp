@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "kernels/onednn_engine.h"
+#include "kernels/primitive_cache.h"
 
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
@@ -28,11 +29,23 @@ dnnl::engine& onednn_engine() {
 void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<OnednnArg> args) {
     thread_local std::unordered_map<const void*, std::unordered_map<int, dnnl::memory>> bound;
     thread_local dnnl::stream stream(onednn_engine());
-    auto [it, fresh] = bound.try_emplace(primitive.get());
-    std::unordered_map<int, dnnl::memory>& memories = it->second;
-    if (fresh)
+    std::unordered_map<int, dnnl::memory>& memories = bound[primitive.get()];
+    // A primitive dropped from its cache may leave its address to a new one
+    // with other arguments: the memory objects are remade when the slots or
+    // their descriptors differ from what this call passes.
+    size_t used = 0;
+    bool same = true;
+    for (const OnednnArg& a : args) {
+        if (!a.data) continue;
+        ++used;
+        const auto it = memories.find(a.slot);
+        same = same && it != memories.end() && it->second.get_desc() == *a.desc;
+    }
+    if (!same || used != memories.size()) {
+        memories.clear();
         for (const OnednnArg& a : args)
             if (a.data) memories.emplace(a.slot, dnnl::memory(*a.desc, onednn_engine(), nullptr));
+    }
     for (const OnednnArg& a : args)
         if (a.data) memories.at(a.slot).set_data_handle(const_cast<void*>(a.data));
     primitive.execute(stream, memories);
@@ -70,9 +83,7 @@ struct GemmPrimitive {
     memory::desc a, b, bias, c;
 };
 
-std::mutex cache_mutex;
-std::unordered_map<GemmKey, GemmPrimitive, GemmKeyHash> cache;
-int64_t created = 0;
+PrimitiveCache<GemmKey, GemmPrimitive, GemmKeyHash> cache(onednn_primitive_cache_capacity);
 
 GemmPrimitive make_primitive(const GemmDesc& d) {
     auto dims3 = [](int64_t b, int64_t r, int64_t c) { return memory::dims{b, r, c}; };
@@ -95,21 +106,15 @@ GemmPrimitive make_primitive(const GemmDesc& d) {
     return p;
 }
 
-const GemmPrimitive& primitive_for(const GemmDesc& d) {
-    GemmKey key = key_of(d);
-    std::lock_guard lock(cache_mutex);
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-        it = cache.emplace(key, make_primitive(d)).first;
-        ++created;
-    }
-    return it->second;
+std::shared_ptr<const GemmPrimitive> primitive_for(const GemmDesc& d) {
+    return cache.get(key_of(d), [&] { return make_primitive(d); });
 }
 
 }  // namespace
 
 void gemm(Ledger* ledger, const GemmDesc& d, const float* a, const float* b, const float* bias, float* c) {
-    const GemmPrimitive& p = primitive_for(d);
+    const auto held = primitive_for(d);
+    const GemmPrimitive& p = *held;
     onednn_execute(p.matmul, {{DNNL_ARG_SRC, &p.a, a},
                               {DNNL_ARG_WEIGHTS, &p.b, b},
                               {DNNL_ARG_DST, &p.c, c},
@@ -333,9 +338,7 @@ void linear_w_converted(Ledger* ledger, float* y, const float* x, const WeightRe
     if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
 }
 
-int64_t gemm_primitives_created() {
-    std::lock_guard lock(cache_mutex);
-    return created;
-}
+int64_t gemm_primitives_created() { return cache.created(); }
+int64_t gemm_primitives_cached() { return int64_t(cache.size()); }
 
 }  // namespace tessera

@@ -71,7 +71,9 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
 void linear_w_converted(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
                         Epilogue epilogue, float* scratch);
 
-// Number of distinct primitives created so far (tests check the cache works).
+// Number of primitives created so far, and held now (tests check the cache
+// works and stays within onednn_primitive_cache_capacity).
 int64_t gemm_primitives_created();
+int64_t gemm_primitives_cached();
 
 }  // namespace tessera

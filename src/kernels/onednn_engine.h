@@ -1,6 +1,7 @@
 // The one oneDNN CPU engine every oneDNN primitive of the kernels runs on,
 // and the one way they are run.
 #pragma once
+#include <cstddef>
 #include <initializer_list>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -8,6 +9,10 @@
 namespace tessera {
 
 dnnl::engine& onednn_engine();
+
+// Primitives each cache of them (gemm's, the linear layers') keeps at most;
+// the least recently used beyond that are remade when asked for again.
+constexpr size_t onednn_primitive_cache_capacity = 256;
 
 // One argument of a primitive: its DNNL_ARG_* slot, its descriptor and the
 // buffer it reads or writes this call (null: the slot is not used).

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "kernels/onednn_engine.h"
+#include "kernels/primitive_cache.h"
 
 #include "kernels/packed_gemm.h"
 #include "tessera/error.h"
@@ -78,18 +80,10 @@ struct ProductKeyHash {
         return h;
     }
 };
-std::unordered_map<ProductKey, Product, ProductKeyHash> products;
+PrimitiveCache<ProductKey, Product, ProductKeyHash> products(onednn_primitive_cache_capacity);
 
-// The product for `rows` rows against weights in layout `weights` (a kept
-// descriptor: its address identifies it). Throws dnnl::error where oneDNN has
-// no matmul for it.
-const Product& product_for(int64_t rows, int64_t in, int64_t out, DType dtype, const memory::desc* weights, bool bias,
-                           Epilogue epilogue, DType src_type = DType::f32, DType dst_type = DType::f32) {
-    const int io = int(epilogue) | int(src_type) << 4 | int(dst_type) << 8;
-    const ProductKey key{rows, in, out, int(dtype), io, bias, weights};
-    std::lock_guard lock(mutex);
-    auto it = products.find(key);
-    if (it != products.end()) return it->second;
+Product make_product(int64_t rows, int64_t in, int64_t out, DType dtype, const memory::desc* weights, bool bias,
+                     Epilogue epilogue, DType src_type, DType dst_type) {
     Product p;
     p.weights = *weights;
     const auto pd = matmul_desc(rows, in, out, dtype, p.weights, bias, epilogue, dst_type);
@@ -102,7 +96,18 @@ const Product& product_for(int64_t rows, int64_t in, int64_t out, DType dtype, c
         p.src_f32 = memory::desc({rows, in}, memory::data_type::f32, memory::format_tag::ab);
         p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(onednn_engine(), p.src_f32, onednn_engine(), p.src));
     }
-    return products.emplace(key, std::move(p)).first->second;
+    return p;
+}
+
+// The product for `rows` rows against weights in layout `weights` (a kept
+// descriptor: its address identifies it), from the bounded cache; hold it
+// while it runs. Throws dnnl::error where oneDNN has no matmul for it.
+std::shared_ptr<const Product> product_for(int64_t rows, int64_t in, int64_t out, DType dtype,
+                                           const memory::desc* weights, bool bias, Epilogue epilogue,
+                                           DType src_type = DType::f32, DType dst_type = DType::f32) {
+    const int io = int(epilogue) | int(src_type) << 4 | int(dst_type) << 8;
+    const ProductKey key{rows, in, out, int(dtype), io, bias, weights};
+    return products.get(key, [&] { return make_product(rows, in, out, dtype, weights, bias, epilogue, src_type, dst_type); });
 }
 
 // y = x · W^T + bias, epilogue, with product p: x converted to bf16 first
@@ -178,8 +183,8 @@ void onednn_linear(Ledger* ledger, float* y, const float* x, const PackedMatrix&
                    Epilogue epilogue) {
     if (rows > 0) {
         const auto* layout = static_cast<const memory::desc*>(w.onednn_layout);
-        const Product& p = product_for(rows, w.in, w.out, w.dtype, layout, bias != nullptr, epilogue);
-        run_product(p, y, x, w.data, bias, rows, w.in);
+        const auto p = product_for(rows, w.in, w.out, w.dtype, layout, bias != nullptr, epilogue);
+        run_product(*p, y, x, w.data, bias, rows, w.in);
     }
     if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
 }
@@ -189,9 +194,9 @@ void onednn_linear_bf16_io(Ledger* ledger, void* y, DType y_type, const uint16_t
     assert(w.onednn_layout && w.dtype == DType::bf16 && "bf16 activations need bf16 weights on oneDNN");
     if (rows > 0) {
         const auto* layout = static_cast<const memory::desc*>(w.onednn_layout);
-        const Product& p =
+        const auto p =
             product_for(rows, w.in, w.out, DType::bf16, layout, bias != nullptr, epilogue, DType::bf16, y_type);
-        run_product(p, y, x, w.data, bias, rows, w.in);
+        run_product(*p, y, x, w.data, bias, rows, w.in);
     }
     if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
 }
@@ -205,16 +210,17 @@ bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, in
         std::lock_guard lock(mutex);
         plain = keep_layout(memory::desc({in, out}, memory::data_type::bf16, memory::format_tag::ba));
     }
-    // Shapes oneDNN has no matmul for are remembered, not retried.
+    // Shapes oneDNN has no matmul for are remembered, not retried (whatever
+    // the row count: what it lacks is an implementation for the types).
     static std::unordered_map<ProductKey, bool, ProductKeyHash> unavailable;
-    const ProductKey key{rows, in, out, int(DType::bf16), int(epilogue), bias != nullptr, plain};
+    const ProductKey key{0, in, out, int(DType::bf16), int(epilogue), bias != nullptr, plain};
     {
         std::lock_guard lock(mutex);
         if (unavailable.count(key)) return false;
     }
-    const Product* p = nullptr;
+    std::shared_ptr<const Product> p;
     try {
-        p = &product_for(rows, in, out, DType::bf16, plain, bias != nullptr, epilogue);
+        p = product_for(rows, in, out, DType::bf16, plain, bias != nullptr, epilogue);
     } catch (const dnnl::error&) {
         std::lock_guard lock(mutex);
         unavailable.emplace(key, true);
@@ -223,5 +229,7 @@ bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, in
     run_product(*p, y, x, w, bias, rows, in);
     return true;
 }
+
+int64_t onednn_products_cached() { return int64_t(products.size()); }
 
 }  // namespace tessera

@@ -59,4 +59,8 @@ void onednn_linear_bf16_io(Ledger* ledger, void* y, DType y_type, const uint16_t
 bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, int64_t out, int64_t in,
                                  const float* bias, int64_t rows, Epilogue epilogue);
 
+// Linear-layer products held in their cache now (at most
+// onednn_primitive_cache_capacity; tests check the bound).
+int64_t onednn_products_cached();
+
 }  // namespace tessera
