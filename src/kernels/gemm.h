@@ -1,6 +1,7 @@
 // Matrix products through oneDNN. Primitives are created once per shape (and
-// layout, epilogue) and cached for the life of the process; creating one
-// costs far more than running it at ViT sizes.
+// layout, epilogue) and cached (creating one costs far more than running it
+// at ViT sizes), the least recently used dropped beyond
+// onednn_primitive_cache_capacity (kernels/primitive_cache.h).
 #pragma once
 #include <cstdint>
 
