@@ -6,6 +6,8 @@
 // ThreadSanitizer run of these kernels (scripts/test.sh).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "kernels/causal_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
+#include "kernels/onednn_engine.h"
 #include "kernels/grid_attention.h"
 #include "kernels/packed_gemm.h"
 #include "tessera/tensor.h"
@@ -183,6 +186,27 @@ TEST(ThreadedKernels, PanelsPackedOnTheFlyAreIdenticalOnAnyThreadCount) {
             return y;
         }));
     }
+}
+
+TEST(ThreadedKernels, PrimitiveCacheDropsAndRemakesUnderConcurrentUse) {
+    // Threads ask the bounded cache for more row counts than it keeps, at
+    // once: entries are dropped while other threads may still run them.
+    const int64_t in = 16, out = 12, most = int64_t(onednn_primitive_cache_capacity) + 60;
+    const std::vector<float> x = random_values(size_t(most * in), 31), w = random_values(size_t(out * in), 32);
+    std::vector<float> worst(size_t(most), 0.0f);
+#pragma omp parallel for schedule(dynamic) num_threads(3)
+    for (int64_t rows = 1; rows <= most; ++rows) {
+        std::vector<float> y(size_t(rows * out));
+        linear(nullptr, y.data(), x.data(), w.data(), nullptr, rows, in, out);
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t o = 0; o < out; ++o) {
+                double acc = 0;
+                for (int64_t i = 0; i < in; ++i) acc += double(x[size_t(r * in + i)]) * w[size_t(o * in + i)];
+                worst[size_t(rows - 1)] = std::max(worst[size_t(rows - 1)], float(std::abs(acc - y[size_t(r * out + o)])));
+            }
+    }
+    EXPECT_LT(*std::max_element(worst.begin(), worst.end()), 1e-5f);
+    EXPECT_LE(gemm_primitives_cached(), int64_t(onednn_primitive_cache_capacity));
 }
 
 }  // namespace
