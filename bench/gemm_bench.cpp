@@ -265,8 +265,9 @@ __attribute__((target("avx512f"))) double fma_chains_512(int64_t rounds, float* 
     return double(rounds) * 12 * 16 * 2;
 }
 
-// GFLOP/s of `threads` threads running the chains at once: best of 5 runs
-// of ~60 ms, each thread's FLOP over the slowest thread's time.
+// GFLOP/s of `threads` threads running the chains at once: all their FLOP
+// over the region's time (the slowest thread's), best of 5 runs of ~10 ms
+// after one that warms the clocks.
 double fma_rate(double (*chains)(int64_t, float*), int threads) {
     float sink[16 * 64];
     const int64_t rounds = 4000000;
@@ -277,7 +278,7 @@ double fma_rate(double (*chains)(int64_t, float*), int threads) {
 #pragma omp parallel num_threads(threads) reduction(+ : flop)
         flop += chains(rounds, sink + 16 * omp_get_thread_num());
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (run > 0) best = std::max(best, flop / s / 1e9);  // the first run warms the clocks
+        if (run > 0) best = std::max(best, flop / s / 1e9);
     }
     return best;
 }
