@@ -22,10 +22,12 @@ public:
     uint64_t total() const;
     uint64_t by_component(Component c) const { return per_component_[size_t(c)]; }
     const std::map<std::string, uint64_t>& by_stage() const { return per_stage_; }
+    // Zeroes every count. Stages booked to before stay listed, at 0, so that
+    // the next forward pass books to them without allocating.
     void reset();
 
     Component component() const { return component_; }
-    const std::string& stage() const { return stage_; }
+    const std::string& stage() const { return *stage_; }
 
     // RAII: everything added inside the scope is booked to this component.
     class ComponentScope {
@@ -39,23 +41,29 @@ public:
         Component saved_;
     };
     // RAII: everything added inside the scope is also booked to this stage
-    // (the base model's own work is booked to "model").
+    // (the base model's own work is booked to "model"). The name is not
+    // copied (no allocation in a forward pass): it must outlive the scope,
+    // as a stage's own name() does.
     class StageScope {
     public:
-        StageScope(Ledger* l, std::string name) : ledger_(l) { if (l) { saved_ = l->stage_; l->stage_ = std::move(name); } }
+        StageScope(Ledger* l, const std::string& name) : ledger_(l), saved_(l ? l->stage_ : nullptr) {
+            if (l) l->stage_ = &name;
+        }
         ~StageScope() { if (ledger_) ledger_->stage_ = saved_; }
         StageScope(const StageScope&) = delete;
         StageScope& operator=(const StageScope&) = delete;
     private:
         Ledger* ledger_;
-        std::string saved_;
+        const std::string* saved_;
     };
 
 private:
+    static const std::string& model_stage();
+
     std::array<uint64_t, size_t(Component::count_)> per_component_{};
     std::map<std::string, uint64_t> per_stage_;
     Component component_ = Component::other;
-    std::string stage_ = "model";
+    const std::string* stage_ = &model_stage();
 };
 
 }  // namespace tessera

@@ -16,9 +16,14 @@ const char* component_name(Component c) {
     return "?";
 }
 
+const std::string& Ledger::model_stage() {
+    static const std::string name = "model";
+    return name;
+}
+
 void Ledger::add(Component c, uint64_t macs) {
     per_component_[size_t(c)] += macs;
-    per_stage_[stage_] += macs;
+    per_stage_[*stage_] += macs;
 }
 
 uint64_t Ledger::total() const {
@@ -29,7 +34,7 @@ uint64_t Ledger::total() const {
 
 void Ledger::reset() {
     per_component_.fill(0);
-    per_stage_.clear();
+    for (auto& [name, macs] : per_stage_) macs = 0;
 }
 
 }  // namespace tessera
