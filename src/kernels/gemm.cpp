@@ -7,6 +7,8 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "kernels/onednn_engine.h"
 #include "kernels/primitive_cache.h"
@@ -27,28 +29,43 @@ dnnl::engine& onednn_engine() {
 }
 
 void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<OnednnArg> args) {
-    thread_local std::unordered_map<const void*, std::unordered_map<int, dnnl::memory>> bound;
+    // Per thread and primitive: the descriptors its memory objects were made
+    // with, the objects, and the argument list execute takes (built once:
+    // the C++ execute() builds it on the heap at every call).
+    struct Bound {
+        std::vector<std::pair<int, dnnl::memory::desc>> made_with;
+        std::vector<dnnl::memory> memories;
+        std::vector<dnnl_exec_arg_t> c_args;
+    };
+    thread_local std::unordered_map<const void*, Bound> bound;
     thread_local dnnl::stream stream(onednn_engine());
-    std::unordered_map<int, dnnl::memory>& memories = bound[primitive.get()];
+    Bound& b = bound[primitive.get()];
     // A primitive dropped from its cache may leave its address to a new one
-    // with other arguments: the memory objects are remade when the slots or
-    // their descriptors differ from what this call passes.
+    // with other arguments: the objects are remade when the slots or their
+    // descriptors differ from this call's (compared as made: a memory
+    // object's own descriptor may come back normalized).
     size_t used = 0;
     bool same = true;
     for (const OnednnArg& a : args) {
         if (!a.data) continue;
+        same = same && used < b.made_with.size() && b.made_with[used].first == a.slot && b.made_with[used].second == *a.desc;
         ++used;
-        const auto it = memories.find(a.slot);
-        same = same && it != memories.end() && it->second.get_desc() == *a.desc;
     }
-    if (!same || used != memories.size()) {
-        memories.clear();
+    if (!same || used != b.made_with.size()) {
+        b = Bound{};
         for (const OnednnArg& a : args)
-            if (a.data) memories.emplace(a.slot, dnnl::memory(*a.desc, onednn_engine(), nullptr));
+            if (a.data) {
+                b.made_with.emplace_back(a.slot, *a.desc);
+                b.memories.emplace_back(*a.desc, onednn_engine(), nullptr);
+            }
+        for (size_t i = 0; i < b.memories.size(); ++i) b.c_args.push_back({b.made_with[i].first, b.memories[i].get()});
     }
+    size_t i = 0;
     for (const OnednnArg& a : args)
-        if (a.data) memories.at(a.slot).set_data_handle(const_cast<void*>(a.data));
-    primitive.execute(stream, memories);
+        if (a.data) b.memories[i++].set_data_handle(const_cast<void*>(a.data));
+    dnnl::error::wrap_c_api(
+        dnnl_primitive_execute(primitive.get(), stream.get(), int(b.c_args.size()), b.c_args.data()),
+        "could not execute a primitive");
     stream.wait();
 }
 
