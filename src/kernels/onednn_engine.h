@@ -23,10 +23,12 @@ struct OnednnArg {
 };
 
 // Runs `primitive` on this thread's stream and waits. The memory objects of
-// its arguments are made once per thread and primitive (callers may run from
-// parallel regions); a call only points them at its buffers: creating them
-// cost ~5 us a call, a tenth of a ViT-Tiny layer's smallest product. The
-// primitive must live as long as the process (the kernels cache theirs).
+// its arguments, and the argument list, are made once per thread and
+// primitive (callers may run from parallel regions); a call only points them
+// at its buffers and allocates nothing: creating them cost ~5 us a call, a
+// tenth of a ViT-Tiny layer's smallest product. The primitive must outlive
+// the call (the kernels hold theirs from a bounded cache); a new primitive
+// at an address a dropped one had, with other arguments, gets new objects.
 void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<OnednnArg> args);
 
 }  // namespace tessera
