@@ -7,7 +7,6 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
-#include <utility>
 #include <vector>
 
 #include "kernels/onednn_engine.h"
@@ -29,16 +28,19 @@ dnnl::engine& onednn_engine() {
 }
 
 void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<OnednnArg> args) {
-    // Per thread and primitive: the descriptors its memory objects were made
-    // with, the objects, and the argument list execute takes (built once:
-    // the C++ execute() builds it on the heap at every call).
+    // Per thread and primitive: the memory objects, the descriptors they were
+    // made with, and the argument list execute takes (slot and object; built
+    // once: the C++ execute() builds it on the heap at every call).
     struct Bound {
-        std::vector<std::pair<int, dnnl::memory::desc>> made_with;
         std::vector<dnnl::memory> memories;
+        std::vector<dnnl::memory::desc> made_with;
         std::vector<dnnl_exec_arg_t> c_args;
     };
     thread_local std::unordered_map<const void*, Bound> bound;
     thread_local dnnl::stream stream(onednn_engine());
+    // Entries of primitives dropped from their caches stay behind: past a
+    // few caches' worth, start over (the live ones are remade on demand).
+    if (bound.size() > 4 * onednn_primitive_cache_capacity) bound.clear();
     Bound& b = bound[primitive.get()];
     // A primitive dropped from its cache may leave its address to a new one
     // with other arguments: the objects are remade when the slots or their
@@ -48,17 +50,17 @@ void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<Oned
     bool same = true;
     for (const OnednnArg& a : args) {
         if (!a.data) continue;
-        same = same && used < b.made_with.size() && b.made_with[used].first == a.slot && b.made_with[used].second == *a.desc;
+        same = same && used < b.c_args.size() && b.c_args[used].arg == a.slot && b.made_with[used] == *a.desc;
         ++used;
     }
-    if (!same || used != b.made_with.size()) {
+    if (!same || used != b.c_args.size()) {
         b = Bound{};
         for (const OnednnArg& a : args)
             if (a.data) {
-                b.made_with.emplace_back(a.slot, *a.desc);
                 b.memories.emplace_back(*a.desc, onednn_engine(), nullptr);
+                b.made_with.push_back(*a.desc);
+                b.c_args.push_back({a.slot, b.memories.back().get()});
             }
-        for (size_t i = 0; i < b.memories.size(); ++i) b.c_args.push_back({b.made_with[i].first, b.memories[i].get()});
     }
     size_t i = 0;
     for (const OnednnArg& a : args)
