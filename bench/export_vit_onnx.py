@@ -406,7 +406,7 @@ def percentile(sorted_vals, q):
     return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
-def bench(model_dir, batch, iters, warmup, threads, dtype="f32"):
+def bench(model_dir, batch, iters, warmup, threads, dtype="f32", serve=False):
     # libgomp reads this when torch loads. Its default spin-wait keeps the
     # cores busy that OpenBLAS's own GEMM threads need (see bench/README.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -425,6 +425,11 @@ def bench(model_dir, batch, iters, warmup, threads, dtype="f32"):
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
+        if serve:
+            from paired import serve as answer
+            answer({"batch": batch, "threads": torch.get_num_threads(), "engine": "pytorch", "dtype": dtype,
+                    "version": torch.__version__}, lambda: model(x))
+            return
         for _ in range(iters):
             t0 = time.perf_counter_ns()
             model(x)
@@ -568,6 +573,8 @@ def main(argv=None):
     pb.add_argument("--warmup", type=int, default=5)
     pb.add_argument("--threads", type=int, default=2)
     pb.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    pb.add_argument("--serve", action="store_true",
+                    help="after the warm-up, answer bench/paired.py instead of timing --iters")
 
     pp = sub.add_parser("parity", help="Tessera vs this module on one image; prints one JSON object")
     pp.add_argument("--model", required=True)
@@ -593,7 +600,7 @@ def main(argv=None):
         if a.onnx:
             export(a.out_dir, a.onnx, a.batch, a.opset, a.threads)
     elif a.cmd == "bench":
-        bench(a.model, a.batch, a.iters, a.warmup, a.threads, a.dtype)
+        bench(a.model, a.batch, a.iters, a.warmup, a.threads, a.dtype, a.serve)
     elif a.cmd == "parity":
         parity(a.model, a.tessera, a.threads, a.onnx, a.tol, a.work_dir)
 

@@ -6,14 +6,17 @@
 //                            [--shapes NAME:ROWS:IN:OUT[:EPILOGUE[:COUNT]],...] [--json]
 //   build/tessera_gemm_bench --gemv-bf16 IN:OUT:COUNT [--threads T] [--iters PASSES]
 //   build/tessera_gemm_bench --prefill-bf16 NAME:ROWS:IN:OUT,... [--threads T] [--iters N]
-//   build/tessera_gemm_bench --peak [--threads T]
+//   build/tessera_gemm_bench --peak [--threads T] [--serve]
 //
 // --peak measures the CPU's f32 multiply-add peak, the ceiling every rate
 // above is read against: each thread runs independent register-only FMAs
 // (no memory traffic) for ~0.3 s, on 256-bit registers and, where the CPU
 // has AVX-512, on 512-bit ones; one thread alone, then all T at once (which
 // shows whether T threads share cores). One JSON object per width:
-// {peak, bits, threads, gflops_one_thread, gflops_all_threads}.
+// {peak, bits, threads, gflops_one_thread, gflops_all_threads}. With --serve,
+// the widest chains on all T threads become an engine of bench/paired.py
+// (one run: ~2 ms of them at full speed, {peak, bits, threads, gflop_per_run}
+// first): a probe of how fast the host lets these cores run in each block.
 //
 // --gemv-bf16 times the decode GEMV instead (gemv_bandwidth below) and prints
 // {gemv_gbps_best, gemv_gbps_median, bytes, threads, passes}.
@@ -57,6 +60,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
+#include "serve.h"
 #include "tessera/arena.h"
 #include "tessera/threads.h"
 
@@ -283,7 +287,7 @@ double fma_rate(double (*chains)(int64_t, float*), int threads) {
     return best;
 }
 
-int fma_peak(int threads) {
+int fma_peak(int threads, bool serve) {
     struct Width {
         const char* name;
         int bits;
@@ -293,6 +297,18 @@ int fma_peak(int threads) {
     __builtin_cpu_init();
     const Width widths[] = {{"avx2", 256, fma_chains_256, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")},
                             {"avx512", 512, fma_chains_512, bool(__builtin_cpu_supports("avx512f"))}};
+    if (serve) {
+        const Width& w = widths[1].available ? widths[1] : widths[0];
+        const int64_t rounds = 1000000;
+        float sink[16 * 64];
+        std::printf("{\"peak\":\"%s\",\"bits\":%d,\"threads\":%d,\"gflop_per_run\":%.6f}\n", w.name, w.bits,
+                    threads, double(rounds) * 12 * (w.bits / 32) * 2 * threads * 1e-9);
+        serve_paired_blocks([&] {
+#pragma omp parallel num_threads(threads)
+            w.chains(rounds, sink + 16 * omp_get_thread_num());
+        });
+        return 0;
+    }
     for (const Width& w : widths) {
         if (!w.available) continue;
         const double one = fma_rate(w.chains, 1), all = fma_rate(w.chains, threads);
@@ -309,7 +325,7 @@ int main(int argc, char** argv) {
     tessera::DType dtype = tessera::DType::f32;
     std::string gemv;     // IN:OUT:COUNT
     std::string prefill;  // NAME:ROWS:IN:OUT,...
-    bool peak = false;
+    bool peak = false, serve = false;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string k = argv[i];
@@ -325,6 +341,7 @@ int main(int argc, char** argv) {
             else if (k == "--gemv-bf16") gemv = value();
             else if (k == "--prefill-bf16") prefill = value();
             else if (k == "--peak") peak = true;
+            else if (k == "--serve") serve = true;
             else if (k == "--dtype") {
                 const std::string d = value();
                 if (d != "f32" && d != "bf16") throw std::runtime_error("--dtype must be f32 or bf16, got '" + d + "'");
@@ -336,7 +353,18 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "tessera_gemm_bench: %s\n", e.what());
         return 2;
     }
-    if (peak) return fma_peak(threads);
+    if (serve && !peak) {
+        std::fprintf(stderr, "tessera_gemm_bench: --serve needs --peak\n");
+        return 2;
+    }
+    if (peak) {
+        try {
+            return fma_peak(threads, serve);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "tessera_gemm_bench: %s\n", e.what());
+            return 2;
+        }
+    }
     if (!gemv.empty()) {
         int64_t in = 0, out = 0, count = 0;
         if (std::sscanf(gemv.c_str(), "%ld:%ld:%ld", &in, &out, &count) != 3 || in < 1 || out < 1 || count < 1) {

@@ -4,7 +4,7 @@
 //
 //   node bench/ort_bench.js --onnx M.onnx --batch 1 --iters 20 --threads 2
 //        [--warmup 5] [--ref M.onnx.ref_logits.npy] [--ort-dir bench/.cache/ort]
-//        [--check-tessera M.onnx.tessera_logits.npy]
+//        [--check-tessera M.onnx.tessera_logits.npy] [--serve]
 //
 // Builds the input tensor once, warms up, then times only `session.run` and
 // prints one JSON object shaped like `tessera bench --format json`.
@@ -13,7 +13,9 @@
 // export cannot produce a fast but meaningless figure. With --check-tessera
 // it also checks them against Tessera's outputs on the image input that
 // `export_vit_onnx.py parity` saved (M.onnx.tessera_input.npy); the observed
-// differences are reported as `parity` and `parity_tessera`.
+// differences are reported as `parity` and `parity_tessera`. With --serve it
+// prints those facts after the warm-up and then answers bench/paired.py
+// (each stdin line "W N": W untimed and N timed runs, {"ms": [...]} back).
 'use strict';
 
 const fs = require('fs');
@@ -21,9 +23,10 @@ const path = require('path');
 
 function parseArgs(argv) {
   const a = { batch: 1, iters: 20, warmup: 5, threads: 2, onnx: null, ref: null, checkTessera: null,
-              ortDir: path.join(__dirname, '.cache', 'ort'), tol: 1e-3 };
+              ortDir: path.join(__dirname, '.cache', 'ort'), tol: 1e-3, serve: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
+    if (k === '--serve') { a.serve = true; continue; }
     const v = () => {
       if (i + 1 >= argv.length) throw new Error(`${k} needs a value`);
       return argv[++i];
@@ -144,6 +147,30 @@ async function main() {
 
   const feeds = { [inName]: new ort.Tensor('float32', input, dims) };
   for (let i = 0; i < a.warmup; i++) await session.run(feeds);
+  if (a.serve) {
+    const facts = { batch: dims[0], threads: a.threads, engine: 'onnxruntime' };
+    if (parity) facts.parity = parity;
+    if (parityTessera) facts.parity_tessera = parityTessera;
+    process.stdout.write(JSON.stringify(facts) + '\n');
+    const lines = require('readline').createInterface({ input: process.stdin });
+    for await (const line of lines) {
+      const f = line.trim().split(/\s+/).map(Number);
+      if (!line.trim()) continue;
+      if (f.length !== 2 || !Number.isInteger(f[0]) || !Number.isInteger(f[1]) || f[0] < 0 || f[1] < 1) {
+        throw new Error(`--serve: expected "W N" (untimed and timed runs), got '${line}'`);
+      }
+      for (let i = 0; i < f[0]; i++) await session.run(feeds);
+      const ms = [];
+      for (let i = 0; i < f[1]; i++) {
+        const t0 = process.hrtime.bigint();
+        await session.run(feeds);
+        ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+      process.stdout.write(JSON.stringify({ ms }) + '\n');
+    }
+    if (session.release) await session.release();
+    return;
+  }
   const times = [];
   for (let i = 0; i < a.iters; i++) {
     const t0 = process.hrtime.bigint();

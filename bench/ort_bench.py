@@ -4,13 +4,14 @@
 harness uses bench/ort_bench.js with the npm package's C library).
 
   python3 bench/ort_bench.py --onnx M.onnx [--batch 1] [--iters 20] [--warmup 5]
-      [--threads 2] [--ref M.onnx.ref_logits.npy]
+      [--threads 2] [--ref M.onnx.ref_logits.npy] [--serve]
 
 Times only `session.run` on the synthetic input export_vit_onnx.py used
 (uniform in [-1, 1), seed 0) and prints one JSON object shaped like
 `tessera bench --format json`. With --ref it first checks ORT's logits
 against the PyTorch logits saved at export (max |diff| <= 1e-3 x max(1,
 max |ref|)), so a broken export cannot give a fast but meaningless figure.
+With --serve it prints its facts and then answers bench/paired.py.
 """
 import argparse
 import json
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref", default="")
+    ap.add_argument("--serve", action="store_true", help="answer bench/paired.py after the warm-up")
     a = ap.parse_args()
     import onnxruntime as ort
     so = ort.SessionOptions()
@@ -46,6 +48,11 @@ def main():
             raise SystemExit(f"ort_bench.py: ORT's logits differ from PyTorch's by {parity}")
     for _ in range(a.warmup):
         sess.run(None, {"pixel_values": x})
+    if a.serve:
+        from paired import serve
+        serve({"batch": a.batch, "threads": a.threads, "engine": "onnxruntime", "version": ort.__version__,
+               "parity": parity}, lambda: sess.run(None, {"pixel_values": x}))
+        return
     times = []
     for _ in range(a.iters):
         t0 = time.perf_counter_ns()

@@ -4,6 +4,7 @@
 #
 #   bench/run.sh [--threads T] [--iters N] [--batch B] [--rounds R] [--warmup W]
 #                [--models tiny,small,large] [--engines tessera,ort,pytorch] [--no-build]
+#                [--paired BLOCKS]
 #
 #   bench/run.sh --suite issue7 [--threads T] [--rounds R] [--iters N] [--warmup W]
 #                [--heavy-iters N] [--heavy-warmup W] [--throughput-batch B]
@@ -12,7 +13,9 @@
 # Installs its peers when missing (Debian: python3-torch, libopenblas0-pthread;
 # npm: onnxruntime-node into bench/.cache/ort), builds Tessera, exports the
 # ONNX models into bench/.cache/models and checks Tessera against PyTorch on
-# them, then runs bench/compare.py (table + bench/.cache/results.json) or,
+# them, then runs bench/compare.py (table + bench/.cache/results.json),
+# with --paired bench/paired.py (short alternating blocks in long-lived
+# processes, host probe included: table + bench/.cache/paired-MODEL.json) or,
 # with --suite issue7, bench/perf_suite.py (every issue-7 figure: tables +
 # bench/.cache/perf.json; see docs/performance.md).
 set -euo pipefail
@@ -24,7 +27,7 @@ ORT_NODE_VERSION="${ORT_NODE_VERSION:-1.30.0}"
 VIT_TINY_DIR="${VIT_TINY_DIR:-$ROOT/../shared/models/vit_tiny_patch16_224.augreg_in21k_ft_in1k}"
 
 threads=2 iters=20 batch=1 rounds=5 warmup=5 models=tiny,small engines=tessera,ort,pytorch
-build=1 suite="" heavy_iters=5 heavy_warmup=2 throughput_batch=16 llava=7b llava_repeat=3
+build=1 suite="" paired=0 heavy_iters=5 heavy_warmup=2 throughput_batch=16 llava=7b llava_repeat=3
 sections=peers,pruned,bf16,bandwidth,llava
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --models) models="$2"; shift 2 ;;
     --engines) engines="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
+    --paired) paired="$2"; shift 2 ;;
     --suite) suite="$2"; shift 2 ;;
     --heavy-iters) heavy_iters="$2"; shift 2 ;;
     --heavy-warmup) heavy_warmup="$2"; shift 2 ;;
@@ -54,6 +58,7 @@ done
 for v in warmup heavy_warmup; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "run.sh: --${v//_/-} must be a non-negative integer" >&2; exit 2; }
 done
+[[ "$paired" =~ ^[0-9]+$ ]] || { echo "run.sh: --paired must be a non-negative integer (blocks)" >&2; exit 2; }
 case "$suite" in
   "") ;;
   issue7) engines=tessera,ort,pytorch ;;
@@ -102,6 +107,7 @@ tessera_bin="$ROOT/build/tessera"
 gemm_bin="$ROOT/build/tessera_gemm_bench"
 targets=(tessera)
 [ -n "$suite" ] && targets+=(tessera_gemm_bench)
+[ "$paired" -gt 0 ] && targets+=(tessera_vit_bench tessera_gemm_bench)
 tessera_unavailable=""
 if [ "$build" -eq 1 ] && [[ ",$engines," == *",tessera,"* ]]; then
   log "building ${targets[*]} (log: bench/.cache/build.log)"
@@ -184,6 +190,34 @@ if [ -z "$suite" ]; then
     prepare "$m" "$batch"
     model_args+=(--model "$m_name=$m_dir=$m_onnx")
   done
+  if [ "$paired" -gt 0 ]; then
+    [ -z "$tessera_unavailable" ] || { echo "run.sh: --paired needs Tessera: $tessera_unavailable" >&2; exit 1; }
+    IFS=, read -r -a engine_list <<< "$engines"
+    ref=${engine_list[0]}
+    [[ ",$engines," == *",ort,"* ]] && ref=ort
+    for spec in "${model_args[@]}"; do
+      [ "$spec" = --model ] && continue
+      IFS='=' read -r name dir onnx <<< "$spec"
+      safe=${name//[^A-Za-z0-9_.-]/_}
+      # Commands for /bin/sh: paths quoted.
+      dir=$(printf '%q' "$dir") onnx=$(printf '%q' "$onnx") r=$(printf '%q' "$ROOT") c=$(printf '%q' "$CACHE")
+      cmds=()
+      for e in "${engine_list[@]}"; do
+        case "$e" in
+          tessera) cmds+=(--engine "tessera=$r/build/tessera_vit_bench --model $dir --batch $batch --threads $threads --warmup $warmup --serve") ;;
+          ort) cmds+=(--engine "ort=node $r/bench/ort_bench.js --onnx $onnx --batch $batch --threads $threads --warmup $warmup --ref $onnx.ref_logits.npy --ort-dir $c/ort --serve") ;;
+          pytorch) cmds+=(--engine "pytorch=$PY $r/bench/export_vit_onnx.py bench --model $dir --batch $batch --threads $threads --warmup $warmup --serve") ;;
+          *) echo "run.sh: unknown engine $e" >&2; exit 2 ;;
+        esac
+      done
+      log "$name: $paired paired blocks of 1 + $iters forwards per engine, threads=$threads, batch=$batch"
+      OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+        "$PY" "$ROOT/bench/paired.py" --ref "$ref" --probe host --blocks "$paired" --iters "$iters" \
+        --raw "$CACHE/paired-$safe.raw.json" --table "$name" "${cmds[@]}" \
+        --engine "host=$(printf '%q' "$gemm_bin") --peak --serve --threads $threads" > "$CACHE/paired-$safe.json"
+    done
+    exit 0
+  fi
   log "running $rounds rounds x $iters iterations, threads=$threads, batch=$batch"
   exec "$PY" "$ROOT/bench/compare.py" --root "$ROOT" --tessera "$tessera_bin" \
     --tessera-unavailable "$tessera_unavailable" "${model_args[@]}" \

@@ -4,7 +4,7 @@
 // AVX-512 host against ONNX Runtime there (bench/device/run.sh).
 //
 //   build/tessera_vit_bench --model DIR [--dtype f32|bf16] [--threads T]
-//                           [--batch B] [--iters N] [--warmup W]
+//                           [--batch B] [--iters N] [--warmup W] [--serve]
 //
 // Prints one JSON object: {ms_p50, ms_p90, gmacs, batch, threads, dtype,
 // linear ("packed" or "onednn": how this CPU runs the linear layers), iters,
@@ -13,6 +13,10 @@
 // test covers) run on the same input, and the largest |logit difference|
 // from it relative to the largest |logit|, so a figure from another path
 // (oneDNN, bf16) comes with evidence that it computes the same thing.
+//
+// --serve: after the warm-up and the check, print that object without the
+// timings and then answer bench/paired.py: for each stdin line "W N", run W
+// untimed and N timed forwards and print {"ms":[...]}; stop at end of input.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "models/vit.h"
+#include "serve.h"
 #include "tessera/error.h"
 #include "tessera/flops.h"
 #include "tessera/memory.h"
@@ -31,9 +36,14 @@
 int main(int argc, char** argv) {
     std::string model_dir, dtype = "f32";
     int threads = 0, batch = 1, iters = 50, warmup = 5;
+    bool serve = false;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string k = argv[i];
+            if (k == "--serve") {
+                serve = true;
+                continue;
+            }
             if (i + 1 >= argc) throw std::runtime_error(k + " needs a value");
             const std::string v = argv[++i];
             auto number = [&](int lo, int hi) {
@@ -66,15 +76,20 @@ int main(int argc, char** argv) {
         for (float& p : pixels) p = dist(rng);
         std::vector<float> logits(size_t(batch) * size_t(std::max(1, model.hp.num_classes)) +
                                   size_t(batch) * size_t(model.hp.dim));
-        std::vector<double> ms;
         tessera::Ledger ledger;
-        for (int i = 0; i < warmup + iters; ++i) {
-            ledger.reset();
-            const auto start = std::chrono::steady_clock::now();
-            tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
-            const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-            if (i >= warmup) ms.push_back(t);
-        }
+        auto forwards = [&](int untimed, int timed) {
+            std::vector<double> ms;
+            for (int i = 0; i < untimed + timed; ++i) {
+                ledger.reset();
+                const auto start = std::chrono::steady_clock::now();
+                tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
+                const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+                if (i >= untimed) ms.push_back(t);
+            }
+            return ms;
+        };
+        // Serving, one forward at least: the ledger then holds the MACs reported below.
+        const std::vector<double> ms = serve ? forwards(std::max(warmup, 1), 0) : forwards(warmup, iters);
         const double peak_mib = double(tessera::peak_resident_bytes()) / double(1 << 20);  // before the check
         // The reference: f32 in panels (TESSERA_LINEAR=packed while it loads).
         double check = 0.0;
@@ -99,12 +114,22 @@ int main(int argc, char** argv) {
             }
             check = worst / std::max(scale, 1e-30);
         }
-        std::printf("{\"ms_p50\":%.6f,\"ms_p90\":%.6f,\"gmacs\":%.6f,\"batch\":%d,\"threads\":%d,\"dtype\":\"%s\","
-                    "\"linear\":\"%s\",\"iters\":%d,\"model\":\"%s\",\"peak_rss_mib\":%.1f,\"check\":%.3g}\n",
-                    tessera::percentile(ms, 50), tessera::percentile(ms, 90), double(ledger.total()) * 1e-9 / batch, batch, tessera::threads_count(),
-                    model.matrix_dtype == tessera::DType::bf16 ? "bf16" : "f32",
-                    tessera::vit_linear_path(model), iters,
-                    model_dir.c_str(), peak_mib, check);
+        const std::string facts = "\"gmacs\":" + std::to_string(double(ledger.total()) * 1e-9 / batch) +
+                                  ",\"batch\":" + std::to_string(batch) +
+                                  ",\"threads\":" + std::to_string(tessera::threads_count()) + ",\"dtype\":\"" +
+                                  (model.matrix_dtype == tessera::DType::bf16 ? "bf16" : "f32") +
+                                  "\",\"linear\":\"" + tessera::vit_linear_path(model) + "\",\"model\":\"" +
+                                  model_dir + "\",\"peak_rss_mib\":" + std::to_string(peak_mib) + ",\"check\":";
+        if (!serve) {
+            std::printf("{\"ms_p50\":%.6f,\"ms_p90\":%.6f,\"iters\":%d,%s%.3g}\n", tessera::percentile(ms, 50),
+                        tessera::percentile(ms, 90), iters, facts.c_str(), check);
+            return 0;
+        }
+        std::printf("{%s%.3g}\n", facts.c_str(), check);
+        serve_paired_blocks([&] {
+            ledger.reset();
+            tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
+        });
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tessera_vit_bench: error: %s\n", e.what());
         return 1;

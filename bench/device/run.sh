@@ -9,7 +9,7 @@
 #
 # and this script runs there from the repository root:
 #
-#   bench/device/run.sh [--rounds 3] [--cpus 0,1] [--out DIR]
+#   bench/device/run.sh [--rounds 3] [--paired-blocks 30] [--cpus 0,1] [--out DIR]
 #
 # Each round runs every job once, alternating engines: Tessera f32 and bf16
 # (tessera_vit_bench; linear layers as this CPU chooses, and f32 forced onto
@@ -19,15 +19,20 @@
 # every engine; ORT's logits are checked against PyTorch's first). Then the
 # linear-layer microbenchmark (packed kernel vs oneDNN's f32 matmul), and
 # ViT-S at batch 16 against oneDNN's matmul rate on its layers, and the
-# cores' multiply-add peak (tessera_gemm_bench --peak). Every
-# job's JSON goes to DIR/results.jsonl; bench/device/summarize.py makes the
+# cores' multiply-add peak (tessera_gemm_bench --peak). Last, the same
+# engines on the same models in bench/paired.py's short alternating blocks
+# (each engine one long-lived process; ratios between blocks a few hundred
+# milliseconds apart, which this host's swings between whole processes
+# blur), with the cores' multiply-add rate probed in every block. Every job's JSON goes to DIR/results.jsonl (the paired blocks' raw
+# times to DIR/paired-MODEL.json); bench/device/summarize.py makes the
 # tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-rounds=3 cpus=0,1 out=${OUT:-bench/.cache/device-out}
+rounds=3 blocks=30 cpus=0,1 out=${OUT:-bench/.cache/device-out}
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
+        --paired-blocks) blocks=$2; shift 2 ;;
         --cpus) cpus=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
@@ -89,5 +94,21 @@ record 1 layers gemm f32 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$th
 # The cores' f32 multiply-add peak (the widest vectors the CPU has: the last line).
 record 1 peak fma f32 -- tessera "$dev/bin/tessera_gemm_bench" --peak --threads "$threads"
 record 1 layers gemm bf16 -- tessera "$dev/bin/tessera_gemm_bench" --threads "$threads" --iters 100 --json --dtype bf16
+# Paired blocks: 1 untimed and 5 timed forwards per engine and block.
+if [ "$blocks" -gt 0 ]; then
+    vit="$dev/bin/tessera_vit_bench"
+    for preset in tiny small; do
+        m="$work/$preset"
+        engines=(
+            --engine "tessera-f32=LD_LIBRARY_PATH=$libs taskset -c $cpus $vit --model $m --dtype f32 --threads $threads --serve"
+            --engine "tessera-bf16=LD_LIBRARY_PATH=$libs taskset -c $cpus $vit --model $m --dtype bf16 --threads $threads --serve"
+            --engine "onnxruntime-f32=taskset -c $cpus python3 bench/ort_bench.py --onnx $m.onnx --threads $threads --ref $m.onnx.ref_logits.npy --serve"
+            --engine "pytorch-f32=taskset -c $cpus python3 bench/export_vit_onnx.py bench --model $m --threads $threads --serve"
+            --engine "host-fma=LD_LIBRARY_PATH=$libs taskset -c $cpus $dev/bin/tessera_gemm_bench --peak --serve --threads $threads"
+        )
+        record 0 "$preset" paired mixed -- python3 bench/paired.py --ref onnxruntime-f32 --probe host-fma --blocks "$blocks" \
+            --raw "$out/paired-$preset.json" "${engines[@]}"
+    done
+fi
 rm -rf "$work"
 echo "run.sh: $(wc -l <"$results") results in $results" >&2

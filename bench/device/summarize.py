@@ -6,8 +6,12 @@ Runtime fp32 measured in the same rounds; then the linear-layer rates.
   python3 bench/device/summarize.py DIR/results.jsonl
 """
 import json
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from paired import TABLE_HEAD, table_rows  # noqa: E402  (bench/paired.py)
 
 
 def main():
@@ -15,7 +19,7 @@ def main():
     errors = [r for r in rows if "error" in r]
     for r in errors:
         print(f"error: {r['model']} {r['engine']} {r['dtype']}: {r['error'][-300:]}")
-    timed = [r for r in rows if "result" in r and r["model"] in ("tiny", "small")]
+    timed = [r for r in rows if "result" in r and r["model"] in ("tiny", "small") and r["engine"] != "paired"]
     print("| model | engine | dtype | linear layers | max logit diff vs f32 packed (relative) | p50 ms, median of rounds (min-max) "
           "| / ORT fp32 | / ORT fp32 in the same round: median (min-max) |")
     print("|---|---|---|---|---:|---:|---:|---:|")
@@ -37,6 +41,7 @@ def main():
             paired = f"{statistics.median(rounds):.2f}x ({rounds[0]:.2f}-{rounds[-1]:.2f})" if rounds else "-"
             print(f"| ViT-{model.capitalize()}/16 | {engine} | {dtype} | {res.get('linear', '-')} | {check} | "
                   f"{med:.2f} ({min(v):.2f}-{max(v):.2f}) | {ratio} | {paired} |")
+    paired_table(rows)
     throughput(rows)
     peak = next((r["result"] for r in rows if r["model"] == "peak" and "result" in r), None)
     if peak:
@@ -54,6 +59,18 @@ def main():
                 print(f"  {layer['name']:<14} {layer['rows']}x{layer['in']}x{layer['out']}: oneDNN "
                       f"{layer['onednn_gflops']:.1f}{of_peak}, panels {layer['packed_gflops']:.1f}, "
                       f"{layer.get('chosen', '?')} {layer.get('chosen_gflops', float('nan')):.1f} GFLOP/s")
+
+
+def paired_table(rows):
+    """bench/paired.py's blocks: each engine against the reference engine's
+    block just before or after it."""
+    runs = [r for r in rows if r["engine"] == "paired" and "result" in r]
+    if not runs:
+        return
+    print("\nPaired blocks (bench/paired.py: each engine one process, short blocks in rotating order):\n")
+    print(TABLE_HEAD)
+    for r in runs:
+        print("\n".join(table_rows(f"ViT-{r['model'].capitalize()}/16", r["result"])))
 
 
 def throughput(rows):
