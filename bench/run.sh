@@ -29,7 +29,7 @@ VIT_TINY_DIR="${VIT_TINY_DIR:-$ROOT/../shared/models/vit_tiny_patch16_224.augreg
 threads=2 iters=20 batch=1 rounds=5 warmup=5 models=tiny,small engines=tessera,ort,pytorch
 build=1 suite="" paired=0 heavy_iters=5 heavy_warmup=2 throughput_batch=16 llava=7b llava_repeat=3
 sections=peers,pruned,bf16,bandwidth,llava
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
