@@ -114,43 +114,51 @@ TEST(PackedLinear, OnednnLayoutMatchesNaiveForEveryEpilogue) {
         Env() { setenv("TESSERA_LINEAR", "onednn", 1); }
         ~Env() { unsetenv("TESSERA_LINEAR"); }
     } env;
-    const int64_t rows = 13, in = 200, out = 40;
-    const auto x = random_values(size_t(rows * in), 31), b = random_values(size_t(out), 33),
-               residual = random_values(size_t(rows * out), 34);
-    for (const DType dtype : {DType::f32, DType::bf16}) {
-        auto w = random_values(size_t(out * in), 32, 0.1f);
-        const WeightPlan plan = plan_weights(out, in, dtype);
-        if (dtype == DType::f32) {
-            EXPECT_NE(plan.onednn_layout, nullptr) << "oneDNN has an f32 matmul everywhere";
-        }
-        Arena arena(plan.bytes + 64);
-        const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
-        EXPECT_EQ(m.onednn_layout, plan.onednn_layout);
-        // oneDNN's bf16 matmul also rounds x to bf16: compare against rounded inputs.
-        auto xr = x;
-        if (dtype == DType::bf16) {
-            for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
-            if (plan.onednn_layout)
-                for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
-        }
-        for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual}) {
-            std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
-            Ledger ledger;
-            linear_packed(&ledger, y.data(), x.data(), m, b.data(), rows, e);
-            EXPECT_EQ(ledger.total(), uint64_t(rows * in * out));
-            double worst = 0.0;
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t o = 0; o < out; ++o) {
-                    double v = b[size_t(o)];
-                    for (int64_t i = 0; i < in; ++i) v += double(xr[size_t(r * in + i)]) * w[size_t(o * in + i)];
-                    if (e == Epilogue::gelu_erf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-                    if (e == Epilogue::residual) v += residual[size_t(r * out + o)];
-                    worst = std::max(worst, std::abs(v - y[size_t(r * out + o)]));
-                }
-            EXPECT_LT(worst, 2e-4) << dtype_name(dtype) << (plan.onednn_layout ? " oneDNN" : " panels") << " epilogue "
-                                   << int(e);
+    const int64_t in = 200, out = 40;
+    const int saved_threads = threads_count();
+    // Row counts and threads that oneDNN splits differently (13 rows on one
+    // thread; 97 on 3: uneven blocks; ViT's 197 on 2 and 3).
+    for (const auto& [rows, threads] : {std::pair<int64_t, int>{13, 1}, {13, 2}, {97, 3}, {197, 2}, {197, 3}}) {
+        for (const DType dtype : {DType::f32, DType::bf16}) {
+            SCOPED_TRACE(std::to_string(rows) + " rows on " + std::to_string(threads) + " threads");
+            threads_init(threads);
+            const auto x = random_values(size_t(rows * in), 31), b = random_values(size_t(out), 33),
+                       residual = random_values(size_t(rows * out), 34);
+            auto w = random_values(size_t(out * in), 32, 0.1f);
+            const WeightPlan plan = plan_weights(out, in, dtype);
+            if (dtype == DType::f32) {
+                EXPECT_NE(plan.onednn_layout, nullptr) << "oneDNN has an f32 matmul everywhere";
+            }
+            Arena arena(plan.bytes + 64);
+            const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
+            EXPECT_EQ(m.onednn_layout, plan.onednn_layout);
+            // oneDNN's bf16 matmul also rounds x to bf16: compare against rounded inputs.
+            auto xr = x;
+            if (dtype == DType::bf16) {
+                for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
+                if (plan.onednn_layout)
+                    for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+            }
+            for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual}) {
+                std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
+                Ledger ledger;
+                linear_packed(&ledger, y.data(), x.data(), m, b.data(), rows, e);
+                EXPECT_EQ(ledger.total(), uint64_t(rows * in * out));
+                double worst = 0.0;
+                for (int64_t r = 0; r < rows; ++r)
+                    for (int64_t o = 0; o < out; ++o) {
+                        double v = b[size_t(o)];
+                        for (int64_t i = 0; i < in; ++i) v += double(xr[size_t(r * in + i)]) * w[size_t(o * in + i)];
+                        if (e == Epilogue::gelu_erf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+                        if (e == Epilogue::residual) v += residual[size_t(r * out + o)];
+                        worst = std::max(worst, std::abs(v - y[size_t(r * out + o)]));
+                    }
+                EXPECT_LT(worst, 2e-4) << dtype_name(dtype) << (plan.onednn_layout ? " oneDNN" : " panels") << " epilogue "
+                                       << int(e);
+            }
         }
     }
+    threads_init(saved_threads);
 }
 
 // bf16 packing rounds to nearest, ties to even, and keeps every column in its
@@ -291,39 +299,45 @@ TEST(LayerNorm, Bf16OutputIsTheF32OutputRounded) {
 // ViT runs on CPUs with bf16 arithmetic. Elsewhere oneDNN has no bf16 matmul.
 TEST(PackedLinear, OnednnBf16ActivationsMatchNaive) {
     if (!onednn_linear_chosen(DType::bf16)) GTEST_SKIP() << "this CPU has no bf16 arithmetic for oneDNN";
-    const int64_t rows = 13, in = 200, out = 40;
-    auto w = random_values(size_t(out * in), 44, 0.1f);
-    const auto b = random_values(size_t(out), 45), residual = random_values(size_t(rows * out), 46);
-    const auto xf = random_values(size_t(rows * in), 47);
-    std::vector<uint16_t> x(xf.size());
-    for (size_t i = 0; i < x.size(); ++i) x[i] = f32_to_bf16(xf[i]);
-    const WeightPlan plan = plan_weights(out, in, DType::bf16);
-    ASSERT_NE(plan.onednn_layout, nullptr);
-    Arena arena(plan.bytes + 64);
-    const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
-    for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
-    for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual})
-        for (const DType y_type : {DType::f32, DType::bf16}) {
-            if (e == Epilogue::residual && y_type == DType::bf16) continue;  // the residual stream stays f32
-            std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
-            std::vector<uint16_t> y16(y.size());
-            Ledger ledger;
-            onednn_linear_bf16_io(&ledger, y_type == DType::f32 ? static_cast<void*>(y.data()) : y16.data(), y_type,
-                                  x.data(), m, b.data(), rows, e);
-            EXPECT_EQ(ledger.total(), uint64_t(rows * in * out));
-            for (int64_t r = 0; r < rows; ++r)
-                for (int64_t o = 0; o < out; ++o) {
-                    double acc = b[size_t(o)];
-                    for (int64_t i = 0; i < in; ++i) acc += double(bf16_to_f32(x[size_t(r * in + i)])) * w[size_t(o * in + i)];
-                    if (e == Epilogue::gelu_erf) acc = gelu_ref(acc);
-                    if (e == Epilogue::residual) acc += residual[size_t(r * out + o)];
-                    const size_t k = size_t(r * out + o);
-                    const double got = y_type == DType::f32 ? y[k] : bf16_to_f32(y16[k]);
-                    // bf16 output: within its rounding (8 significant bits).
-                    const double tol = y_type == DType::f32 ? 1e-4 : 1e-4 + std::abs(acc) / 128.0;
-                    ASSERT_NEAR(got, acc, tol) << "epilogue " << int(e) << " output " << dtype_name(y_type);
-                }
-        }
+    const int64_t in = 200, out = 40;
+    const int saved_threads = threads_count();
+    for (const auto& [rows, threads] : {std::pair<int64_t, int>{13, 2}, {97, 3}, {197, 2}}) {
+        SCOPED_TRACE(std::to_string(rows) + " rows on " + std::to_string(threads) + " threads");
+        threads_init(threads);
+        auto w = random_values(size_t(out * in), 44, 0.1f);
+        const auto b = random_values(size_t(out), 45), residual = random_values(size_t(rows * out), 46);
+        const auto xf = random_values(size_t(rows * in), 47);
+        std::vector<uint16_t> x(xf.size());
+        for (size_t i = 0; i < x.size(); ++i) x[i] = f32_to_bf16(xf[i]);
+        const WeightPlan plan = plan_weights(out, in, DType::bf16);
+        ASSERT_NE(plan.onednn_layout, nullptr);
+        Arena arena(plan.bytes + 64);
+        const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
+        for (float& v : w) v = bf16_to_f32(f32_to_bf16(v));
+        for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::residual})
+            for (const DType y_type : {DType::f32, DType::bf16}) {
+                if (e == Epilogue::residual && y_type == DType::bf16) continue;  // the residual stream stays f32
+                std::vector<float> y = e == Epilogue::residual ? residual : std::vector<float>(residual.size(), 0.0f);
+                std::vector<uint16_t> y16(y.size());
+                Ledger ledger;
+                onednn_linear_bf16_io(&ledger, y_type == DType::f32 ? static_cast<void*>(y.data()) : y16.data(), y_type,
+                                      x.data(), m, b.data(), rows, e);
+                EXPECT_EQ(ledger.total(), uint64_t(rows * in * out));
+                for (int64_t r = 0; r < rows; ++r)
+                    for (int64_t o = 0; o < out; ++o) {
+                        double acc = b[size_t(o)];
+                        for (int64_t i = 0; i < in; ++i) acc += double(bf16_to_f32(x[size_t(r * in + i)])) * w[size_t(o * in + i)];
+                        if (e == Epilogue::gelu_erf) acc = gelu_ref(acc);
+                        if (e == Epilogue::residual) acc += residual[size_t(r * out + o)];
+                        const size_t k = size_t(r * out + o);
+                        const double got = y_type == DType::f32 ? y[k] : bf16_to_f32(y16[k]);
+                        // bf16 output: within its rounding (8 significant bits).
+                        const double tol = y_type == DType::f32 ? 1e-4 : 1e-4 + std::abs(acc) / 128.0;
+                        ASSERT_NEAR(got, acc, tol) << "epilogue " << int(e) << " output " << dtype_name(y_type);
+                    }
+            }
+    }
+    threads_init(saved_threads);
 }
 
 TEST(Gelu, IsExactErfForm) {
