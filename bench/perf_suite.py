@@ -14,6 +14,11 @@ Sections (--sections, default all):
              the fraction of the promised speed-up (speed-up x MAC ratio).
   bf16       Tessera f32 vs bf16 on a ViT when `tessera bench` has --dtype;
              otherwise "not available".
+  paired     the batch-1 models of `peers` that are not heavy (ViT-Tiny,
+             ViT-S) again, in bench/paired.py's short alternating blocks:
+             Tessera f32 and bf16 (build/tessera_vit_bench --serve), ORT and
+             PyTorch each one long-lived process, with the host probe;
+             per-block ratios to ORT (robust to a noisy host).
   bandwidth  memory read bandwidth (bench/membw.cpp), best of N passes.
   llava      bench/llava_latency.py: decode tokens/s against the bound the
              measured bandwidth sets (weight bytes read per token), and the
@@ -29,15 +34,17 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402
+import paired  # noqa: E402
 from compare import Job, alternate, markdown_table, summarise  # noqa: E402
 
-SECTIONS = ("peers", "pruned", "bf16", "bandwidth", "llava")
+SECTIONS = ("peers", "pruned", "bf16", "paired", "bandwidth", "llava")
 # A configuration whose linear layers take at least this many GFLOP per
 # forward pass is "heavy": it runs --heavy-iters / --heavy-warmup iterations
 # (ViT-L/14-336 at batch 1: 349, ViT-S/16 at batch 16: 136; ViT-S at batch
@@ -214,6 +221,54 @@ def section_pruned(a, env, models, pipelines):
     return out
 
 
+def section_paired(a, env, configs):
+    """bench/paired.py per light batch-1 config (label, model_dir, onnx,
+    batch): Tessera f32 and bf16, ORT and PyTorch as selected, and the host
+    probe, in --paired-blocks blocks of 1 + 5 forwards."""
+    out = []
+    q = shlex.quote
+    for label, model_dir, onnx, batch in configs:
+        if batch != 1 or shapes_gflop(vit_linear_shapes(model_dir, batch)) >= HEAVY_GFLOP:
+            continue
+        t = str(a.threads)
+        vit = f"{q(a.vit_bench)} --model {q(model_dir)} --threads {t} --warmup {a.warmup} --serve"
+        engines = {}
+        if "tessera" in a.engines and not a.tessera_unavailable:
+            engines["tessera-f32"] = vit
+            engines["tessera-bf16"] = vit + " --dtype bf16"
+        if "ort" in a.engines:
+            ort_dir = os.path.join(a.cache, "ort")
+            engines["ort"] = (f"node {q(os.path.join(a.root, 'bench', 'ort_bench.js'))} --onnx {q(onnx)} "
+                              f"--threads {t} --warmup {a.warmup} --ref {q(onnx + '.ref_logits.npy')} "
+                              f"--ort-dir {q(ort_dir)} --serve")
+        if "pytorch" in a.engines:
+            engines["pytorch"] = (f"{q(sys.executable)} {q(os.path.join(a.root, 'bench', 'export_vit_onnx.py'))} "
+                                  f"bench --model {q(model_dir)} --threads {t} --warmup {a.warmup} --serve")
+        entry = {"model": label, "blocks": a.paired_blocks}
+        if "ort" not in engines or len(engines) < 2:
+            entry.update(available=False, reason="needs ORT and another engine")
+            out.append(entry)
+            continue
+        cmd = [sys.executable, os.path.join(a.root, "bench", "paired.py"), "--ref", "ort", "--probe", "host",
+               "--blocks", str(a.paired_blocks), "--iters", "5"]
+        for name, command in engines.items():
+            cmd += ["--engine", f"{name}={command}"]
+        cmd += ["--engine", f"host={q(a.gemm_bench)} --peak --serve --threads {t}"]
+        print(f"[paired] {label}: {a.paired_blocks} blocks", file=sys.stderr)
+        try:
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+        except subprocess.TimeoutExpired:
+            entry.update(available=False, reason=f"timed out after {a.timeout} s")
+            out.append(entry)
+            continue
+        if run.returncode != 0:
+            entry.update(available=False, reason=(run.stderr.strip().splitlines() or ["failed"])[-1][-300:])
+        else:
+            entry.update(available=True, result=json.loads(run.stdout))
+        out.append(entry)
+    return out
+
+
 def section_bf16(a, env, model):
     """Tessera f32 and bf16 on one ViT, when `tessera bench` offers --dtype,
     and ONNX Runtime fp32 in the same rounds when an ONNX export is given
@@ -375,6 +430,13 @@ def report(results):
                 lines.append(f"peak memory: f32 {peak['f32']:.0f} MiB, bf16 {peak['bf16']:.0f} MiB")
         else:
             lines.append(f"bf16: not available ({bf16['reason']})")
+    pair = results.get("paired")
+    if pair is not None:
+        lines += ["", "## 5b. Paired blocks (bench/paired.py; per-block ratios to ORT fp32, host probe)", ""]
+        rows = [r for m in pair if m["available"] for r in paired.table_rows(m["model"], m["result"])]
+        if rows:
+            lines += [paired.TABLE_HEAD] + rows
+        lines += [f"{m['model']}: not available ({m['reason']})" for m in pair if not m["available"]]
     bw = results.get("bandwidth")
     if bw is not None:
         lines += ["", "## 6. Memory bandwidth and LLaVA decode", ""]
@@ -433,6 +495,8 @@ def main():
     ap.add_argument("--tessera", required=True)
     ap.add_argument("--tessera-unavailable", default="")
     ap.add_argument("--gemm-bench", required=True)
+    ap.add_argument("--vit-bench", default="", help="build/tessera_vit_bench (paired section)")
+    ap.add_argument("--paired-blocks", type=int, default=30)
     ap.add_argument("--membw", required=True)
     ap.add_argument("--config", action="append", default=[],
                     help="LABEL=DIR=ONNX=BATCH for the peers section")
@@ -486,6 +550,10 @@ def main():
         models = [tuple(s.split("=", 1)) for s in a.pruned_model]
         pipelines = [tuple(s.split("=", 1)) for s in a.pipeline]
         results["pruned"] = section_pruned(a, env, models, pipelines)
+    if "paired" in sections:
+        configs = [tuple(spec.split("=")[:3]) + (int(spec.split("=")[3]),) for spec in a.config]
+        results["paired"] = section_paired(a, env, configs) if a.vit_bench else [
+            {"model": "-", "available": False, "reason": "no --vit-bench"}]
     if "bf16" in sections:
         if a.bf16_model:
             results["bf16"] = section_bf16(a, env, tuple(a.bf16_model.split("=", 2)))

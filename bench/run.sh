@@ -8,7 +8,8 @@
 #
 #   bench/run.sh --suite issue7 [--threads T] [--rounds R] [--iters N] [--warmup W]
 #                [--heavy-iters N] [--heavy-warmup W] [--throughput-batch B]
-#                [--llava 7b|none|DIR] [--llava-repeat R] [--sections LIST] [--no-build]
+#                [--llava 7b|none|DIR] [--llava-repeat R] [--sections LIST] [--paired BLOCKS]
+#                [--no-build]
 #
 # Installs its peers when missing (Debian: python3-torch, libopenblas0-pthread;
 # npm: onnxruntime-node into bench/.cache/ort), builds Tessera, exports the
@@ -28,8 +29,8 @@ VIT_TINY_DIR="${VIT_TINY_DIR:-$ROOT/../shared/models/vit_tiny_patch16_224.augreg
 
 threads=2 iters=20 batch=1 rounds=5 warmup=5 models=tiny,small engines=tessera,ort,pytorch
 build=1 suite="" paired=0 heavy_iters=5 heavy_warmup=2 throughput_batch=16 llava=7b llava_repeat=3
-sections=peers,pruned,bf16,bandwidth,llava
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+sections=peers,pruned,bf16,paired,bandwidth,llava
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
@@ -106,7 +107,7 @@ fi
 tessera_bin="$ROOT/build/tessera"
 gemm_bin="$ROOT/build/tessera_gemm_bench"
 targets=(tessera)
-[ -n "$suite" ] && targets+=(tessera_gemm_bench)
+[ -n "$suite" ] && targets+=(tessera_gemm_bench tessera_vit_bench)
 [ "$paired" -gt 0 ] && targets+=(tessera_vit_bench tessera_gemm_bench)
 tessera_unavailable=""
 if [ "$build" -eq 1 ] && [[ ",$engines," == *",tessera,"* ]]; then
@@ -227,8 +228,10 @@ fi
 
 # ---- suite issue7 ------------------------------------------------------------
 suite_args=()
-if has_section peers; then
-  for spec in tiny:1 small:1 large:1 "small:$throughput_batch"; do
+if has_section peers || has_section paired; then
+  specs=(tiny:1 small:1)
+  has_section peers && specs+=(large:1 "small:$throughput_batch")  # paired runs only the light batch-1 ones
+  for spec in "${specs[@]}"; do
     prepare "${spec%%:*}" "${spec##*:}"
     suite_args+=(--config "$m_name=$m_dir=$m_onnx=${spec##*:}")
   done
@@ -250,9 +253,12 @@ case "$llava" in
   none) llava_dir=none ;;
   *) llava_dir="$llava" ;;
 esac
+paired_blocks=30
+[ "$paired" -gt 0 ] && paired_blocks=$paired
 log "suite issue7: $sections; $rounds rounds, threads=$threads"
 exec "$PY" "$ROOT/bench/perf_suite.py" --root "$ROOT" --tessera "$tessera_bin" \
   --tessera-unavailable "$tessera_unavailable" --gemm-bench "$gemm_bin" --membw "$membw_bin" \
+  --vit-bench "$ROOT/build/tessera_vit_bench" --paired-blocks "$paired_blocks" \
   "${suite_args[@]}" --sections "$sections" --threads "$threads" --rounds "$rounds" \
   --iters "$iters" --warmup "$warmup" --heavy-iters "$heavy_iters" --heavy-warmup "$heavy_warmup" \
   --llava "$llava_dir" --llava-repeat "$llava_repeat" --out "$CACHE/perf.json"
