@@ -43,7 +43,6 @@ cores from every other engine, and all its ratios are void).
 """
 import argparse
 import json
-import shlex
 import statistics
 import subprocess
 import sys
@@ -95,8 +94,11 @@ class Engine:
             raise RuntimeError(f"{self.name}: not JSON while {what}: {line[:200]!r}")
 
     def block(self, warmup, iters):
-        self.proc.stdin.write(f"{warmup} {iters}\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(f"{warmup} {iters}\n")
+            self.proc.stdin.flush()
+        except OSError:  # it exited: a broken pipe
+            raise RuntimeError(f"{self.name}: exited with status {self.proc.wait()} before a block ({self.command})")
         times = self._reply("timing")["ms"]
         if len(times) != iters:
             raise RuntimeError(f"{self.name}: answered {len(times)} times for {iters} forwards")
