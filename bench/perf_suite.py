@@ -14,8 +14,8 @@ Sections (--sections, default all):
              the fraction of the promised speed-up (speed-up x MAC ratio).
   bf16       Tessera f32 vs bf16 on a ViT when `tessera bench` has --dtype;
              otherwise "not available".
-  paired     the batch-1 models of `peers` that are not heavy (ViT-Tiny,
-             ViT-S) again, in bench/paired.py's short alternating blocks:
+  paired     the --paired-config models (the suite: ViT-Tiny and ViT-S at
+             batch 1) in bench/paired.py's short alternating blocks:
              Tessera f32 and bf16 (build/tessera_vit_bench --serve), ORT and
              PyTorch each one long-lived process, with the host probe;
              per-block ratios to ORT (robust to a noisy host).
@@ -222,39 +222,39 @@ def section_pruned(a, env, models, pipelines):
 
 
 def section_paired(a, env, configs):
-    """bench/paired.py per light batch-1 config (label, model_dir, onnx,
-    batch): Tessera f32 and bf16, ORT and PyTorch as selected, and the host
-    probe, in --paired-blocks blocks of 1 + 5 forwards."""
+    """bench/paired.py per config (label, model_dir, onnx, batch): Tessera
+    f32 and bf16, ORT and PyTorch as selected, and the host probe, in
+    --paired-blocks blocks of 1 + 5 forwards; every block's times in
+    paired-LABEL.raw.json beside the results."""
     out = []
     q = shlex.quote
     for label, model_dir, onnx, batch in configs:
-        if batch != 1 or shapes_gflop(vit_linear_shapes(model_dir, batch)) >= HEAVY_GFLOP:
-            continue
-        t = str(a.threads)
-        vit = f"{q(a.vit_bench)} --model {q(model_dir)} --threads {t} --warmup {a.warmup} --serve"
+        common = f"--batch {batch} --threads {a.threads} --warmup {a.warmup} --serve"
+        vit = f"{q(a.vit_bench)} --model {q(model_dir)} {common}"
         engines = {}
         if "tessera" in a.engines and not a.tessera_unavailable:
             engines["tessera-f32"] = vit
             engines["tessera-bf16"] = vit + " --dtype bf16"
         if "ort" in a.engines:
             ort_dir = os.path.join(a.cache, "ort")
-            engines["ort"] = (f"node {q(os.path.join(a.root, 'bench', 'ort_bench.js'))} --onnx {q(onnx)} "
-                              f"--threads {t} --warmup {a.warmup} --ref {q(onnx + '.ref_logits.npy')} "
-                              f"--ort-dir {q(ort_dir)} --serve")
+            engines["ort"] = (f"node {q(os.path.join(a.root, 'bench', 'ort_bench.js'))} --onnx {q(onnx)} {common} "
+                              f"--ref {q(onnx + '.ref_logits.npy')} --ort-dir {q(ort_dir)}")
         if "pytorch" in a.engines:
             engines["pytorch"] = (f"{q(sys.executable)} {q(os.path.join(a.root, 'bench', 'export_vit_onnx.py'))} "
-                                  f"bench --model {q(model_dir)} --threads {t} --warmup {a.warmup} --serve")
+                                  f"bench --model {q(model_dir)} {common}")
         entry = {"model": label, "blocks": a.paired_blocks}
         if "ort" not in engines or len(engines) < 2:
             entry.update(available=False, reason="needs ORT and another engine")
             out.append(entry)
             continue
+        safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in label)
         cmd = [sys.executable, os.path.join(a.root, "bench", "paired.py"), "--ref", "ort", "--probe", "host",
-               "--blocks", str(a.paired_blocks), "--iters", "5"]
+               "--blocks", str(a.paired_blocks), "--iters", "5",
+               "--raw", os.path.join(a.cache, f"paired-{safe}.raw.json")]
         for name, command in engines.items():
             cmd += ["--engine", f"{name}={command}"]
-        cmd += ["--engine", f"host={q(a.gemm_bench)} --peak --serve --threads {t}"]
-        print(f"[paired] {label}: {a.paired_blocks} blocks", file=sys.stderr)
+        cmd += ["--engine", f"host={q(a.gemm_bench)} --peak --serve --threads {a.threads}"]
+        print(f"[paired] {label} (batch {batch}): {a.paired_blocks} blocks", file=sys.stderr)
         try:
             run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
         except subprocess.TimeoutExpired:
@@ -497,6 +497,8 @@ def main():
     ap.add_argument("--gemm-bench", required=True)
     ap.add_argument("--vit-bench", default="", help="build/tessera_vit_bench (paired section)")
     ap.add_argument("--paired-blocks", type=int, default=30)
+    ap.add_argument("--paired-config", action="append", default=[],
+                    help="LABEL=DIR=ONNX=BATCH for the paired section")
     ap.add_argument("--membw", required=True)
     ap.add_argument("--config", action="append", default=[],
                     help="LABEL=DIR=ONNX=BATCH for the peers section")
@@ -551,7 +553,10 @@ def main():
         pipelines = [tuple(s.split("=", 1)) for s in a.pipeline]
         results["pruned"] = section_pruned(a, env, models, pipelines)
     if "paired" in sections:
-        configs = [tuple(spec.split("=")[:3]) + (int(spec.split("=")[3]),) for spec in a.config]
+        configs = []
+        for spec in a.paired_config:
+            label, model_dir, onnx, batch = spec.split("=")
+            configs.append((label, model_dir, onnx, int(batch)))
         results["paired"] = section_paired(a, env, configs) if a.vit_bench else [
             {"model": "-", "available": False, "reason": "no --vit-bench"}]
     if "bf16" in sections:

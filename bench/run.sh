@@ -15,8 +15,8 @@
 # npm: onnxruntime-node into bench/.cache/ort), builds Tessera, exports the
 # ONNX models into bench/.cache/models and checks Tessera against PyTorch on
 # them, then runs bench/compare.py (table + bench/.cache/results.json),
-# with --paired bench/paired.py (short alternating blocks in long-lived
-# processes, host probe included: table + bench/.cache/paired-MODEL.json) or,
+# with --paired bench/perf_suite.py's paired section (bench/paired.py's short
+# alternating blocks, host probe included: table + bench/.cache/paired.json) or,
 # with --suite issue7, bench/perf_suite.py (every issue-7 figure: tables +
 # bench/.cache/perf.json; see docs/performance.md).
 set -euo pipefail
@@ -185,39 +185,20 @@ prepare() {
 }
 
 if [ -z "$suite" ]; then
-  model_args=()
+  model_args=() paired_args=()
   IFS=, read -r -a model_list <<< "$models"
   for m in "${model_list[@]}"; do
     prepare "$m" "$batch"
     model_args+=(--model "$m_name=$m_dir=$m_onnx")
+    paired_args+=(--paired-config "$m_name=$m_dir=$m_onnx=$batch")
   done
   if [ "$paired" -gt 0 ]; then
     [ -z "$tessera_unavailable" ] || { echo "run.sh: --paired needs Tessera: $tessera_unavailable" >&2; exit 1; }
-    IFS=, read -r -a engine_list <<< "$engines"
-    ref=${engine_list[0]}
-    [[ ",$engines," == *",ort,"* ]] && ref=ort
-    for spec in "${model_args[@]}"; do
-      [ "$spec" = --model ] && continue
-      IFS='=' read -r name dir onnx <<< "$spec"
-      safe=${name//[^A-Za-z0-9_.-]/_}
-      # Commands for /bin/sh: paths quoted.
-      dir=$(printf '%q' "$dir") onnx=$(printf '%q' "$onnx") r=$(printf '%q' "$ROOT") c=$(printf '%q' "$CACHE")
-      cmds=()
-      for e in "${engine_list[@]}"; do
-        case "$e" in
-          tessera) cmds+=(--engine "tessera=$r/build/tessera_vit_bench --model $dir --batch $batch --threads $threads --warmup $warmup --serve") ;;
-          ort) cmds+=(--engine "ort=node $r/bench/ort_bench.js --onnx $onnx --batch $batch --threads $threads --warmup $warmup --ref $onnx.ref_logits.npy --ort-dir $c/ort --serve") ;;
-          pytorch) cmds+=(--engine "pytorch=$PY $r/bench/export_vit_onnx.py bench --model $dir --batch $batch --threads $threads --warmup $warmup --serve") ;;
-          *) echo "run.sh: unknown engine $e" >&2; exit 2 ;;
-        esac
-      done
-      log "$name: $paired paired blocks of 1 + $iters forwards per engine, threads=$threads, batch=$batch"
-      OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-        "$PY" "$ROOT/bench/paired.py" --ref "$ref" --probe host --blocks "$paired" --iters "$iters" \
-        --raw "$CACHE/paired-$safe.raw.json" --table "$name" "${cmds[@]}" \
-        --engine "host=$(printf '%q' "$gemm_bin") --peak --serve --threads $threads" > "$CACHE/paired-$safe.json"
-    done
-    exit 0
+    log "paired blocks: $paired per model, threads=$threads, batch=$batch"
+    exec "$PY" "$ROOT/bench/perf_suite.py" --root "$ROOT" --tessera "$tessera_bin" --gemm-bench "$gemm_bin" \
+      --membw "$CACHE/membw" --vit-bench "$ROOT/build/tessera_vit_bench" --sections paired \
+      --paired-blocks "$paired" "${paired_args[@]}" --engines "$engines" --threads "$threads" \
+      --warmup "$warmup" --out "$CACHE/paired.json"
   fi
   log "running $rounds rounds x $iters iterations, threads=$threads, batch=$batch"
   exec "$PY" "$ROOT/bench/compare.py" --root "$ROOT" --tessera "$tessera_bin" \
@@ -228,12 +209,16 @@ fi
 
 # ---- suite issue7 ------------------------------------------------------------
 suite_args=()
-if has_section peers || has_section paired; then
-  specs=(tiny:1 small:1)
-  has_section peers && specs+=(large:1 "small:$throughput_batch")  # paired runs only the light batch-1 ones
-  for spec in "${specs[@]}"; do
+if has_section peers; then
+  for spec in tiny:1 small:1 large:1 "small:$throughput_batch"; do
     prepare "${spec%%:*}" "${spec##*:}"
     suite_args+=(--config "$m_name=$m_dir=$m_onnx=${spec##*:}")
+  done
+fi
+if has_section paired; then  # the light batch-1 models only
+  for m in tiny small; do
+    prepare "$m" 1
+    suite_args+=(--paired-config "$m_name=$m_dir=$m_onnx=1")
   done
 fi
 if has_section pruned; then
