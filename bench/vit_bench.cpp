@@ -17,7 +17,6 @@
 // --serve: after the warm-up and the check, print that object without the
 // timings and then answer bench/paired.py: for each stdin line "W N", run W
 // untimed and N timed forwards and print {"ms":[...]}; stop at end of input.
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -77,19 +76,13 @@ int main(int argc, char** argv) {
         std::vector<float> logits(size_t(batch) * size_t(std::max(1, model.hp.num_classes)) +
                                   size_t(batch) * size_t(model.hp.dim));
         tessera::Ledger ledger;
-        auto forwards = [&](int untimed, int timed) {
-            std::vector<double> ms;
-            for (int i = 0; i < untimed + timed; ++i) {
-                ledger.reset();
-                const auto start = std::chrono::steady_clock::now();
-                tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
-                const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-                if (i >= untimed) ms.push_back(t);
-            }
-            return ms;
+        auto forward = [&] {
+            ledger.reset();
+            tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
         };
         // Serving, one forward at least: the ledger then holds the MACs reported below.
-        const std::vector<double> ms = serve ? forwards(std::max(warmup, 1), 0) : forwards(warmup, iters);
+        const std::vector<double> ms = serve ? time_calls(std::max(warmup, 1), 0, forward)
+                                             : time_calls(warmup, iters, forward);
         const double peak_mib = double(tessera::peak_resident_bytes()) / double(1 << 20);  // before the check
         // The reference: f32 in panels (TESSERA_LINEAR=packed while it loads).
         double check = 0.0;
@@ -126,10 +119,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         std::printf("{%s%.3g}\n", facts.c_str(), check);
-        serve_paired_blocks([&] {
-            ledger.reset();
-            tessera::vit_forward(model, state, pixels.data(), batch, nullptr, 0, &ledger, logits.data());
-        });
+        serve_paired_blocks(forward);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "tessera_vit_bench: error: %s\n", e.what());
         return 1;
