@@ -348,22 +348,43 @@ TEST(Gelu, IsExactErfForm) {
     EXPECT_LT(max_abs_diff(x, ref), 1e-6f);
     // tanh approximation differs by ~1e-4 at x=1: make sure that is not what runs.
     EXPECT_NEAR(ref[6], 0.8413447f, 1e-6f);
+    // Long enough for every vector width and a tail.
+    std::vector<float> many(1001);
+    for (size_t i = 0; i < many.size(); ++i) many[i] = -6.0f + 12.0f * float(i) / 1000.0f;
+    ref.clear();
+    for (float v : many) ref.push_back(float(gelu_ref(v)));
+    gelu_erf(many.data(), int64_t(many.size()));
+    EXPECT_LT(max_abs_diff(many, ref), 1e-6f);
 }
 
 TEST(Softmax, RowsSumToOneAndMatchNaiveWithBias) {
-    const int64_t rows = 4, n = 37;
-    auto x = random_values(size_t(rows * n), 11, 20.0f);
-    auto bias = random_values(size_t(n), 12);
-    std::vector<float> ref(x.size());
-    for (int64_t r = 0; r < rows; ++r) {
-        double m = -1e300, sum = 0;
-        for (int64_t j = 0; j < n; ++j) m = std::max(m, double(x[size_t(r * n + j)]) + bias[size_t(j)]);
-        for (int64_t j = 0; j < n; ++j) sum += std::exp(double(x[size_t(r * n + j)]) + bias[size_t(j)] - m);
-        for (int64_t j = 0; j < n; ++j)
-            ref[size_t(r * n + j)] = float(std::exp(double(x[size_t(r * n + j)]) + bias[size_t(j)] - m) / sum);
+    // Row lengths around the 8- and 16-lane vectors: the partial last vector
+    // runs masked.
+    for (const int64_t n : {1, 5, 8, 13, 16, 37, 197}) {
+        const int64_t rows = 4;
+        auto x = random_values(size_t(rows * n), 11, 20.0f);
+        auto bias = random_values(size_t(n), 12);
+        std::vector<float> ref(x.size()), ref_exp(x.size());
+        std::vector<double> ref_sum(size_t(rows), 0.0);
+        for (int64_t r = 0; r < rows; ++r) {
+            double m = -1e300;
+            for (int64_t j = 0; j < n; ++j) m = std::max(m, double(x[size_t(r * n + j)]) + bias[size_t(j)]);
+            for (int64_t j = 0; j < n; ++j) {
+                const double e = std::exp(double(x[size_t(r * n + j)]) + bias[size_t(j)] - m);
+                ref_exp[size_t(r * n + j)] = float(e);
+                ref_sum[size_t(r)] += e;
+            }
+            for (int64_t j = 0; j < n; ++j) ref[size_t(r * n + j)] = float(ref_exp[size_t(r * n + j)] / ref_sum[size_t(r)]);
+        }
+        auto undivided = x;
+        softmax_rows(x.data(), rows, n, bias.data());
+        EXPECT_LT(max_abs_diff(x, ref), 1e-6f) << "n " << n;
+        for (int64_t r = 0; r < rows; ++r) {
+            const float sum = softmax_row_unnormalized(undivided.data() + r * n, n, bias.data());
+            EXPECT_NEAR(sum, ref_sum[size_t(r)], 1e-6 * ref_sum[size_t(r)]) << "n " << n;
+        }
+        EXPECT_LT(max_abs_diff(undivided, ref_exp), 1e-6f) << "n " << n;
     }
-    softmax_rows(x.data(), rows, n, bias.data());
-    EXPECT_LT(max_abs_diff(x, ref), 1e-6f);
 }
 
 // Naive multi-head attention over a fused qkv buffer, double accumulation.
@@ -433,10 +454,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
 TEST(Attention, LongSequencesUseBoundedScratch) {
     // Packed form: keys (577 padded to 592) and values per head, plus one
     // 48-row block of queries and scores per thread. oneDNN form: dense keys
-    // and values per head, plus one 64-row block's queries, scores and head
-    // outputs (the larger of the two here). Both far below the 16 x 577^2 map.
+    // and values per head, plus one 64-row block's queries, scores, head
+    // outputs and score-row reciprocals (the larger of the two here). Both far
+    // below the 16 x 577^2 map.
     const int64_t packed_form = 16 * (592 * 64 + 64 * 577) + 2 * 48 * (64 + 577);
-    const int64_t onednn_form = 2 * 16 * 577 * 64 + 16 * 64 * (577 + 2 * 64);
+    const int64_t onednn_form = 2 * 16 * 577 * 64 + 16 * 64 * (577 + 2 * 64 + 1);
     EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2), std::max(packed_form, onednn_form));
     EXPECT_LT(attention_scratch_floats(16, 577, 64, 2), 16 * 577 * 577 / 2);
 }

@@ -36,9 +36,9 @@ int64_t onednn_block_rows(int64_t heads, int64_t tokens) {
 }
 
 // Keys (transposed) and values of every head, then one block's queries,
-// scores and head outputs.
+// scores, head outputs and the reciprocal of each score row's sum.
 int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim) {
-    return 2 * heads * tokens * head_dim + heads * onednn_block_rows(heads, tokens) * (tokens + 2 * head_dim);
+    return 2 * heads * tokens * head_dim + heads * onednn_block_rows(heads, tokens) * (tokens + 2 * head_dim + 1);
 }
 
 }  // namespace
@@ -65,9 +65,13 @@ GemmDesc dense_batched(int64_t batch, int64_t m, int64_t k, int64_t n) {
 // The oneDNN form: keys, values and each block's queries copied out of the
 // fused buffer into dense per-head matrices first (oneDNN runs strided
 // operands on a generic kernel several times slower: 26 GFLOP/s for the value
-// product measured on a Xeon with AVX-512), then per block of query rows the
-// scores of every head in one batched product, softmax, one batched value
-// product, and the heads' outputs scattered into their columns.
+// product measured on a Xeon with AVX-512, and 15-25% slower for either
+// product read in place there), then per block of query rows the scores of
+// every head in one batched product, softmax, one batched value product, and
+// the heads' outputs scattered into their columns. The softmax is left
+// undivided: each head output row is scaled by 1 / its score row's sum as it
+// is scattered (d multiplies instead of n). Parallel regions are few: the
+// first block's queries are copied with the keys and values.
 void attention_onednn(const AttentionArgs& p) {
     const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
     const int64_t block = onednn_block_rows(h, n);
@@ -76,9 +80,19 @@ void attention_onednn(const AttentionArgs& p) {
     float* const queries = values + h * n * d;       // [h, rows, d], scaled
     float* const scores = queries + h * block * d;   // [h, rows, n]
     float* const head_out = scores + h * block * n;  // [h, rows, d]
+    float* const row_inv = head_out + h * block * d;  // [h, rows]: 1 / sum of each score row
     // Copies split over rows of what they write, not over heads: a model
     // with 3 heads on 2 threads would leave one thread idle a third of the time.
     const bool parallel_copy = h * n * d > 32768;
+    auto copy_queries = [&](int64_t r0, int64_t rows) {  // inside a parallel region (or not)
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t hh = 0; hh < h; ++hh) {
+                const float* q_src = p.qkv + (r0 + i) * row + hh * d;
+                float* q = queries + (hh * rows + i) * d;
+                for (int64_t t = 0; t < d; ++t) q[t] = q_src[t] * p.scale;
+            }
+    };
 #pragma omp parallel if (parallel_copy)
     {
 #pragma omp for schedule(static) nowait
@@ -88,33 +102,35 @@ void attention_onednn(const AttentionArgs& p) {
             float* kt = keys_t + ht * n;
             for (int64_t j = 0; j < n; ++j) kt[j] = k_src[j * row];
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
         for (int64_t j = 0; j < n; ++j)
             for (int64_t hh = 0; hh < h; ++hh)
                 std::memcpy(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, size_t(d) * sizeof(float));
+        copy_queries(0, std::min(block, n));
     }
     for (int64_t r0 = 0; r0 < n; r0 += block) {
         const int64_t rows = std::min(block, n - r0);
-#pragma omp parallel for schedule(static) if (parallel_copy)
-        for (int64_t i = 0; i < rows; ++i)
-            for (int64_t hh = 0; hh < h; ++hh) {
-                const float* q_src = p.qkv + (r0 + i) * row + hh * d;
-                float* q = queries + (hh * rows + i) * d;
-                for (int64_t t = 0; t < d; ++t) q[t] = q_src[t] * p.scale;
-            }
+        if (r0 > 0) {
+#pragma omp parallel if (parallel_copy)
+            copy_queries(r0, rows);
+        }
         // scores[hh] = queries[hh] . keys_t[hh]
         gemm(nullptr, dense_batched(h, rows, d, n), queries, keys_t, nullptr, scores);
 #pragma omp parallel for schedule(static) if (h * rows * n > 32768)
-        for (int64_t r = 0; r < h * rows; ++r) softmax_row(scores + r * n, n, p.key_bias);
+        for (int64_t r = 0; r < h * rows; ++r) row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
         if (r0 == 0 && p.cls_probs)
             for (int64_t hh = 0; hh < h; ++hh)
-                std::memcpy(p.cls_probs + hh * n, scores + hh * rows * n, size_t(n) * sizeof(float));
+                for (int64_t j = 0; j < n; ++j) p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
         // head_out[hh] = scores[hh] . values[hh]
         gemm(nullptr, dense_batched(h, rows, n, d), scores, values, nullptr, head_out);
 #pragma omp parallel for schedule(static) if (parallel_copy)
         for (int64_t i = 0; i < rows; ++i)
-            for (int64_t hh = 0; hh < h; ++hh)
-                std::memcpy(p.out + (r0 + i) * c + hh * d, head_out + (hh * rows + i) * d, size_t(d) * sizeof(float));
+            for (int64_t hh = 0; hh < h; ++hh) {
+                const float* o = head_out + (hh * rows + i) * d;
+                float* dst = p.out + (r0 + i) * c + hh * d;
+                const float inv = row_inv[hh * rows + i];
+                for (int64_t t = 0; t < d; ++t) dst[t] = o[t] * inv;
+            }
     }
 }
 

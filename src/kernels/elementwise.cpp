@@ -14,6 +14,13 @@
 #include "kernels/simd_math.h"
 #include "tessera/tensor.h"
 
+#if defined(TESSERA_SIMD_MATH_AVX512) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+// GCC 12's AVX-512 intrinsics warn of their own deliberately undefined
+// operands once inlined here (GCC bug 105593, fixed in 13).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace tessera {
 
 namespace {
@@ -121,6 +128,14 @@ inline void store8(uint16_t* y, __m256 v) {
 }
 #endif
 
+#ifdef TESSERA_SIMD_MATH_AVX512
+inline void store16(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
+inline void store16(uint16_t* y, __m512 v) {
+    store8(y, _mm512_castps512_ps256(v));
+    store8(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+#endif
+
 template <typename Out>
 void layer_norm_rows(Out* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
                      float eps) {
@@ -129,20 +144,34 @@ void layer_norm_rows(Out* y, const float* x, const float* gamma, const float* be
         const float* xr = x + r * dim;
         Out* yr = y + r * dim;
         // Two passes in float (the variance from x - mean, not E[x^2] - mean^2):
-        // stable for the large activations some ViT channels carry. Eight
-        // lanes of partial sums; a scalar loop was 5% of a ViT forward whose
-        // products run on AVX-512.
+        // stable for the large activations some ViT channels carry. Vector
+        // partial sums (16 lanes, then 8, then scalar); a scalar loop was 5%
+        // of a ViT forward whose products run on AVX-512.
         float sum = 0.0f;
         int64_t i = 0;
+#ifdef TESSERA_SIMD_MATH_AVX512
+        __m512 sum16 = _mm512_setzero_ps();
+        for (; i + 16 <= dim; i += 16) sum16 = _mm512_add_ps(sum16, _mm512_loadu_ps(xr + i));
+        sum += _mm512_reduce_add_ps(sum16);
+#endif
 #ifdef TESSERA_ELEMENTWISE_AVX2
         __m256 sum8 = _mm256_setzero_ps();
         for (; i + 8 <= dim; i += 8) sum8 = _mm256_add_ps(sum8, _mm256_loadu_ps(xr + i));
-        sum = hsum8(sum8);
+        sum += hsum8(sum8);
 #endif
         for (; i < dim; ++i) sum += xr[i];
         const float mean = sum / float(dim);
         float var = 0.0f;
         i = 0;
+#ifdef TESSERA_SIMD_MATH_AVX512
+        const __m512 mean16 = _mm512_set1_ps(mean);
+        __m512 var16 = _mm512_setzero_ps();
+        for (; i + 16 <= dim; i += 16) {
+            const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + i), mean16);
+            var16 = _mm512_fmadd_ps(d, d, var16);
+        }
+        var += _mm512_reduce_add_ps(var16);
+#endif
 #ifdef TESSERA_ELEMENTWISE_AVX2
         const __m256 mean8 = _mm256_set1_ps(mean);
         __m256 var8 = _mm256_setzero_ps();
@@ -150,11 +179,18 @@ void layer_norm_rows(Out* y, const float* x, const float* gamma, const float* be
             const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + i), mean8);
             var8 = _mm256_fmadd_ps(d, d, var8);
         }
-        var = hsum8(var8);
+        var += hsum8(var8);
 #endif
         for (; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
         const float inv = 1.0f / std::sqrt(var / float(dim) + eps);
         i = 0;
+#ifdef TESSERA_SIMD_MATH_AVX512
+        const __m512 inv16 = _mm512_set1_ps(inv);
+        for (; i + 16 <= dim; i += 16) {
+            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), mean16), inv16);
+            store16(yr + i, _mm512_fmadd_ps(d, _mm512_loadu_ps(gamma + i), _mm512_loadu_ps(beta + i)));
+        }
+#endif
 #ifdef TESSERA_ELEMENTWISE_AVX2
         const __m256 inv8 = _mm256_set1_ps(inv);
         for (; i + 8 <= dim; i += 8) {
@@ -196,34 +232,59 @@ void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias) {
     for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * n, n, bias);
 }
 
-void softmax_row(float* x, int64_t n, const float* bias) {
+float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     if (bias)
         for (int64_t j = 0; j < n; ++j) x[j] += bias[j];
-    float m = -INFINITY, sum = 0.0f;
+    // Two passes: the row's maximum, then exp(x - max) and its sum. The last,
+    // partial vector is loaded and stored under a mask: a row of 197 scores
+    // would otherwise leave 5 to the scalar exp, a sixth of the row's exps.
     int64_t j = 0;
-#ifdef TESSERA_ELEMENTWISE_AVX2
-    __m256 m8 = _mm256_set1_ps(-INFINITY);
-    for (; j + 8 <= n; j += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + j));
-    m = hmax8(m8);
-#endif
-    for (; j < n; ++j) m = std::max(m, x[j]);
-    j = 0;
-#ifdef TESSERA_ELEMENTWISE_AVX2
-    const __m256 mv = _mm256_set1_ps(m);
+#if defined(TESSERA_SIMD_MATH_AVX512)
+    __m512 max16 = _mm512_set1_ps(-INFINITY);
+    for (; j + 16 <= n; j += 16) max16 = _mm512_max_ps(max16, _mm512_loadu_ps(x + j));
+    const __mmask16 tail = simd::first_lanes16(n - j);
+    max16 = _mm512_mask_max_ps(max16, tail, max16, _mm512_maskz_loadu_ps(tail, x + j));
+    const __m512 m16 = _mm512_set1_ps(_mm512_reduce_max_ps(max16));
+    __m512 sum16 = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        const __m512 e = simd::exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + j), m16));
+        _mm512_storeu_ps(x + j, e);
+        sum16 = _mm512_add_ps(sum16, e);
+    }
+    const __m512 e = simd::exp_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + j), m16));
+    _mm512_mask_storeu_ps(x + j, tail, e);
+    return _mm512_reduce_add_ps(_mm512_mask_add_ps(sum16, tail, sum16, e));
+#elif defined(TESSERA_ELEMENTWISE_AVX2)
+    const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
+    __m256 max8 = minus_inf;
+    for (; j + 8 <= n; j += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(x + j));
+    const __m256i tail = simd::first_lanes8(n - j);
+    const __m256 tail_lanes = _mm256_castsi256_ps(tail);
+    max8 = _mm256_max_ps(max8, _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(x + j, tail), tail_lanes));
+    const __m256 m8 = _mm256_set1_ps(hmax8(max8));
     __m256 sum8 = _mm256_setzero_ps();
-    for (; j + 8 <= n; j += 8) {
-        const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+    for (j = 0; j + 8 <= n; j += 8) {
+        const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m8));
         _mm256_storeu_ps(x + j, e);
         sum8 = _mm256_add_ps(sum8, e);
     }
-    sum = hsum8(sum8);
-#endif
-    for (; j < n; ++j) {
+    const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_maskload_ps(x + j, tail), m8));
+    _mm256_maskstore_ps(x + j, tail, e);
+    return hsum8(_mm256_add_ps(sum8, _mm256_and_ps(e, tail_lanes)));
+#else
+    float m = -INFINITY, sum = 0.0f;
+    for (; j < n; ++j) m = std::max(m, x[j]);
+    for (j = 0; j < n; ++j) {
         x[j] = exp_nonpositive(x[j] - m);
         sum += x[j];
     }
-    const float inv = 1.0f / sum;
-    for (j = 0; j < n; ++j) x[j] *= inv;
+    return sum;
+#endif
+}
+
+void softmax_row(float* x, int64_t n, const float* bias) {
+    const float inv = 1.0f / softmax_row_unnormalized(x, n, bias);
+    for (int64_t j = 0; j < n; ++j) x[j] *= inv;
 }
 
 void rms_norm(float* y, const float* x, const float* weight, int64_t rows, int64_t dim, float eps) {

@@ -25,6 +25,10 @@ void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias = nullptr
 // One row of softmax_rows without any OpenMP region, for callers that are
 // already inside one.
 void softmax_row(float* x, int64_t n, const float* bias = nullptr);
+// softmax_row without the division: x = exp(x + bias - max) in place, and
+// returns the row's sum, for a caller that divides later where it reads the
+// row anyway (attention scales each head's output row instead).
+float softmax_row_unnormalized(float* x, int64_t n, const float* bias = nullptr);
 
 // HF LlamaRMSNorm in float32: y[r, :] = weight * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)).
 // y may alias x.
