@@ -6,13 +6,27 @@
 # The C and C++ runtimes and OpenMP are the host's own: newer versions of
 # them run binaries built against older ones.
 #
-#   bench/device/prepare.sh [BUILD_DIR]     -> bench/.cache/device/{bin/,lib.tar.xz}
+#   bench/device/prepare.sh [--march ARCH] [BUILD_DIR]   -> bench/.cache/device/{bin/,lib.tar.xz}
+#
+# --march builds for the other machine's CPU (e.g. sapphirerapids) in its own
+# build directory (default build-ARCH) instead of for this one's: what a user
+# building there gets from -march=native (Tessera's own kernels compiled
+# with AVX-512 where it has it), where BUILD_DIR (default build) holds this
+# machine's build.
 #
 # The libraries travel xz-compressed (oneDNN is 40 MB, 7 MB compressed);
 # run.sh unpacks them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-build=${1:-build}
+march=""
+if [ "${1:-}" = --march ]; then
+    march=$2
+    shift 2
+fi
+build=${1:-build${march:+-$march}}
+if [ -n "$march" ] && [ ! -f "$build/CMakeCache.txt" ]; then
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DTESSERA_NATIVE=OFF -DCMAKE_CXX_FLAGS="-march=$march" >/dev/null
+fi
 cmake --build "$build" --target tessera_vit_bench tessera_gemm_bench tessera_thread_tests -j"$(nproc)" >/dev/null
 dev=bench/.cache/device
 rm -rf "$dev"
