@@ -65,8 +65,8 @@ GemmDesc dense_batched(int64_t batch, int64_t m, int64_t k, int64_t n) {
 // The oneDNN form: keys, values and each block's queries copied out of the
 // fused buffer into dense per-head matrices first (oneDNN runs strided
 // operands on a generic kernel several times slower: 26 GFLOP/s for the value
-// product measured on a Xeon with AVX-512, and 15-25% slower for either
-// product read in place there), then per block of query rows the scores of
+// product measured on a Xeon with AVX-512, and 9-44% slower for either
+// product read in place on a Sapphire Rapids host), then per block of query rows the scores of
 // every head in one batched product, softmax, one batched value product, and
 // the heads' outputs scattered into their columns. The softmax is left
 // undivided: each head output row is scaled by 1 / its score row's sum as it
