@@ -128,13 +128,73 @@ inline void store8(uint16_t* y, __m256 v) {
 }
 #endif
 
-#ifdef TESSERA_SIMD_MATH_AVX512
-inline void store16(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
-inline void store16(uint16_t* y, __m512 v) {
-    store8(y, _mm512_castps512_ps256(v));
-    store8(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-}
+// The vector operations of layer_norm's passes, per width: one body of each
+// pass (below) serves 8 and 16 lanes.
+#ifdef TESSERA_ELEMENTWISE_AVX2
+struct Lanes8 {
+    using V = __m256;
+    static constexpr int64_t width = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float v) { return _mm256_set1_ps(v); }
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static float sum(V v) { return hsum8(v); }
+    template <typename Out>
+    static void store(Out* y, V v) { store8(y, v); }
+};
 #endif
+#ifdef TESSERA_SIMD_MATH_AVX512
+struct Lanes16 {
+    using V = __m512;
+    static constexpr int64_t width = 16;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float v) { return _mm512_set1_ps(v); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static float sum(V v) { return _mm512_reduce_add_ps(v); }
+    static void store(float* y, V v) { _mm512_storeu_ps(y, v); }
+    static void store(uint16_t* y, V v) {
+        store8(y, _mm512_castps512_ps256(v));
+        store8(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    }
+};
+#endif
+
+// layer_norm's three passes over whole vectors of L's width from x[i]; each
+// moves i past what it did (the caller finishes the row).
+template <typename L>
+float sum_lanes(const float* x, int64_t dim, int64_t& i) {
+    typename L::V acc = L::zero();
+    for (; i + L::width <= dim; i += L::width) acc = L::add(acc, L::load(x + i));
+    return L::sum(acc);
+}
+
+template <typename L>
+float squared_deviations_lanes(const float* x, float mean, int64_t dim, int64_t& i) {
+    const typename L::V m = L::set1(mean);
+    typename L::V acc = L::zero();
+    for (; i + L::width <= dim; i += L::width) {
+        const typename L::V d = L::sub(L::load(x + i), m);
+        acc = L::fmadd(d, d, acc);
+    }
+    return L::sum(acc);
+}
+
+template <typename L, typename Out>
+void normalize_lanes(Out* y, const float* x, float mean, float inv, const float* gamma, const float* beta, int64_t dim,
+                     int64_t& i) {
+    const typename L::V m = L::set1(mean), s = L::set1(inv);
+    for (; i + L::width <= dim; i += L::width) {
+        const typename L::V d = L::mul(L::sub(L::load(x + i), m), s);
+        L::store(y + i, L::fmadd(d, L::load(gamma + i), L::load(beta + i)));
+    }
+}
 
 template <typename Out>
 void layer_norm_rows(Out* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
@@ -150,53 +210,29 @@ void layer_norm_rows(Out* y, const float* x, const float* gamma, const float* be
         float sum = 0.0f;
         int64_t i = 0;
 #ifdef TESSERA_SIMD_MATH_AVX512
-        __m512 sum16 = _mm512_setzero_ps();
-        for (; i + 16 <= dim; i += 16) sum16 = _mm512_add_ps(sum16, _mm512_loadu_ps(xr + i));
-        sum += _mm512_reduce_add_ps(sum16);
+        sum += sum_lanes<Lanes16>(xr, dim, i);
 #endif
 #ifdef TESSERA_ELEMENTWISE_AVX2
-        __m256 sum8 = _mm256_setzero_ps();
-        for (; i + 8 <= dim; i += 8) sum8 = _mm256_add_ps(sum8, _mm256_loadu_ps(xr + i));
-        sum += hsum8(sum8);
+        sum += sum_lanes<Lanes8>(xr, dim, i);
 #endif
         for (; i < dim; ++i) sum += xr[i];
         const float mean = sum / float(dim);
         float var = 0.0f;
         i = 0;
 #ifdef TESSERA_SIMD_MATH_AVX512
-        const __m512 mean16 = _mm512_set1_ps(mean);
-        __m512 var16 = _mm512_setzero_ps();
-        for (; i + 16 <= dim; i += 16) {
-            const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + i), mean16);
-            var16 = _mm512_fmadd_ps(d, d, var16);
-        }
-        var += _mm512_reduce_add_ps(var16);
+        var += squared_deviations_lanes<Lanes16>(xr, mean, dim, i);
 #endif
 #ifdef TESSERA_ELEMENTWISE_AVX2
-        const __m256 mean8 = _mm256_set1_ps(mean);
-        __m256 var8 = _mm256_setzero_ps();
-        for (; i + 8 <= dim; i += 8) {
-            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + i), mean8);
-            var8 = _mm256_fmadd_ps(d, d, var8);
-        }
-        var += hsum8(var8);
+        var += squared_deviations_lanes<Lanes8>(xr, mean, dim, i);
 #endif
         for (; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
         const float inv = 1.0f / std::sqrt(var / float(dim) + eps);
         i = 0;
 #ifdef TESSERA_SIMD_MATH_AVX512
-        const __m512 inv16 = _mm512_set1_ps(inv);
-        for (; i + 16 <= dim; i += 16) {
-            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), mean16), inv16);
-            store16(yr + i, _mm512_fmadd_ps(d, _mm512_loadu_ps(gamma + i), _mm512_loadu_ps(beta + i)));
-        }
+        normalize_lanes<Lanes16>(yr, xr, mean, inv, gamma, beta, dim, i);
 #endif
 #ifdef TESSERA_ELEMENTWISE_AVX2
-        const __m256 inv8 = _mm256_set1_ps(inv);
-        for (; i + 8 <= dim; i += 8) {
-            const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + i), mean8), inv8);
-            store8(yr + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i), _mm256_loadu_ps(beta + i)));
-        }
+        normalize_lanes<Lanes8>(yr, xr, mean, inv, gamma, beta, dim, i);
 #endif
         for (; i < dim; ++i) store1(yr + i, (xr[i] - mean) * inv * gamma[i] + beta[i]);
     }
