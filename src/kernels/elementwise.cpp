@@ -69,12 +69,6 @@ inline float hmax8(__m256 v) {
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
 }
-
-inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
 #endif
 
 // x = x * sigmoid(1.702 x) over n floats, one thread.
@@ -128,42 +122,21 @@ inline void store8(uint16_t* y, __m256 v) {
 }
 #endif
 
-// The vector operations of layer_norm's passes, per width: one body of each
-// pass (below) serves 8 and 16 lanes.
+// layer_norm's stores of a vector of results, f32 or rounded to bf16.
 #ifdef TESSERA_ELEMENTWISE_AVX2
-struct Lanes8 {
-    using V = __m256;
-    static constexpr int64_t width = 8;
-    static V zero() { return _mm256_setzero_ps(); }
-    static V set1(float v) { return _mm256_set1_ps(v); }
-    static V load(const float* p) { return _mm256_loadu_ps(p); }
-    static V add(V a, V b) { return _mm256_add_ps(a, b); }
-    static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-    static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-    static float sum(V v) { return hsum8(v); }
-    template <typename Out>
-    static void store(Out* y, V v) { store8(y, v); }
-};
+inline void store_lanes(float* y, __m256 v) { _mm256_storeu_ps(y, v); }
+inline void store_lanes(uint16_t* y, __m256 v) { store8(y, v); }
 #endif
 #ifdef TESSERA_SIMD_MATH_AVX512
-struct Lanes16 {
-    using V = __m512;
-    static constexpr int64_t width = 16;
-    static V zero() { return _mm512_setzero_ps(); }
-    static V set1(float v) { return _mm512_set1_ps(v); }
-    static V load(const float* p) { return _mm512_loadu_ps(p); }
-    static V add(V a, V b) { return _mm512_add_ps(a, b); }
-    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-    static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-    static float sum(V v) { return _mm512_reduce_add_ps(v); }
-    static void store(float* y, V v) { _mm512_storeu_ps(y, v); }
-    static void store(uint16_t* y, V v) {
-        store8(y, _mm512_castps512_ps256(v));
-        store8(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    }
-};
+inline void store_lanes(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
+inline void store_lanes(uint16_t* y, __m512 v) {
+    store8(y, _mm512_castps512_ps256(v));
+    store8(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+using simd::Lanes16;
+#endif
+#ifdef TESSERA_ELEMENTWISE_AVX2
+using simd::Lanes8;
 #endif
 
 // layer_norm's three passes over whole vectors of L's width from x[i]; each
@@ -192,7 +165,7 @@ void normalize_lanes(Out* y, const float* x, float mean, float inv, const float*
     const typename L::V m = L::set1(mean), s = L::set1(inv);
     for (; i + L::width <= dim; i += L::width) {
         const typename L::V d = L::mul(L::sub(L::load(x + i), m), s);
-        L::store(y + i, L::fmadd(d, L::load(gamma + i), L::load(beta + i)));
+        store_lanes(y + i, L::fmadd(d, L::load(gamma + i), L::load(beta + i)));
     }
 }
 
@@ -306,7 +279,7 @@ float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     }
     const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_maskload_ps(x + j, tail), m8));
     _mm256_maskstore_ps(x + j, tail, e);
-    return hsum8(_mm256_add_ps(sum8, _mm256_and_ps(e, tail_lanes)));
+    return simd::Lanes8::sum(_mm256_add_ps(sum8, _mm256_and_ps(e, tail_lanes)));
 #else
     float m = -INFINITY, sum = 0.0f;
     for (; j < n; ++j) m = std::max(m, x[j]);

@@ -3,29 +3,90 @@
 // AVX2 + FMA, 16 where the build targets AVX-512; callers keep a scalar path
 // for other machines.
 #pragma once
+#include <cstdint>
+
 #if defined(__AVX2__) && defined(__FMA__)
 #define TESSERA_SIMD_MATH_AVX2 1
 #include <immintrin.h>
 
 namespace tessera::simd {
 
+// The vector operations the kernels' element-wise loops use, one set per
+// width, so that each loop body (exp below, layer_norm's passes) is written
+// once for 8 and 16 lanes.
+struct Lanes8 {
+    using V = __m256;
+    static constexpr int64_t width = 8;
+    static V zero() { return _mm256_setzero_ps(); }
+    static V set1(float v) { return _mm256_set1_ps(v); }
+    static V load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm256_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V max(V a, V b) { return _mm256_max_ps(a, b); }
+    static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+    static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+    static V floor(V a) { return _mm256_floor_ps(a); }
+    // 2^n for integral n in [-127, 127], as the float's exponent bits.
+    static V pow2(V n) {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+    }
+    static float sum(V v) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+    }
+};
+
+#if defined(__AVX512F__)
+#define TESSERA_SIMD_MATH_AVX512 1
+struct Lanes16 {
+    using V = __m512;
+    static constexpr int64_t width = 16;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V set1(float v) { return _mm512_set1_ps(v); }
+    static V load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V max(V a, V b) { return _mm512_max_ps(a, b); }
+    static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+    static V floor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static V pow2(V n) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+    }
+    static float sum(V v) { return _mm512_reduce_add_ps(v); }
+};
+
+// Lanes [0, count) of 16, count in [0, 16].
+inline __mmask16 first_lanes16(int64_t count) { return __mmask16((1u << count) - 1u); }
+#endif
+
 // exp(x) for x <= 0: 2^n * P(r) with r = x - n ln 2, |r| <= ln2/2 and a
-// degree-6 Taylor polynomial; relative error below 2e-7.
-inline __m256 exp_nonpositive8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(0.5f)));
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+// degree-6 Taylor polynomial; relative error below 2e-7. The same operations
+// at every width (the same result in every lane).
+template <typename L>
+typename L::V exp_nonpositive(typename L::V x) {
+    x = L::max(x, L::set1(-87.0f));
+    const typename L::V n = L::floor(L::fmadd(x, L::set1(1.44269504f), L::set1(0.5f)));
+    typename L::V r = L::fnmadd(n, L::set1(0.693145752f), x);
+    r = L::fnmadd(n, L::set1(1.42860677e-6f), r);
+    typename L::V p = L::set1(1.0f / 720.0f);
+    p = L::fmadd(p, r, L::set1(1.0f / 120.0f));
+    p = L::fmadd(p, r, L::set1(1.0f / 24.0f));
+    p = L::fmadd(p, r, L::set1(1.0f / 6.0f));
+    p = L::fmadd(p, r, L::set1(0.5f));
+    p = L::fmadd(p, r, L::set1(1.0f));
+    p = L::fmadd(p, r, L::set1(1.0f));
+    return L::mul(p, L::pow2(n));
 }
+inline __m256 exp_nonpositive8(__m256 x) { return exp_nonpositive<Lanes8>(x); }
+#ifdef TESSERA_SIMD_MATH_AVX512
+inline __m512 exp_nonpositive16(__m512 x) { return exp_nonpositive<Lanes16>(x); }
+#endif
 
 // GELU with the exact erf, 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz and
 // Stegun 7.1.26 (absolute error below 1.5e-7, as oneDNN's gelu_erf).
@@ -45,31 +106,6 @@ inline __m256 gelu_erf8(__m256 x) {
     const __m256 erf = _mm256_or_ps(erf_abs, sign);
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
 }
-
-#if defined(__AVX512F__)
-#define TESSERA_SIMD_MATH_AVX512 1
-// exp_nonpositive8 on 16 lanes, the same operations in the same order (the
-// same result in every lane).
-inline __m512 exp_nonpositive16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504f), _mm512_set1_ps(0.5f)),
-                                          _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
-}
-
-// Lanes [0, count) of 16, count in [0, 16].
-inline __mmask16 first_lanes16(int64_t count) { return __mmask16((1u << count) - 1u); }
-#endif
 
 // Lanes [0, count) of 8 set (all bits), count in [0, 8]: the mask of a
 // row's last, partial vector.
