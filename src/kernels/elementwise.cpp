@@ -63,12 +63,6 @@ inline __m256 sigmoid8(__m256 z) {
     const __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
     return _mm256_blendv_ps(_mm256_mul_ps(e, r), r, _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GE_OQ));
 }
-
-inline float hmax8(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-}
 #endif
 
 // x = x * sigmoid(1.702 x) over n floats, one thread.
@@ -102,13 +96,13 @@ constexpr int64_t rope_max_half = 512;
 
 namespace {
 
-// Stores of layer_norm's results: f32 as is, bf16 rounded to nearest even
-// (as f32_to_bf16, NaNs kept quiet).
+// Stores of layer_norm's results, one value or a vector of them: f32 as is,
+// bf16 rounded to nearest even (as f32_to_bf16, NaNs kept quiet).
 inline void store1(float* y, float v) { *y = v; }
 inline void store1(uint16_t* y, float v) { *y = f32_to_bf16(v); }
 #ifdef TESSERA_ELEMENTWISE_AVX2
-inline void store8(float* y, __m256 v) { _mm256_storeu_ps(y, v); }
-inline void store8(uint16_t* y, __m256 v) {
+inline void store_lanes(float* y, __m256 v) { _mm256_storeu_ps(y, v); }
+inline void store_lanes(uint16_t* y, __m256 v) {
     const __m256i bits = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
     const __m256i rounded =
@@ -122,16 +116,11 @@ inline void store8(uint16_t* y, __m256 v) {
 }
 #endif
 
-// layer_norm's stores of a vector of results, f32 or rounded to bf16.
-#ifdef TESSERA_ELEMENTWISE_AVX2
-inline void store_lanes(float* y, __m256 v) { _mm256_storeu_ps(y, v); }
-inline void store_lanes(uint16_t* y, __m256 v) { store8(y, v); }
-#endif
 #ifdef TESSERA_SIMD_MATH_AVX512
 inline void store_lanes(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
 inline void store_lanes(uint16_t* y, __m512 v) {
-    store8(y, _mm512_castps512_ps256(v));
-    store8(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    store_lanes(y, _mm512_castps512_ps256(v));
+    store_lanes(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 using simd::Lanes16;
 #endif
@@ -253,7 +242,7 @@ float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     for (; j + 16 <= n; j += 16) max16 = _mm512_max_ps(max16, _mm512_loadu_ps(x + j));
     const __mmask16 tail = simd::first_lanes16(n - j);
     max16 = _mm512_mask_max_ps(max16, tail, max16, _mm512_maskz_loadu_ps(tail, x + j));
-    const __m512 m16 = _mm512_set1_ps(_mm512_reduce_max_ps(max16));
+    const __m512 m16 = _mm512_set1_ps(simd::Lanes16::max_of(max16));
     __m512 sum16 = _mm512_setzero_ps();
     for (j = 0; j + 16 <= n; j += 16) {
         const __m512 e = simd::exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + j), m16));
@@ -270,7 +259,7 @@ float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     const __m256i tail = simd::first_lanes8(n - j);
     const __m256 tail_lanes = _mm256_castsi256_ps(tail);
     max8 = _mm256_max_ps(max8, _mm256_blendv_ps(minus_inf, _mm256_maskload_ps(x + j, tail), tail_lanes));
-    const __m256 m8 = _mm256_set1_ps(hmax8(max8));
+    const __m256 m8 = _mm256_set1_ps(simd::Lanes8::max_of(max8));
     __m256 sum8 = _mm256_setzero_ps();
     for (j = 0; j + 8 <= n; j += 8) {
         const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m8));

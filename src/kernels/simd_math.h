@@ -37,6 +37,11 @@ struct Lanes8 {
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
     }
+    static float max_of(V v) {
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    }
 };
 
 #if defined(__AVX512F__)
@@ -59,6 +64,7 @@ struct Lanes16 {
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
     }
     static float sum(V v) { return _mm512_reduce_add_ps(v); }
+    static float max_of(V v) { return _mm512_reduce_max_ps(v); }
 };
 
 // Lanes [0, count) of 16, count in [0, 16].
