@@ -28,8 +28,9 @@ namespace {
 // exp(x) for x <= 0 (softmax after max subtraction): 2^n * P(r) with
 // r = x - n ln 2, |r| <= ln2/2 and a degree-6 Taylor polynomial; relative
 // error below 2e-7, far under the float32 noise of the products around it.
-// libm's scalar expf was 15% of a ViT-Tiny pass. Loops use the 8-lane form
-// below and this one for their tails.
+// libm's scalar expf was 15% of a ViT-Tiny pass. Vector loops use
+// simd_math.h's forms of it (8 or 16 lanes); this one serves scalar tails and
+// builds without AVX2.
 inline float exp_nonpositive(float x) {
     x = std::max(x, -87.0f);
     const float n = std::floor(x * 1.44269504f + 0.5f);
