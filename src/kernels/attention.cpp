@@ -66,9 +66,9 @@ GemmDesc dense_batched(int64_t batch, int64_t m, int64_t k, int64_t n) {
 // fused buffer into dense per-head matrices first (oneDNN runs strided
 // operands on a generic kernel several times slower: 26 GFLOP/s for the value
 // product measured on a Xeon with AVX-512, and 9-44% slower for either
-// product read in place on a Sapphire Rapids host), then per block of query rows the scores of
-// every head in one batched product, softmax, one batched value product, and
-// the heads' outputs scattered into their columns. The softmax is left
+// product read in place on a Sapphire Rapids host), then per block of query
+// rows the scores of every head in one batched product, softmax, one batched
+// value product, and the heads' outputs scattered into their columns. The softmax is left
 // undivided: each head output row is scaled by 1 / its score row's sum as it
 // is scattered (d multiplies instead of n). Parallel regions are few: the
 // first block's queries are copied with the keys and values.
@@ -117,10 +117,12 @@ void attention_onednn(const AttentionArgs& p) {
         // scores[hh] = queries[hh] . keys_t[hh]
         gemm(nullptr, dense_batched(h, rows, d, n), queries, keys_t, nullptr, scores);
 #pragma omp parallel for schedule(static) if (h * rows * n > 32768)
-        for (int64_t r = 0; r < h * rows; ++r) row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
+        for (int64_t r = 0; r < h * rows; ++r)
+            row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
         if (r0 == 0 && p.cls_probs)
             for (int64_t hh = 0; hh < h; ++hh)
-                for (int64_t j = 0; j < n; ++j) p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
+                for (int64_t j = 0; j < n; ++j)
+                    p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
         // head_out[hh] = scores[hh] . values[hh]
         gemm(nullptr, dense_batched(h, rows, n, d), scores, values, nullptr, head_out);
 #pragma omp parallel for schedule(static) if (parallel_copy)

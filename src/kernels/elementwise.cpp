@@ -252,7 +252,7 @@ float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     }
     const __m512 e = simd::exp_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + j), m16));
     _mm512_mask_storeu_ps(x + j, tail, e);
-    return _mm512_reduce_add_ps(_mm512_mask_add_ps(sum16, tail, sum16, e));
+    return simd::Lanes16::sum(_mm512_mask_add_ps(sum16, tail, sum16, e));
 #elif defined(TESSERA_ELEMENTWISE_AVX2)
     const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
     __m256 max8 = minus_inf;
