@@ -11,6 +11,7 @@
 
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "kernels/onednn_linear.h"
 #include "models/llava.h"
 #include "test_support.h"
 
@@ -151,6 +152,10 @@ TEST_P(LlavaParity, TowersLogitsAndGreedyTokensMatchTransformers) {
 // The bf16 checkpoint with its matrices used in place from the mapped file
 // (separate q/k/v and gate/up products, the 16-bit kernels) gives the same
 // numbers: bf16 -> f32 conversion is exact, only the summation order differs.
+// Except on a CPU with bf16 arithmetic: there the prefill's products run on
+// oneDNN's bf16 matmul with the activations rounded to bf16 too (2^-9
+// relative each): the bound is 1% of the largest logit (seen: 0.26%); the
+// greedy tokens are still the reference's.
 TEST(LlavaParityBf16, WeightsInPlaceMatchTransformers) {
     Fixture fx("tiny-llava-mha");
     LlavaModel m;
@@ -163,8 +168,14 @@ TEST(LlavaParityBf16, WeightsInPlaceMatchTransformers) {
     llava_vision_state_init(vs, m);
     const int64_t visual = llava_encode_image(m, vs, pixels.data(), nullptr, 0, nullptr);
     const Decoded dec = decode_reference_prompt(m, fx, vs.features, visual, 20);
-    EXPECT_LT(dec.first_logits_error, 1e-3);
+    const std::vector<float> logits = fx.tensor("logits.first");
+    float largest = 0.0f;
+    for (float v : logits) largest = std::max(largest, std::fabs(v));
+    const bool activations_rounded = onednn_linear_chosen(DType::bf16);
+    EXPECT_LT(dec.first_logits_error, activations_rounded ? 0.01 * largest : 1e-3) << "largest logit " << largest;
     EXPECT_EQ(dec.greedy, fx.ids("greedy_tokens"));
+    std::printf("[ measured ] bf16 in place%s: first logits max %.3g (largest logit %.3g)\n",
+                activations_rounded ? ", activations rounded to bf16" : "", dec.first_logits_error, largest);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, LlavaParity, ::testing::Values("tiny-llava-gqa", "tiny-llava-mha"),

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -206,9 +207,15 @@ bool onednn_linear_bf16_in_place(float* y, const float* x, const uint16_t* w, in
     if (rows <= 0) return true;
     const memory::desc* plain;
     {
-        // W^T [in, out] read in place from PyTorch's [out, in]: format "ba".
+        // W^T [in, out] read in place from PyTorch's [out, in]: format "ba",
+        // made once per shape (a descriptor's dims live on the heap: a
+        // warm prefill allocates nothing).
+        static std::map<std::pair<int64_t, int64_t>, const memory::desc*> plain_of;
         std::lock_guard lock(mutex);
-        plain = keep_layout(memory::desc({in, out}, memory::data_type::bf16, memory::format_tag::ba));
+        const auto found = plain_of.find({in, out});
+        if (found != plain_of.end()) plain = found->second;
+        else
+            plain = plain_of[{in, out}] = keep_layout(memory::desc({in, out}, memory::data_type::bf16, memory::format_tag::ba));
     }
     // Shapes oneDNN has no matmul for are remembered, not retried (whatever
     // the row count: what it lacks is an implementation for the types).
