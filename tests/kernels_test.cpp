@@ -443,6 +443,33 @@ TEST_P(AttentionTest, MatchesNaiveAndReturnsClsRow) {
         EXPECT_LT(max_abs_diff(cls, ref_cls), 1e-6f) << (onednn ? "oneDNN" : "packed");
         EXPECT_EQ(ledger.total(), uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
     }
+
+    // oneDNN's bf16 form (a bf16 run on a CPU with bf16 arithmetic): operands
+    // rounded to bf16 (relative error 2^-9 each), output in f32 or rounded to
+    // bf16. The bounds are ~4x the largest errors seen (0.47% and 0.54% of
+    // the largest output and probability); a score or value product
+    // off by one element, or an undivided row, is off by far more.
+    if (!onednn_linear_chosen(DType::bf16)) return;
+    auto max_abs = [](const std::vector<float>& v) {
+        float m = 0.0f;
+        for (float x : v) m = std::max(m, std::fabs(x));
+        return m;
+    };
+    const float largest = max_abs(ref);
+    for (const bool bf16_out : {false, true}) {
+        std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
+        std::vector<uint16_t> out16(bf16_out ? out.size() : 0);
+        std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
+        AttentionArgs args{qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
+                           p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()};
+        args.onednn = true, args.bf16 = true;
+        if (bf16_out) args.out_bf16 = out16.data();
+        attention(nullptr, args);
+        if (bf16_out)
+            for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(out16[i]);
+        EXPECT_LT(max_abs_diff(out, ref), 0.02f * largest) << (bf16_out ? "bf16 out" : "f32 out");
+        EXPECT_LT(max_abs_diff(cls, ref_cls), 0.02f * max_abs(ref_cls)) << (bf16_out ? "bf16 out" : "f32 out");
+    }
 }
 
 // 577 tokens x 16 heads needs several query blocks: the full map never exists.
@@ -457,9 +484,12 @@ TEST(Attention, LongSequencesUseBoundedScratch) {
     // and values per head, plus one 64-row block's queries, scores, head
     // outputs and score-row reciprocals (the larger of the two here). Both far
     // below the 16 x 577^2 map.
+    // oneDNN's bf16 form: the same regions with keys, values and queries in
+    // 2 bytes, plus the block's probabilities in bf16.
     const int64_t packed_form = 16 * (592 * 64 + 64 * 577) + 2 * 48 * (64 + 577);
     const int64_t onednn_form = 2 * 16 * 577 * 64 + 16 * 64 * (577 + 2 * 64 + 1);
-    EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2), std::max(packed_form, onednn_form));
+    const int64_t onednn_bf16_form = 16 * 577 * 64 + 16 * 64 * 64 / 2 + 16 * 64 * 577 * 3 / 2 + 16 * 64 * (64 + 1);
+    EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2), std::max({packed_form, onednn_form, onednn_bf16_form}));
     EXPECT_LT(attention_scratch_floats(16, 577, 64, 2), 16 * 577 * 577 / 2);
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -35,10 +36,37 @@ int64_t onednn_block_rows(int64_t heads, int64_t tokens) {
     return std::min(std::max<int64_t>(tokens, 1), std::max<int64_t>(64, score_floats / std::max<int64_t>(1, heads * tokens)));
 }
 
-// Keys (transposed) and values of every head, then one block's queries,
-// scores, head outputs and the reciprocal of each score row's sum.
+// Element offsets of the oneDNN form's scratch regions: keys (transposed) and
+// values of every head, then one block's queries, scores, probabilities (bf16
+// form only: the f32 form's softmax stays in the scores), head outputs and
+// the reciprocal of each score row's sum. Operands (keys, values, queries,
+// probabilities) are `operand_bytes` wide; every region starts 64-byte aligned.
+struct OnednnScratch {
+    int64_t keys_t, values, queries, scores, probs, head_out, row_inv, bytes;
+};
+
+OnednnScratch onednn_scratch(int64_t heads, int64_t tokens, int64_t head_dim, int64_t operand_bytes) {
+    const int64_t block = onednn_block_rows(heads, tokens);
+    int64_t at = 0;
+    auto region = [&](int64_t bytes) {
+        const int64_t start = at;
+        at += (bytes + 63) / 64 * 64;
+        return start;
+    };
+    OnednnScratch r;
+    r.keys_t = region(heads * head_dim * tokens * operand_bytes);
+    r.values = region(heads * tokens * head_dim * operand_bytes);
+    r.queries = region(heads * block * head_dim * operand_bytes);
+    r.scores = region(heads * block * tokens * 4);
+    r.probs = region(operand_bytes == 4 ? 0 : heads * block * tokens * operand_bytes);
+    r.head_out = region(heads * block * head_dim * 4);
+    r.row_inv = region(heads * block * 4);
+    r.bytes = at;
+    return r;
+}
+
 int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim) {
-    return 2 * heads * tokens * head_dim + heads * onednn_block_rows(heads, tokens) * (tokens + 2 * head_dim + 1);
+    return std::max(onednn_scratch(heads, tokens, head_dim, 4).bytes, onednn_scratch(heads, tokens, head_dim, 2).bytes) / 4;
 }
 
 }  // namespace
@@ -62,6 +90,20 @@ GemmDesc dense_batched(int64_t batch, int64_t m, int64_t k, int64_t n) {
     return g;
 }
 
+// Operand stores of the oneDNN form: f32 as is, bf16 rounded.
+inline void store_operands(float* y, const float* x, int64_t n, float scale) {
+    if (scale == 1.0f) std::memcpy(y, x, size_t(n) * sizeof(float));
+    else
+        for (int64_t t = 0; t < n; ++t) y[t] = x[t] * scale;
+}
+inline void store_operands(uint16_t* y, const float* x, int64_t n, float scale) { scale_to_bf16(y, x, n, scale); }
+
+inline void batched_product(const GemmDesc& d, const float* a, const float* b, float* c) { gemm(nullptr, d, a, b, nullptr, c); }
+inline void batched_product(GemmDesc d, const uint16_t* a, const uint16_t* b, float* c) {
+    d.operands = DType::bf16;
+    gemm_bf16(nullptr, d, a, b, nullptr, c);
+}
+
 // The oneDNN form: keys, values and each block's queries copied out of the
 // fused buffer into dense per-head matrices first (oneDNN runs strided
 // operands on a generic kernel several times slower: 26 GFLOP/s for the value
@@ -71,27 +113,31 @@ GemmDesc dense_batched(int64_t batch, int64_t m, int64_t k, int64_t n) {
 // value product, and the heads' outputs scattered into their columns. The softmax is left
 // undivided: each head output row is scaled by 1 / its score row's sum as it
 // is scattered (d multiplies instead of n). Parallel regions are few: the
-// first block's queries are copied with the keys and values.
+// first block's queries are copied with the keys and values. Operand is
+// float, or uint16_t for bf16 products (operands rounded as they are copied).
+template <typename Operand>
 void attention_onednn(const AttentionArgs& p) {
     const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
     const int64_t block = onednn_block_rows(h, n);
-    float* const keys_t = p.scratch;                 // [h, d, n]
-    float* const values = keys_t + h * d * n;        // [h, n, d]
-    float* const queries = values + h * n * d;       // [h, rows, d], scaled
-    float* const scores = queries + h * block * d;   // [h, rows, n]
-    float* const head_out = scores + h * block * n;  // [h, rows, d]
-    float* const row_inv = head_out + h * block * d;  // [h, rows]: 1 / sum of each score row
+    const OnednnScratch at = onednn_scratch(h, n, d, sizeof(Operand));
+    char* const base = reinterpret_cast<char*>(p.scratch);
+    Operand* const keys_t = reinterpret_cast<Operand*>(base + at.keys_t);    // [h, d, n]
+    Operand* const values = reinterpret_cast<Operand*>(base + at.values);    // [h, n, d]
+    Operand* const queries = reinterpret_cast<Operand*>(base + at.queries);  // [h, rows, d], scaled
+    float* const scores = reinterpret_cast<float*>(base + at.scores);        // [h, rows, n]
+    // [h, rows, n]: the softmax's output, the value product's left operand
+    Operand* const probs = std::is_same_v<Operand, float> ? reinterpret_cast<Operand*>(scores)
+                                                          : reinterpret_cast<Operand*>(base + at.probs);
+    float* const head_out = reinterpret_cast<float*>(base + at.head_out);  // [h, rows, d]
+    float* const row_inv = reinterpret_cast<float*>(base + at.row_inv);    // [h, rows]: 1 / sum of each score row
     // Copies split over rows of what they write, not over heads: a model
     // with 3 heads on 2 threads would leave one thread idle a third of the time.
     const bool parallel_copy = h * n * d > 32768;
     auto copy_queries = [&](int64_t r0, int64_t rows) {  // inside a parallel region (or not)
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < rows; ++i)
-            for (int64_t hh = 0; hh < h; ++hh) {
-                const float* q_src = p.qkv + (r0 + i) * row + hh * d;
-                float* q = queries + (hh * rows + i) * d;
-                for (int64_t t = 0; t < d; ++t) q[t] = q_src[t] * p.scale;
-            }
+            for (int64_t hh = 0; hh < h; ++hh)
+                store_operands(queries + (hh * rows + i) * d, p.qkv + (r0 + i) * row + hh * d, d, p.scale);
     };
 #pragma omp parallel if (parallel_copy)
     {
@@ -99,13 +145,21 @@ void attention_onednn(const AttentionArgs& p) {
         for (int64_t ht = 0; ht < h * d; ++ht) {  // row t of head hh's transposed keys
             const int64_t hh = ht / d, t = ht % d;
             const float* k_src = p.qkv + c + hh * d + t;
-            float* kt = keys_t + ht * n;
-            for (int64_t j = 0; j < n; ++j) kt[j] = k_src[j * row];
+            Operand* kt = keys_t + ht * n;
+            if constexpr (std::is_same_v<Operand, float>) {
+                for (int64_t j = 0; j < n; ++j) kt[j] = k_src[j * row];
+            } else {  // gathered, then rounded a vector at a time
+                float gathered[64];
+                for (int64_t j0 = 0; j0 < n; j0 += 64) {
+                    const int64_t len = std::min<int64_t>(64, n - j0);
+                    for (int64_t j = 0; j < len; ++j) gathered[j] = k_src[(j0 + j) * row];
+                    scale_to_bf16(kt + j0, gathered, len, 1.0f);
+                }
+            }
         }
 #pragma omp for schedule(static) nowait
         for (int64_t j = 0; j < n; ++j)
-            for (int64_t hh = 0; hh < h; ++hh)
-                std::memcpy(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, size_t(d) * sizeof(float));
+            for (int64_t hh = 0; hh < h; ++hh) store_operands(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, d, 1.0f);
         copy_queries(0, std::min(block, n));
     }
     for (int64_t r0 = 0; r0 < n; r0 += block) {
@@ -115,23 +169,28 @@ void attention_onednn(const AttentionArgs& p) {
             copy_queries(r0, rows);
         }
         // scores[hh] = queries[hh] . keys_t[hh]
-        gemm(nullptr, dense_batched(h, rows, d, n), queries, keys_t, nullptr, scores);
+        batched_product(dense_batched(h, rows, d, n), queries, keys_t, scores);
 #pragma omp parallel for schedule(static) if (h * rows * n > 32768)
-        for (int64_t r = 0; r < h * rows; ++r)
+        for (int64_t r = 0; r < h * rows; ++r) {
             row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
+            if constexpr (!std::is_same_v<Operand, float>) store_operands(probs + r * n, scores + r * n, n, 1.0f);
+        }
         if (r0 == 0 && p.cls_probs)
             for (int64_t hh = 0; hh < h; ++hh)
                 for (int64_t j = 0; j < n; ++j)
                     p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
-        // head_out[hh] = scores[hh] . values[hh]
-        gemm(nullptr, dense_batched(h, rows, n, d), scores, values, nullptr, head_out);
+        // head_out[hh] = probs[hh] . values[hh]
+        batched_product(dense_batched(h, rows, n, d), probs, values, head_out);
 #pragma omp parallel for schedule(static) if (parallel_copy)
         for (int64_t i = 0; i < rows; ++i)
             for (int64_t hh = 0; hh < h; ++hh) {
                 const float* o = head_out + (hh * rows + i) * d;
-                float* dst = p.out + (r0 + i) * c + hh * d;
                 const float inv = row_inv[hh * rows + i];
-                for (int64_t t = 0; t < d; ++t) dst[t] = o[t] * inv;
+                if (p.out_bf16) scale_to_bf16(p.out_bf16 + (r0 + i) * c + hh * d, o, d, inv);
+                else {
+                    float* dst = p.out + (r0 + i) * c + hh * d;
+                    for (int64_t t = 0; t < d; ++t) dst[t] = o[t] * inv;
+                }
             }
     }
 }
@@ -140,7 +199,8 @@ void attention_onednn(const AttentionArgs& p) {
 
 void attention(Ledger* ledger, const AttentionArgs& p) {
     if (p.onednn) {
-        attention_onednn(p);
+        if (p.bf16) attention_onednn<uint16_t>(p);
+        else attention_onednn<float>(p);
         if (ledger) ledger->add(uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
         return;
     }

@@ -27,13 +27,22 @@ struct AttentionArgs {
     // per-head matrices), instead of the packed kernel: what a model whose
     // linear layers run on oneDNN (AVX-512/AMX CPUs) asks for. Same scratch.
     bool onednn = false;
+    // With onednn: both products in bf16 (queries, keys, values and the
+    // softmax's probabilities rounded to bf16 as they are copied or written;
+    // scores, softmax and accumulation in f32): a bf16 run's attention on a
+    // CPU with bf16 arithmetic.
+    bool bf16 = false;
+    // With onednn: the output rounded to bf16 and written here instead of to
+    // out ([tokens, heads * head_dim]), for a bf16 projection to read.
+    uint16_t* out_bf16 = nullptr;
 };
 
 // Query rows per work item.
 int64_t attention_block_rows(int64_t heads, int64_t tokens);
 // Packed keys and values of every head, plus queries and scores of one block
 // per thread slot; or, if larger, what the oneDNN form needs (dense keys and
-// values of every head, plus one block's queries, scores and outputs).
+// values of every head, plus one block's queries, scores and outputs; in
+// bf16 also the block's probabilities).
 int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots);
 
 // Adds 2 * heads * tokens^2 * head_dim MACs (scores and value product).

@@ -213,6 +213,19 @@ void layer_norm_bf16(uint16_t* y, const float* x, const float* gamma, const floa
     layer_norm_rows(y, x, gamma, beta, rows, dim, eps);
 }
 
+void scale_to_bf16(uint16_t* y, const float* x, int64_t n, float scale) {
+    int64_t i = 0;
+#ifdef TESSERA_SIMD_MATH_AVX512
+    const __m512 s16 = _mm512_set1_ps(scale);
+    for (; i + 16 <= n; i += 16) store_lanes(y + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), s16));
+#endif
+#ifdef TESSERA_ELEMENTWISE_AVX2
+    const __m256 s8 = _mm256_set1_ps(scale);
+    for (; i + 8 <= n; i += 8) store_lanes(y + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), s8));
+#endif
+    for (; i < n; ++i) y[i] = f32_to_bf16(x[i] * scale);
+}
+
 void gelu_erf(float* x, int64_t n) {
     constexpr int64_t chunk = 4096;
 #pragma omp parallel for schedule(static) if (n > 65536)

@@ -77,7 +77,7 @@ using dnnl::memory;
 
 // Everything that distinguishes one primitive from another.
 struct GemmKey {
-    std::array<int64_t, 15> v;
+    std::array<int64_t, 16> v;
     bool operator==(const GemmKey& o) const { return v == o.v; }
 };
 struct GemmKeyHash {
@@ -94,7 +94,7 @@ GemmKey key_of(const GemmDesc& d) {
     std::memcpy(&alpha_bits, &d.alpha, 4);
     return {{d.batch, d.m, d.k, d.n, d.a_stride[0], d.a_stride[1], d.a_stride[2], d.b_stride[0], d.b_stride[1],
              d.b_stride[2], d.c_stride[0], d.c_stride[1], d.c_stride[2],
-             int64_t(alpha_bits), int64_t(d.bias) | int64_t(d.epilogue) << 1}};
+             int64_t(alpha_bits), int64_t(d.bias) | int64_t(d.epilogue) << 1, int64_t(d.operands)}};
 }
 
 struct GemmPrimitive {
@@ -108,8 +108,9 @@ GemmPrimitive make_primitive(const GemmDesc& d) {
     auto dims3 = [](int64_t b, int64_t r, int64_t c) { return memory::dims{b, r, c}; };
     auto strides3 = [](const int64_t* s) { return memory::dims{s[0], s[1], s[2]}; };
     GemmPrimitive p;
-    p.a = memory::desc(dims3(d.batch, d.m, d.k), memory::data_type::f32, strides3(d.a_stride));
-    p.b = memory::desc(dims3(d.batch, d.k, d.n), memory::data_type::f32, strides3(d.b_stride));
+    const auto operands = d.operands == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    p.a = memory::desc(dims3(d.batch, d.m, d.k), operands, strides3(d.a_stride));
+    p.b = memory::desc(dims3(d.batch, d.k, d.n), operands, strides3(d.b_stride));
     p.c = memory::desc(dims3(d.batch, d.m, d.n), memory::data_type::f32, strides3(d.c_stride));
     if (d.bias) p.bias = memory::desc(dims3(1, 1, d.n), memory::data_type::f32, memory::format_tag::abc);
 
@@ -129,9 +130,7 @@ std::shared_ptr<const GemmPrimitive> primitive_for(const GemmDesc& d) {
     return cache.get(key_of(d), [&] { return make_primitive(d); });
 }
 
-}  // namespace
-
-void gemm(Ledger* ledger, const GemmDesc& d, const float* a, const float* b, const float* bias, float* c) {
+void gemm_any(Ledger* ledger, const GemmDesc& d, const void* a, const void* b, const float* bias, float* c) {
     const auto held = primitive_for(d);
     const GemmPrimitive& p = *held;
     onednn_execute(p.matmul, {{DNNL_ARG_SRC, &p.a, a},
@@ -139,6 +138,18 @@ void gemm(Ledger* ledger, const GemmDesc& d, const float* a, const float* b, con
                               {DNNL_ARG_DST, &p.c, c},
                               {DNNL_ARG_BIAS, &p.bias, d.bias ? bias : nullptr}});
     if (ledger) ledger->add(uint64_t(d.batch * d.m * d.k * d.n));
+}
+
+}  // namespace
+
+void gemm(Ledger* ledger, const GemmDesc& d, const float* a, const float* b, const float* bias, float* c) {
+    assert(d.operands == DType::f32);
+    gemm_any(ledger, d, a, b, bias, c);
+}
+
+void gemm_bf16(Ledger* ledger, const GemmDesc& d, const uint16_t* a, const uint16_t* b, const float* bias, float* c) {
+    assert(d.operands == DType::bf16);
+    gemm_any(ledger, d, a, b, bias, c);
 }
 
 void linear(Ledger* ledger, float* y, const float* x, const float* weight, const float* bias, int64_t rows,

@@ -28,10 +28,15 @@ struct GemmDesc {
     float alpha = 1.0f;
     bool bias = false;  // bias[n] broadcast over rows
     Epilogue epilogue = Epilogue::none;
+    DType operands = DType::f32;  // a and b: f32, or bf16 (gemm_bf16); c is f32
 };
 
 // Adds batch*m*k*n MACs to the ledger (when given).
 void gemm(Ledger* ledger, const GemmDesc& desc, const float* a, const float* b, const float* bias, float* c);
+
+// The same with a and b in bf16 (f32 accumulation and output; oneDNN's bf16
+// kernels where the CPU has bf16 arithmetic). desc.operands must be bf16.
+void gemm_bf16(Ledger* ledger, const GemmDesc& desc, const uint16_t* a, const uint16_t* b, const float* bias, float* c);
 
 // y[rows, out] = x[rows, in] · W^T + bias, W stored as PyTorch does: [out, in].
 void linear(Ledger* ledger, float* y, const float* x, const float* weight, const float* bias, int64_t rows,

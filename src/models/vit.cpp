@@ -473,6 +473,10 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         auto on_onednn_bf16 = [](const PackedMatrix& w) { return w.dtype == DType::bf16 && w.onednn_layout; };
         const bool qkv16 = on_onednn_bf16(blk.qkv_w);
         const bool mlp16 = on_onednn_bf16(blk.fc1_w) && on_onednn_bf16(blk.fc2_w) && hp.act != "quick_gelu";
+        // The attention's products in bf16 too, and its output written in bf16
+        // for the projection (into xn, free once qkv has read it).
+        const bool attn16 = qkv16 && on_onednn_bf16(blk.proj_w);
+        auto* const attn16_out = reinterpret_cast<uint16_t*>(s.xn);
         bool want_cls = false;
         for (int i = 0; i < stage_count; ++i) want_cls |= stages[i]->signals(l).cls_attention;
 
@@ -514,10 +518,18 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                                        view.cls_probs,  s.scores, s.attention_slots};
                     // Attention follows the linear layers onto oneDNN where they run there.
                     args.onednn = blk.qkv_w.onednn_layout != nullptr;
+                    args.bf16 = attn16;
+                    args.out_bf16 = attn16 ? attn16_out + b * n * c : nullptr;
                     attention(ledger, args);
+                } else if (attn16) {  // a stage's or the block's own attention wrote f32
+                    scale_to_bf16(attn16_out + b * n * c, view.out, n * c, 1.0f);
                 }
             }
-            if (blk.ls1) {
+            if (attn16) {
+                onednn_linear_bf16_io(ledger, blk.ls1 ? s.attn : s.x, DType::f32, attn16_out, blk.proj_w, blk.proj_b,
+                                      batch * n, blk.ls1 ? Epilogue::none : Epilogue::residual);
+                if (blk.ls1) add_scaled(s.x, s.attn, blk.ls1, batch * n, c);
+            } else if (blk.ls1) {
                 linear_packed(ledger, s.xn, s.attn, blk.proj_w, blk.proj_b, batch * n);
                 add_scaled(s.x, s.xn, blk.ls1, batch * n, c);
             } else {
