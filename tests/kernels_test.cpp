@@ -376,14 +376,21 @@ TEST(Softmax, RowsSumToOneAndMatchNaiveWithBias) {
             }
             for (int64_t j = 0; j < n; ++j) ref[size_t(r * n + j)] = float(ref_exp[size_t(r * n + j)] / ref_sum[size_t(r)]);
         }
-        auto undivided = x;
+        auto undivided = x, into_bf16 = x;
         softmax_rows(x.data(), rows, n, bias.data());
         EXPECT_LT(max_abs_diff(x, ref), 1e-6f) << "n " << n;
+        std::vector<uint16_t> probs16(x.size());
         for (int64_t r = 0; r < rows; ++r) {
             const float sum = softmax_row_unnormalized(undivided.data() + r * n, n, bias.data());
             EXPECT_NEAR(sum, ref_sum[size_t(r)], 1e-6 * ref_sum[size_t(r)]) << "n " << n;
+            // The bf16 form: the same exps, each rounded, and the same sum.
+            const float sum16 = softmax_row_unnormalized_bf16(into_bf16.data() + r * n, probs16.data() + r * n, n,
+                                                              bias.data());
+            EXPECT_EQ(sum16, sum) << "n " << n;
         }
         EXPECT_LT(max_abs_diff(undivided, ref_exp), 1e-6f) << "n " << n;
+        for (size_t i = 0; i < probs16.size(); ++i)
+            ASSERT_EQ(probs16[i], f32_to_bf16(undivided[i])) << "n " << n << " at " << i;
     }
 }
 

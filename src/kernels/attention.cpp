@@ -36,13 +36,13 @@ int64_t onednn_block_rows(int64_t heads, int64_t tokens) {
     return std::min(std::max<int64_t>(tokens, 1), std::max<int64_t>(64, score_floats / std::max<int64_t>(1, heads * tokens)));
 }
 
-// Element offsets of the oneDNN form's scratch regions: keys (transposed) and
-// values of every head, then one block's queries, scores, probabilities (bf16
+// Element offsets of the oneDNN form's scratch regions: keys and values of
+// every head, then one block's queries, scores, probabilities (bf16
 // form only: the f32 form's softmax stays in the scores), head outputs and
 // the reciprocal of each score row's sum. Operands (keys, values, queries,
 // probabilities) are `operand_bytes` wide; every region starts 64-byte aligned.
 struct OnednnScratch {
-    int64_t keys_t, values, queries, scores, probs, head_out, row_inv, bytes;
+    int64_t keys, values, queries, scores, probs, head_out, row_inv, bytes;
 };
 
 OnednnScratch onednn_scratch(int64_t heads, int64_t tokens, int64_t head_dim, int64_t operand_bytes) {
@@ -54,7 +54,7 @@ OnednnScratch onednn_scratch(int64_t heads, int64_t tokens, int64_t head_dim, in
         return start;
     };
     OnednnScratch r;
-    r.keys_t = region(heads * head_dim * tokens * operand_bytes);
+    r.keys = region(heads * tokens * head_dim * operand_bytes);
     r.values = region(heads * tokens * head_dim * operand_bytes);
     r.queries = region(heads * block * head_dim * operand_bytes);
     r.scores = region(heads * block * tokens * 4);
@@ -121,7 +121,7 @@ void attention_onednn(const AttentionArgs& p) {
     const int64_t block = onednn_block_rows(h, n);
     const OnednnScratch at = onednn_scratch(h, n, d, sizeof(Operand));
     char* const base = reinterpret_cast<char*>(p.scratch);
-    Operand* const keys_t = reinterpret_cast<Operand*>(base + at.keys_t);    // [h, d, n]
+    Operand* const keys = reinterpret_cast<Operand*>(base + at.keys);        // [h, n, d]
     Operand* const values = reinterpret_cast<Operand*>(base + at.values);    // [h, n, d]
     Operand* const queries = reinterpret_cast<Operand*>(base + at.queries);  // [h, rows, d], scaled
     float* const scores = reinterpret_cast<float*>(base + at.scores);        // [h, rows, n]
@@ -142,24 +142,11 @@ void attention_onednn(const AttentionArgs& p) {
 #pragma omp parallel if (parallel_copy)
     {
 #pragma omp for schedule(static) nowait
-        for (int64_t ht = 0; ht < h * d; ++ht) {  // row t of head hh's transposed keys
-            const int64_t hh = ht / d, t = ht % d;
-            const float* k_src = p.qkv + c + hh * d + t;
-            Operand* kt = keys_t + ht * n;
-            if constexpr (std::is_same_v<Operand, float>) {
-                for (int64_t j = 0; j < n; ++j) kt[j] = k_src[j * row];
-            } else {  // gathered, then rounded a vector at a time
-                float gathered[64];
-                for (int64_t j0 = 0; j0 < n; j0 += 64) {
-                    const int64_t len = std::min<int64_t>(64, n - j0);
-                    for (int64_t j = 0; j < len; ++j) gathered[j] = k_src[(j0 + j) * row];
-                    scale_to_bf16(kt + j0, gathered, len, 1.0f);
-                }
-            }
-        }
-#pragma omp for schedule(static) nowait
         for (int64_t j = 0; j < n; ++j)
-            for (int64_t hh = 0; hh < h; ++hh) store_operands(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, d, 1.0f);
+            for (int64_t hh = 0; hh < h; ++hh) {
+                store_operands(keys + (hh * n + j) * d, p.qkv + j * row + c + hh * d, d, 1.0f);
+                store_operands(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, d, 1.0f);
+            }
         copy_queries(0, std::min(block, n));
     }
     for (int64_t r0 = 0; r0 < n; r0 += block) {
@@ -168,12 +155,22 @@ void attention_onednn(const AttentionArgs& p) {
 #pragma omp parallel if (parallel_copy)
             copy_queries(r0, rows);
         }
-        // scores[hh] = queries[hh] . keys_t[hh]
-        batched_product(dense_batched(h, rows, d, n), queries, keys_t, scores);
+        // scores[hh] = queries[hh] . keys[hh]^T, the transpose read by strides
+        // (oneDNN's brgemm copies it into its blocked layout itself, faster
+        // than a transposing copy here)
+        GemmDesc keys_transposed = dense_batched(h, rows, d, n);
+        keys_transposed.b_stride[1] = 1, keys_transposed.b_stride[2] = d;
+        batched_product(keys_transposed, queries, keys, scores);
 #pragma omp parallel for schedule(static) if (h * rows * n > 32768)
         for (int64_t r = 0; r < h * rows; ++r) {
-            row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
-            if constexpr (!std::is_same_v<Operand, float>) store_operands(probs + r * n, scores + r * n, n, 1.0f);
+            // bf16: the exps go straight to bf16, except in the rows whose f32
+            // probabilities the caller asked for (query 0 of each head)
+            if (std::is_same_v<Operand, float> || (p.cls_probs && r0 == 0 && r % rows == 0)) {
+                row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
+                if constexpr (!std::is_same_v<Operand, float>) store_operands(probs + r * n, scores + r * n, n, 1.0f);
+            } else if constexpr (!std::is_same_v<Operand, float>) {
+                row_inv[r] = 1.0f / softmax_row_unnormalized_bf16(scores + r * n, probs + r * n, n, p.key_bias);
+            }
         }
         if (r0 == 0 && p.cls_probs)
             for (int64_t hh = 0; hh < h; ++hh)

@@ -98,11 +98,18 @@ constexpr int64_t rope_max_half = 512;
 namespace {
 
 // Stores of layer_norm's results, one value or a vector of them: f32 as is,
-// bf16 rounded to nearest even (as f32_to_bf16, NaNs kept quiet).
+// bf16 rounded to nearest even (as f32_to_bf16, NaNs kept quiet). Where the
+// CPU converts to bf16 itself (AVX512-BF16) one instruction does it; it
+// also flushes f32 denormals (below 1.2e-38) to zero.
 inline void store1(float* y, float v) { *y = v; }
 inline void store1(uint16_t* y, float v) { *y = f32_to_bf16(v); }
 #ifdef TESSERA_ELEMENTWISE_AVX2
 inline void store_lanes(float* y, __m256 v) { _mm256_storeu_ps(y, v); }
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+inline void store_lanes(uint16_t* y, __m256 v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y), (__m128i)_mm256_cvtneps_pbh(v));
+}
+#else
 inline void store_lanes(uint16_t* y, __m256 v) {
     const __m256i bits = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
@@ -116,12 +123,17 @@ inline void store_lanes(uint16_t* y, __m256 v) {
                      _mm_packus_epi32(_mm256_castsi256_si128(half), _mm256_extracti128_si256(half, 1)));
 }
 #endif
+#endif
 
 #ifdef TESSERA_SIMD_MATH_AVX512
 inline void store_lanes(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
 inline void store_lanes(uint16_t* y, __m512 v) {
+#ifdef __AVX512BF16__
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), (__m256i)_mm512_cvtneps_pbh(v));
+#else
     store_lanes(y, _mm512_castps512_ps256(v));
     store_lanes(y + 8, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+#endif
 }
 using simd::Lanes16;
 #endif
@@ -244,7 +256,34 @@ void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias) {
     for (int64_t r = 0; r < rows; ++r) softmax_row(x + r * n, n, bias);
 }
 
-float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
+namespace {
+
+// A row's last, partial vector (count of its lanes) stored: f32 under a mask,
+// bf16 through a small buffer (the row's only scalar conversions).
+#ifdef TESSERA_SIMD_MATH_AVX512
+inline void store_first_lanes(float* y, __m512 v, int64_t count) {
+    _mm512_mask_storeu_ps(y, simd::first_lanes16(count), v);
+}
+inline void store_first_lanes(uint16_t* y, __m512 v, int64_t count) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, v);
+    for (int64_t t = 0; t < count; ++t) y[t] = f32_to_bf16(lanes[t]);
+}
+#endif
+#ifdef TESSERA_ELEMENTWISE_AVX2
+inline void store_first_lanes(float* y, __m256 v, int64_t count) { _mm256_maskstore_ps(y, simd::first_lanes8(count), v); }
+inline void store_first_lanes(uint16_t* y, __m256 v, int64_t count) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, v);
+    for (int64_t t = 0; t < count; ++t) y[t] = f32_to_bf16(lanes[t]);
+}
+#endif
+
+// y = exp(x + bias - max) for a row of n, returning the sum of the f32
+// exps; bias (may be null) is added to x in place. y is x itself (f32) or a
+// bf16 row.
+template <typename Out>
+float softmax_exp_row(float* x, Out* y, int64_t n, const float* bias) {
     if (bias)
         for (int64_t j = 0; j < n; ++j) x[j] += bias[j];
     // Two passes: the row's maximum, then exp(x - max) and its sum. The last,
@@ -260,11 +299,11 @@ float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     __m512 sum16 = _mm512_setzero_ps();
     for (j = 0; j + 16 <= n; j += 16) {
         const __m512 e = simd::exp_nonpositive16(_mm512_sub_ps(_mm512_loadu_ps(x + j), m16));
-        _mm512_storeu_ps(x + j, e);
+        store_lanes(y + j, e);
         sum16 = _mm512_add_ps(sum16, e);
     }
     const __m512 e = simd::exp_nonpositive16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + j), m16));
-    _mm512_mask_storeu_ps(x + j, tail, e);
+    store_first_lanes(y + j, e, n - j);
     return simd::Lanes16::sum(_mm512_mask_add_ps(sum16, tail, sum16, e));
 #elif defined(TESSERA_ELEMENTWISE_AVX2)
     const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
@@ -277,21 +316,30 @@ float softmax_row_unnormalized(float* x, int64_t n, const float* bias) {
     __m256 sum8 = _mm256_setzero_ps();
     for (j = 0; j + 8 <= n; j += 8) {
         const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m8));
-        _mm256_storeu_ps(x + j, e);
+        store_lanes(y + j, e);
         sum8 = _mm256_add_ps(sum8, e);
     }
     const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_maskload_ps(x + j, tail), m8));
-    _mm256_maskstore_ps(x + j, tail, e);
+    store_first_lanes(y + j, e, n - j);
     return simd::Lanes8::sum(_mm256_add_ps(sum8, _mm256_and_ps(e, tail_lanes)));
 #else
     float m = -INFINITY, sum = 0.0f;
     for (; j < n; ++j) m = std::max(m, x[j]);
     for (j = 0; j < n; ++j) {
-        x[j] = exp_nonpositive(x[j] - m);
-        sum += x[j];
+        const float e = exp_nonpositive(x[j] - m);
+        store1(y + j, e);
+        sum += e;
     }
     return sum;
 #endif
+}
+
+}  // namespace
+
+float softmax_row_unnormalized(float* x, int64_t n, const float* bias) { return softmax_exp_row(x, x, n, bias); }
+
+float softmax_row_unnormalized_bf16(float* x, uint16_t* probs, int64_t n, const float* bias) {
+    return softmax_exp_row(x, probs, n, bias);
 }
 
 void softmax_row(float* x, int64_t n, const float* bias) {

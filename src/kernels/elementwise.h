@@ -33,6 +33,9 @@ void softmax_row(float* x, int64_t n, const float* bias = nullptr);
 // returns the row's sum, for a caller that divides later where it reads the
 // row anyway (attention scales each head's output row instead).
 float softmax_row_unnormalized(float* x, int64_t n, const float* bias = nullptr);
+// The same with the exps rounded to bf16 into probs[n] instead of written
+// over x (x receives the bias); the sum is of the exps before rounding.
+float softmax_row_unnormalized_bf16(float* x, uint16_t* probs, int64_t n, const float* bias = nullptr);
 
 // HF LlamaRMSNorm in float32: y[r, :] = weight * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)).
 // y may alias x.
