@@ -14,13 +14,6 @@
 #include "kernels/simd_math.h"
 #include "tessera/tensor.h"
 
-#if defined(TESSERA_SIMD_MATH_AVX512) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-// GCC 12's AVX-512 intrinsics warn of their own deliberately undefined
-// operands once inlined here (GCC bug 105593, fixed in 13).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace tessera {
 
 namespace {

@@ -14,6 +14,7 @@
 
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/simd_math.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define TESSERA_GEMM_AVX2 1
@@ -186,6 +187,16 @@ inline __m256 widen8(const uint16_t* p) {
 
 // Keeps v in a register. Without it GCC folds the load of a vector that
 // several FMAs share into each of them, one memory operand per FMA.
+#ifdef TESSERA_SIMD_MATH_AVX512
+// 16 f16 or bf16 values as floats.
+template <DType T>
+inline __m512 widen16(const uint16_t* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (T == DType::f16) return _mm512_cvtph_ps(h);
+    else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+#endif
+
 inline __m256 in_register(__m256 v) {
     __asm__("" : "+x"(v));
     return v;
@@ -216,25 +227,55 @@ void widen_rows(const uint16_t* src, float* dst, int64_t rows, int64_t in) {
 // dots[r * O + o] = x[r, :] · w[o, :] for R rows of x and O weight rows.
 // R * O accumulators plus O converted weight vectors stay in registers; each
 // weight is loaded once and used for all R rows of x.
+// Weights are also prefetched 2 KB ahead in each of the O rows, once per
+// cache line: the decode GEMV then read 4096-wide bf16 matrices at 45 GB/s
+// instead of 35-38 on a 2-core Zen 4 (the hardware prefetchers alone keep
+// too few lines in flight for O interleaved streams).
+constexpr int64_t gemv_prefetch_ahead = 1024;  // elements
+
 template <DType T, int R, int O>
 inline void gemv_block(const uint16_t* w, int64_t in, const float* x, float* dots) {
     int64_t i = 0;
-#ifdef TESSERA_GEMM_AVX2
-    __m256 acc[R][O];
-    for (auto& row : acc)
-        for (auto& a : row) a = _mm256_setzero_ps();
-    for (; i + 8 <= in; i += 8) {
-        __m256 wv[O];
-        for (int o = 0; o < O; ++o) wv[o] = widen8<T>(w + o * in + i);
-        for (int r = 0; r < R; ++r) {
-            const __m256 xv = in_register(_mm256_loadu_ps(x + r * in + i));
-            for (int o = 0; o < O; ++o) acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
-        }
-    }
-    for (int r = 0; r < R; ++r)
-        for (int o = 0; o < O; ++o) dots[r * O + o] = hsum(acc[r][o]);
-#else
     std::fill(dots, dots + R * O, 0.0f);
+#ifdef TESSERA_SIMD_MATH_AVX512
+    {
+        __m512 acc[R][O];
+        for (auto& row : acc)
+            for (auto& a : row) a = _mm512_setzero_ps();
+        for (; i + 16 <= in; i += 16) {
+            if ((i & 31) == 0)
+                for (int o = 0; o < O; ++o)
+                    _mm_prefetch(reinterpret_cast<const char*>(w + o * in + i + gemv_prefetch_ahead), _MM_HINT_T0);
+            __m512 wv[O];
+            for (int o = 0; o < O; ++o) wv[o] = widen16<T>(w + o * in + i);
+            for (int r = 0; r < R; ++r) {
+                const __m512 xv = _mm512_loadu_ps(x + r * in + i);
+                for (int o = 0; o < O; ++o) acc[r][o] = _mm512_fmadd_ps(wv[o], xv, acc[r][o]);
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int o = 0; o < O; ++o) dots[r * O + o] = _mm512_reduce_add_ps(acc[r][o]);
+    }
+#endif
+#ifdef TESSERA_GEMM_AVX2
+    if (i + 8 <= in) {
+        __m256 acc[R][O];
+        for (auto& row : acc)
+            for (auto& a : row) a = _mm256_setzero_ps();
+        for (; i + 8 <= in; i += 8) {
+            if ((i & 31) == 0)
+                for (int o = 0; o < O; ++o)
+                    _mm_prefetch(reinterpret_cast<const char*>(w + o * in + i + gemv_prefetch_ahead), _MM_HINT_T0);
+            __m256 wv[O];
+            for (int o = 0; o < O; ++o) wv[o] = widen8<T>(w + o * in + i);
+            for (int r = 0; r < R; ++r) {
+                const __m256 xv = in_register(_mm256_loadu_ps(x + r * in + i));
+                for (int o = 0; o < O; ++o) acc[r][o] = _mm256_fmadd_ps(wv[o], xv, acc[r][o]);
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int o = 0; o < O; ++o) dots[r * O + o] += hsum(acc[r][o]);
+    }
 #endif
     for (; i < in; ++i)
         for (int o = 0; o < O; ++o) {

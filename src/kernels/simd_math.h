@@ -47,6 +47,13 @@ struct Lanes8 {
 
 #if defined(__AVX512F__)
 #define TESSERA_SIMD_MATH_AVX512 1
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+// GCC 12's AVX-512 intrinsics warn of their own deliberately undefined
+// operands once inlined (GCC bug 105593, fixed in 13): silenced in the
+// files that include this one.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 struct Lanes16 {
     using V = __m512;
     static constexpr int64_t width = 16;
