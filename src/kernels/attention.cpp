@@ -36,7 +36,7 @@ int64_t onednn_block_rows(int64_t heads, int64_t tokens) {
     return std::min(std::max<int64_t>(tokens, 1), std::max<int64_t>(64, score_floats / std::max<int64_t>(1, heads * tokens)));
 }
 
-// Element offsets of the oneDNN form's scratch regions: keys and values of
+// Byte offsets of the oneDNN form's scratch regions: keys and values of
 // every head, then one block's queries, scores, probabilities (bf16
 // form only: the f32 form's softmax stays in the scores), head outputs and
 // the reciprocal of each score row's sum. Operands (keys, values, queries,

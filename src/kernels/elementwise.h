@@ -16,8 +16,10 @@ void layer_norm(float* y, const float* x, const float* gamma, const float* beta,
 void layer_norm_bf16(uint16_t* y, const float* x, const float* gamma, const float* beta, int64_t rows, int64_t dim,
                      float eps);
 
-// y[i] = x[i] * scale rounded to bfloat16 (as f32_to_bf16), i < n; one
-// thread (for callers inside a parallel region).
+// y[i] = x[i] * scale rounded to bfloat16 (as f32_to_bf16, except that a
+// CPU with AVX512-BF16 flushes f32 denormals to zero), i < n; one thread
+// (for callers inside a parallel region). layer_norm_bf16 and
+// softmax_row_unnormalized_bf16 round the same way.
 void scale_to_bf16(uint16_t* y, const float* x, int64_t n, float scale);
 
 // x = 0.5 x (1 + erf(x / sqrt 2)), in place.
