@@ -185,8 +185,6 @@ inline __m256 widen8(const uint16_t* p) {
     else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-// Keeps v in a register. Without it GCC folds the load of a vector that
-// several FMAs share into each of them, one memory operand per FMA.
 #ifdef TESSERA_SIMD_MATH_AVX512
 // 16 f16 or bf16 values as floats.
 template <DType T>
@@ -197,6 +195,8 @@ inline __m512 widen16(const uint16_t* p) {
 }
 #endif
 
+// Keeps v in a register. Without it GCC folds the load of a vector that
+// several FMAs share into each of them, one memory operand per FMA.
 inline __m256 in_register(__m256 v) {
     __asm__("" : "+x"(v));
     return v;
@@ -228,8 +228,8 @@ void widen_rows(const uint16_t* src, float* dst, int64_t rows, int64_t in) {
 // R * O accumulators plus O converted weight vectors stay in registers; each
 // weight is loaded once and used for all R rows of x.
 // Weights are also prefetched 2 KB ahead in each of the O rows, once per
-// cache line: the decode GEMV then read 4096-wide bf16 matrices at 45 GB/s
-// instead of 35-38 on a 2-core Zen 4 (the hardware prefetchers alone keep
+// cache line: the decode GEMV then read 4096-wide bf16 matrices at 40-46
+// GB/s instead of 35-38 on a 2-core Zen 4 (the hardware prefetchers alone keep
 // too few lines in flight for O interleaved streams).
 constexpr int64_t gemv_prefetch_ahead = 1024;  // elements
 
