@@ -144,7 +144,9 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
     // rows < 8 run the GEMV loop; rows >= 8 panels packed on the fly while x
     // is at most 4 MiB (in 1100: three k-chunks, the last not a multiple of
     // 8), beyond that converted 512-row panels (out 520: two, the second
-    // partial). out 13, 33, 37 and 40 leave partial output blocks and panels.
+    // partial). out 13, 33, 37 and 40 leave partial output blocks and panels;
+    // out 603 and 1001 leave rows past the GEMV's spaced blocks while its
+    // loop runs in parallel.
     const std::vector<LinearWCase> cases = {
         {1, 40, 13, DType::f16, true, Epilogue::none},       {1, 100, 37, DType::bf16, false, Epilogue::residual},
         {3, 100, 37, DType::f16, true, Epilogue::gelu_erf},  {3, 40, 64, DType::bf16, true, Epilogue::residual},
@@ -157,6 +159,7 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         {3, 40, 13, DType::f32, true, Epilogue::gelu_erf},    {9, 1100, 40, DType::bf16, true, Epilogue::gelu_erf},
         {20, 1100, 33, DType::f16, true, Epilogue::residual}, {75, 1100, 48, DType::f16, false, Epilogue::none},
         {1050, 1000, 520, DType::bf16, true, Epilogue::residual}, {1050, 1000, 40, DType::f16, true, Epilogue::gelu_erf},
+        {1, 100, 603, DType::bf16, true, Epilogue::residual},   {3, 64, 1001, DType::f16, false, Epilogue::gelu_erf},
     };
     for (const LinearWCase& c : cases) {
         SCOPED_TRACE(describe(c));

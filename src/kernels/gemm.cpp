@@ -245,8 +245,8 @@ constexpr int64_t gemv_prefetch_ahead = 1024;  // elements
 // dots and moves i past the whole vectors it did. Always inlined: as a call
 // it read 6% slower.
 template <typename L, DType T, int R, int O>
-__attribute__((always_inline)) inline void gemv_lanes(const uint16_t* w, int64_t in, const float* x, float* dots,
-                                                      int64_t& i) {
+__attribute__((always_inline)) inline void gemv_lanes(const uint16_t* const (&w)[O], int64_t in, const float* x,
+                                                      float* dots, int64_t& i) {
     using V = typename L::V;
     if (i + L::width > in) return;
     V acc[R][O];
@@ -255,9 +255,9 @@ __attribute__((always_inline)) inline void gemv_lanes(const uint16_t* w, int64_t
     for (; i + L::width <= in; i += L::width) {
         if ((i & 31) == 0)
             for (int o = 0; o < O; ++o)
-                _mm_prefetch(reinterpret_cast<const char*>(w + o * in + i + gemv_prefetch_ahead), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(w[o] + i + gemv_prefetch_ahead), _MM_HINT_T0);
         V wv[O];
-        for (int o = 0; o < O; ++o) wv[o] = widen<T>(w + o * in + i, V{});
+        for (int o = 0; o < O; ++o) wv[o] = widen<T>(w[o] + i, V{});
         for (int r = 0; r < R; ++r) {
             const V xv = in_register(L::load(x + r * in + i));
             for (int o = 0; o < O; ++o) acc[r][o] = L::fmadd(wv[o], xv, acc[r][o]);
@@ -269,18 +269,20 @@ __attribute__((always_inline)) inline void gemv_lanes(const uint16_t* w, int64_t
 #endif
 
 template <DType T, int R, int O>
-inline void gemv_block(const uint16_t* w, int64_t in, const float* x, float* dots) {
+inline void gemv_block(const uint16_t* w, const int64_t (&rows)[O], int64_t in, const float* x, float* dots) {
+    const uint16_t* wr[O];
+    for (int o = 0; o < O; ++o) wr[o] = w + rows[o] * in;
     int64_t i = 0;
     std::fill(dots, dots + R * O, 0.0f);
 #ifdef TESSERA_SIMD_MATH_AVX512
-    gemv_lanes<simd::Lanes16, T, R, O>(w, in, x, dots, i);
+    gemv_lanes<simd::Lanes16, T, R, O>(wr, in, x, dots, i);
 #endif
 #ifdef TESSERA_GEMM_AVX2
-    gemv_lanes<simd::Lanes8, T, R, O>(w, in, x, dots, i);
+    gemv_lanes<simd::Lanes8, T, R, O>(wr, in, x, dots, i);
 #endif
     for (; i < in; ++i)
         for (int o = 0; o < O; ++o) {
-            const float wo = widen1<T>(w[o * in + i]);
+            const float wo = widen1<T>(wr[o][i]);
             for (int r = 0; r < R; ++r) dots[r * O + o] += wo * x[r * in + i];
         }
 }
@@ -295,28 +297,35 @@ inline float with_epilogue(float v, float previous, Epilogue e) {
 }
 
 // Decoding: y[R, out] for R < 8 rows of x, parallel over blocks of O output
-// rows; each thread streams a contiguous range of weight rows once.
+// rows. A block's rows lie `out / O` rows apart, so each thread reads O
+// streams far apart in memory rather than O neighbouring rows: on a 2-core
+// Zen 4 the decode GEMV then read LLaVA-7B's bf16 matrices at 65-68 GB/s
+// instead of 38-47 (paired medians; DRAM serves distant streams in parallel
+// better than adjacent ones). 2, 6 or 8 rows a block read 12-25% slower.
+// Rows past O * (out / O) are done one at a time at the end.
 template <DType T, int R, int O>
 void gemv_rows(float* y, const float* x, const uint16_t* w, const float* bias, int64_t out, int64_t in,
                Epilogue epilogue) {
-    const int64_t blocks = (out + O - 1) / O;
+    const int64_t spacing = out / O, rest = out - spacing * O;
 #pragma omp parallel for schedule(static) if (out * in > 32768)
-    for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t o0 = b * O, n = std::min<int64_t>(O, out - o0);
+    for (int64_t b = 0; b < spacing + rest; ++b) {
         float dots[R * O];
-        if (n == O) {
-            gemv_block<T, R, O>(w + o0 * in, in, x, dots);
-        } else {  // the last, partial block: one weight row at a time
-            for (int64_t o = 0; o < n; ++o) {
-                float col[R];
-                gemv_block<T, R, 1>(w + (o0 + o) * in, in, x, col);
-                for (int r = 0; r < R; ++r) dots[r * O + o] = col[r];
-            }
+        int64_t rows[O];
+        int n = O;
+        if (b < spacing) {
+            for (int o = 0; o < O; ++o) rows[o] = b + o * spacing;
+            gemv_block<T, R, O>(w, rows, in, x, dots);
+        } else {  // one of the last `rest` rows
+            const int64_t row[1] = {O * spacing + (b - spacing)};
+            n = 1;
+            rows[0] = row[0];
+            gemv_block<T, R, 1>(w, row, in, x, dots);
         }
         for (int r = 0; r < R; ++r)
-            for (int64_t o = 0; o < n; ++o) {
-                float* dst = y + r * out + o0 + o;
-                *dst = with_epilogue(dots[r * O + o] + (bias ? bias[o0 + o] : 0.0f), *dst, epilogue);
+            for (int o = 0; o < n; ++o) {
+                const int64_t row = rows[o];
+                float* dst = y + r * out + row;
+                *dst = with_epilogue(dots[r * n + o] + (bias ? bias[row] : 0.0f), *dst, epilogue);
             }
     }
 }
