@@ -13,6 +13,7 @@
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
 #include "tessera/arena.h"
+#include "tessera/error.h"
 #include "tessera/threads.h"
 #include "test_support.h"
 
@@ -67,6 +68,24 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
 // 6-row tile, and inner sizes that take one pass (<= 768) or several k-chunks
 // (last one partial). The bf16 reference multiplies the same rounded weights,
 // so both must match to f32 accumulation error.
+TEST(Arena, LargeArenasStartAndEndOnHugePageBoundaries) {
+    // From 4 MiB an arena is 2 MiB aligned and rounded up to whole 2 MiB
+    // pages (advised as huge pages); smaller ones to 64 bytes. Either way
+    // all of the capacity can be handed out, and not one byte more.
+    constexpr size_t huge = size_t(2) << 20;
+    for (const auto& [asked, capacity] : std::vector<std::pair<size_t, size_t>>{
+             {1000, 1024}, {(size_t(4) << 20) - 64, (size_t(4) << 20) - 64}, {size_t(4) << 20, size_t(4) << 20},
+             {(size_t(5) << 20) + 1, size_t(6) << 20}}) {
+        SCOPED_TRACE(asked);
+        Arena a(asked);
+        EXPECT_EQ(a.capacity(), capacity);
+        const auto first = reinterpret_cast<uintptr_t>(a.alloc_bytes(64));
+        EXPECT_EQ(first % (capacity >= (size_t(4) << 20) ? huge : 64), 0u);
+        a.alloc_bytes(capacity - 64);
+        EXPECT_THROW(a.alloc_bytes(1), Error);
+    }
+}
+
 TEST(PackedLinear, MatchesNaiveForEveryEpilogueWidthAndChunking) {
     struct Shape { int64_t rows, in, out; };
     for (const DType dtype : {DType::f32, DType::bf16})
