@@ -63,11 +63,6 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearCase{3, 17, 5, false, Epilogue::none},
                                            LinearCase{65, 33, 129, false, Epilogue::residual}));
 
-// The packed kernel against a double-precision loop: f32 and bf16 panels,
-// every epilogue, widths that are not multiples of 16, row counts around the
-// 6-row tile, and inner sizes that take one pass (<= 768) or several k-chunks
-// (last one partial). The bf16 reference multiplies the same rounded weights,
-// so both must match to f32 accumulation error.
 TEST(Arena, LargeArenasStartAndEndOnHugePageBoundaries) {
     // From 4 MiB an arena is 2 MiB aligned and rounded up to whole 2 MiB
     // pages (advised as huge pages); smaller ones to 64 bytes. Either way
@@ -86,6 +81,11 @@ TEST(Arena, LargeArenasStartAndEndOnHugePageBoundaries) {
     }
 }
 
+// The packed kernel against a double-precision loop: f32 and bf16 panels,
+// every epilogue, widths that are not multiples of 16, row counts around the
+// 6-row tile, and inner sizes that take one pass (<= 768) or several k-chunks
+// (last one partial). The bf16 reference multiplies the same rounded weights,
+// so both must match to f32 accumulation error.
 TEST(PackedLinear, MatchesNaiveForEveryEpilogueWidthAndChunking) {
     struct Shape { int64_t rows, in, out; };
     for (const DType dtype : {DType::f32, DType::bf16})

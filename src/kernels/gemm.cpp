@@ -269,7 +269,7 @@ __attribute__((always_inline)) inline void gemv_lanes(const uint16_t* const (&w)
 #endif
 
 template <DType T, int R, int O>
-inline void gemv_block(const uint16_t* w, const int64_t (&rows)[O], int64_t in, const float* x, float* dots) {
+inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const float* x, float* dots) {
     const uint16_t* wr[O];
     for (int o = 0; o < O; ++o) wr[o] = w + rows[o] * in;
     int64_t i = 0;
@@ -316,10 +316,9 @@ void gemv_rows(float* y, const float* x, const uint16_t* w, const float* bias, i
             for (int o = 0; o < O; ++o) rows[o] = b + o * spacing;
             gemv_block<T, R, O>(w, rows, in, x, dots);
         } else {  // one of the last `rest` rows
-            const int64_t row[1] = {O * spacing + (b - spacing)};
             n = 1;
-            rows[0] = row[0];
-            gemv_block<T, R, 1>(w, row, in, x, dots);
+            rows[0] = O * spacing + (b - spacing);
+            gemv_block<T, R, 1>(w, rows, in, x, dots);
         }
         for (int r = 0; r < R; ++r)
             for (int o = 0; o < n; ++o) {
