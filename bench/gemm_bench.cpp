@@ -60,6 +60,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/token_lanes.h"
 #include "serve.h"
 #include "tessera/arena.h"
 #include "tessera/threads.h"
@@ -204,8 +205,9 @@ int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
         for (float& v : b) v = dist(rng);
         for (uint16_t& v : w) v = tessera::f32_to_bf16(dist(rng) * 0.05f);
         const tessera::WeightRef ref{w.data(), tessera::DType::bf16, s.out, s.in};
-        std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), y3(y1.size()), scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
-        std::vector<double> t1, t2, t3;
+        std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), y3(y1.size()), y4(y1.size()),
+            scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
+        std::vector<double> t1, t2, t3, t4;
         for (int i = 0; i < iters + warmup; ++i) {
             const auto a = std::chrono::steady_clock::now();
             tessera::linear_w(nullptr, y1.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
@@ -215,7 +217,10 @@ int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
             tessera::linear_packing_on_the_fly(nullptr, y3.data(), x.data(), w.data(), tessera::DType::bf16, s.out, s.in,
                                                b.data(), s.rows, s.epilogue);
             const auto f = std::chrono::steady_clock::now();
+            tessera::linear_bf16_token_lanes(y4.data(), x.data(), w.data(), s.out, s.in, b.data(), s.rows, s.epilogue);
+            const auto g = std::chrono::steady_clock::now();
             if (i >= warmup) {
+                t4.push_back(std::chrono::duration<double, std::milli>(g - f).count());
                 t1.push_back(std::chrono::duration<double, std::milli>(m - a).count());
                 t2.push_back(std::chrono::duration<double, std::milli>(e - m).count());
                 t3.push_back(std::chrono::duration<double, std::milli>(f - e).count());
@@ -230,12 +235,13 @@ int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
             }
             return worst / std::max(scale, 1e-30);
         };
-        const double flop = flop_of(s), c = median(t1), p = median(t2), q = median(t3);
+        const double flop = flop_of(s), c = median(t1), p = median(t2), q = median(t3), l = median(t4);
         std::printf("{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"chosen_ms\":%.4f,\"converted_ms\":%.4f,"
-                    "\"on_the_fly_ms\":%.4f,\"chosen_gflops\":%.2f,\"converted_gflops\":%.2f,\"on_the_fly_gflops\":%.2f,"
-                    "\"chosen_rel_diff\":%.3g,\"on_the_fly_rel_diff\":%.3g}\n",
-                    s.name.c_str(), (long long)s.rows, (long long)s.in, (long long)s.out, c, p, q, flop / c / 1e6,
-                    flop / p / 1e6, flop / q / 1e6, rel_diff(y1), rel_diff(y3));
+                    "\"on_the_fly_ms\":%.4f,\"token_lanes_ms\":%.4f,\"chosen_gflops\":%.2f,\"converted_gflops\":%.2f,"
+                    "\"on_the_fly_gflops\":%.2f,\"token_lanes_gflops\":%.2f,\"chosen_rel_diff\":%.3g,"
+                    "\"on_the_fly_rel_diff\":%.3g,\"token_lanes_rel_diff\":%.3g}\n",
+                    s.name.c_str(), (long long)s.rows, (long long)s.in, (long long)s.out, c, p, q, l, flop / c / 1e6,
+                    flop / p / 1e6, flop / q / 1e6, flop / l / 1e6, rel_diff(y1), rel_diff(y3), rel_diff(y4));
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/onednn_linear.h"
+#include "kernels/token_lanes.h"
 #include "tessera/tensor.h"
 #include "tessera/threads.h"
 #include "test_support.h"
@@ -141,7 +142,9 @@ std::string describe(const LinearWCase& c) {
 }
 
 TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
-    // rows < 8 run the GEMV loop; rows >= 8 panels packed on the fly while x
+    // rows < 8 run the GEMV loop. On a CPU with bf16 arithmetic, bf16 with
+    // rows >= 8 runs the token-lanes kernel (up to 128 rows, no AMX) or
+    // oneDNN's bf16 matmul; otherwise rows >= 8 panels packed on the fly while x
     // is at most 4 MiB (in 1100: three k-chunks, the last not a multiple of
     // 8), beyond that converted 512-row panels (out 520: two, the second
     // partial). out 13, 33, 37 and 40 leave partial output blocks and panels;
@@ -178,8 +181,8 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
             w16[i] = c.dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
             w[i] = c.dtype == DType::f16 ? f16_to_f32(w16[i]) : bf16_to_f32(w16[i]);
         }
-        // On CPUs with bf16 arithmetic, bf16 products of 8+ rows run oneDNN's
-        // bf16 matmul, which rounds x to bf16 too.
+        // On CPUs with bf16 arithmetic, bf16 products of 8+ rows run in bf16
+        // (token lanes or oneDNN's bf16 matmul), which rounds x to bf16 too.
         auto xr = x;
         if (c.dtype == DType::bf16 && c.rows >= 8 && onednn_linear_chosen(DType::bf16))
             for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
@@ -202,6 +205,53 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         EXPECT_LT(max_abs_diff(y, ref), 1e-5f * std::sqrt(float(c.in)));
         EXPECT_EQ(ledger.total(), uint64_t(c.rows * c.in * c.out));
     }
+}
+
+TEST(LlmKernels, TokenLanesMatchesNaiveBf16Product) {
+    if (!token_lanes_available()) GTEST_SKIP() << "this build has no AVX512-BF16 code (token_lanes.h)";
+    // Chunks of 1 to 5 token vectors (rows 8, 20, 40, 64, 76), rows past one
+    // chunk (81: two of 41; 200: three of 67, the last short), out not a
+    // multiple of the tile's rows, and in 7000 (two k-blocks at 80 tokens,
+    // the second sum started from the first's) and 102 (pairs not a multiple
+    // of 16: the packing's tail).
+    struct Case {
+        int64_t rows, in, out;
+        bool bias;
+        Epilogue epilogue;
+    };
+    const std::vector<Case> cases = {
+        {8, 100, 13, true, Epilogue::none},      {20, 102, 37, false, Epilogue::residual},
+        {40, 64, 17, true, Epilogue::gelu_erf},  {64, 100, 25, true, Epilogue::residual},
+        {76, 7000, 11, true, Epilogue::none},    {81, 102, 40, true, Epilogue::gelu_erf},
+        {200, 7000, 6, false, Epilogue::residual}, {76, 4096, 33, true, Epilogue::residual},
+    };
+    for (const Case& c : cases) {
+        SCOPED_TRACE("rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) + " out " + std::to_string(c.out));
+        auto x = random_values(size_t(c.rows * c.in), 16);
+        auto w32 = random_values(size_t(c.out * c.in), 17);
+        auto b = random_values(size_t(c.out), 18);
+        auto y = random_values(size_t(c.rows * c.out), 19);
+        std::vector<uint16_t> w(w32.size());
+        for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(w32[i]);
+        std::vector<float> ref(y.size());
+        for (int64_t r = 0; r < c.rows; ++r)
+            for (int64_t o = 0; o < c.out; ++o) {
+                double acc = c.bias ? b[size_t(o)] : 0.0;
+                for (int64_t i = 0; i < c.in; ++i)
+                    acc += double(bf16_to_f32(f32_to_bf16(x[size_t(r * c.in + i)]))) * bf16_to_f32(w[size_t(o * c.in + i)]);
+                if (c.epilogue == Epilogue::gelu_erf) acc = gelu_ref(acc);
+                if (c.epilogue == Epilogue::residual) acc += y[size_t(r * c.out + o)];
+                ref[size_t(r * c.out + o)] = float(acc);
+            }
+        ASSERT_TRUE(linear_bf16_token_lanes(y.data(), x.data(), w.data(), c.out, c.in, c.bias ? b.data() : nullptr, c.rows,
+                                            c.epilogue));
+        EXPECT_LT(max_abs_diff(y, ref), 1e-5f * std::sqrt(float(c.in)));
+    }
+    // An odd `in` is declined, and nothing written.
+    std::vector<float> x(8 * 5, 1.0f), y(8 * 3, 7.0f);
+    std::vector<uint16_t> w(3 * 5, f32_to_bf16(1.0f));
+    EXPECT_FALSE(linear_bf16_token_lanes(y.data(), x.data(), w.data(), 3, 5, nullptr, 8, Epilogue::none));
+    EXPECT_EQ(y, std::vector<float>(8 * 3, 7.0f));
 }
 
 // ---- causal attention ---------------------------------------------------------

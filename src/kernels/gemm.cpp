@@ -15,6 +15,7 @@
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/simd_math.h"
+#include "kernels/token_lanes.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define TESSERA_GEMM_AVX2 1
@@ -287,15 +288,6 @@ inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const
         }
 }
 
-inline float with_epilogue(float v, float previous, Epilogue e) {
-    switch (e) {
-        case Epilogue::none: return v;
-        case Epilogue::gelu_erf: return 0.5f * v * (1.0f + std::erf(v * float(M_SQRT1_2)));
-        case Epilogue::residual: return previous + v;
-    }
-    return v;
-}
-
 // Decoding: y[R, out] for R < 8 rows of x, parallel over blocks of O output
 // rows. A block's rows lie `out / O` rows apart, so each thread reads O
 // streams far apart in memory rather than O neighbouring rows: on a 2-core
@@ -348,6 +340,12 @@ void gemv(float* y, const float* x, const uint16_t* w, const float* bias, int64_
 // Up to this many rows of x, 16-bit weights go through gemv (bandwidth
 // bound: read each weight once).
 constexpr int64_t linear_w_gemv_max_rows = 7;
+// From there up to this many, bf16 weights go through the token-lanes kernel
+// where oneDNN would run AVX512-BF16 code. LLaVA-7B's 4096x11008 on the
+// 2-core Zen 5 (GFLOP/s, oneDNN repacking the weights each call -> token
+// lanes): 16 rows 241 -> 337, 40 rows 413 -> 541, 64 rows 492 -> 668, 76 rows
+// about 1.2x, 128 rows 595 -> 646, 160 rows level, 588 rows 0.9x.
+constexpr int64_t linear_w_token_lanes_max_rows = 128;
 // Above it, while x is at most this large, through panels packed on the fly
 // (linear_packing_on_the_fly re-reads all of x for every 16 output columns,
 // so x should stay in cache); larger products through converted 512-row
@@ -375,10 +373,14 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
         return;
     }
     const auto* w16 = static_cast<const uint16_t*>(w.data);
-    // bf16 on a CPU with bf16 arithmetic: one oneDNN product on the weights
-    // as stored (AMX: several times the rate of widened f32 panels).
+    // bf16 on a CPU with bf16 arithmetic: up to 128 rows without AMX, the
+    // token-lanes kernel, which reads the weights as stored; otherwise one
+    // oneDNN product, which repacks them (AMX: several times the rate of
+    // widened f32 panels).
     if (rows > linear_w_gemv_max_rows && w.dtype == DType::bf16 && onednn_linear_chosen(DType::bf16) &&
-        onednn_linear_bf16_in_place(y, x, w16, w.out, w.in, bias, rows, epilogue)) {
+        ((rows <= linear_w_token_lanes_max_rows && !onednn_bf16_on_amx() &&
+          linear_bf16_token_lanes(y, x, w16, w.out, w.in, bias, rows, epilogue)) ||
+         onednn_linear_bf16_in_place(y, x, w16, w.out, w.in, bias, rows, epilogue))) {
         if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
         return;
     }

@@ -3,6 +3,7 @@
 // at ViT sizes), the least recently used dropped beyond
 // onednn_primitive_cache_capacity (kernels/primitive_cache.h).
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "tessera/flops.h"
@@ -15,6 +16,18 @@ enum class Epilogue : uint8_t {
     gelu_erf,   // c = gelu(a·b + bias), exact erf GELU
     residual,   // c += a·b + bias  (c holds the residual stream)
 };
+
+// One output of a product after its epilogue: v is a·b + bias, previous the
+// value c held (read by the residual epilogue only). For kernels that finish
+// their outputs one at a time.
+inline float with_epilogue(float v, float previous, Epilogue e) {
+    switch (e) {
+        case Epilogue::none: return v;
+        case Epilogue::gelu_erf: return 0.5f * v * (1.0f + std::erf(v * float(M_SQRT1_2)));
+        case Epilogue::residual: return previous + v;
+    }
+    return v;
+}
 
 // A strided, batched product c[i] = alpha * a[i]·b[i] (+ bias) for i < batch.
 // Strides are in elements: {batch, row, column}. a is [m, k], b is [k, n],
@@ -59,9 +72,10 @@ int64_t linear_w_scratch_floats(int64_t in);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, epilogue as linear(); y must
 // not alias x. f32 runs linear(). 16-bit weights: with rows >= 8, bf16 on a
-// CPU with bf16 arithmetic (onednn_linear_chosen(DType::bf16)) is one oneDNN
-// bf16 product on the weights as stored (x rounded to bf16, f32
-// accumulation); otherwise, while x is at most 4 MiB (and the build has the
+// CPU with bf16 arithmetic (onednn_linear_chosen(DType::bf16)) runs in bf16
+// on the weights as stored (x rounded to bf16, f32 accumulation): up to 128
+// rows without AMX the token-lanes kernel (token_lanes.h), else one oneDNN
+// bf16 product; otherwise, while x is at most 4 MiB (and the build has the
 // AVX2 tiles), panels packed on the fly in cache (linear_packing_on_the_fly),
 // and beyond that each 512-row panel is converted into scratch
 // (linear_w_scratch_floats(w.in) floats) and multiplied by oneDNN in f32;

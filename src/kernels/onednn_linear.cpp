@@ -144,6 +144,8 @@ bool onednn_linear_chosen(DType dtype) {
     return dtype == DType::bf16 ? bf16 : avx512;
 }
 
+bool onednn_bf16_on_amx() { return dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx; }
+
 OnednnLayout onednn_weights_layout(int64_t out, int64_t in, DType dtype) {
     // One query per shape and dtype: a model's blocks repeat the same shapes,
     // and loading asks once to size the weights and once to pack them.
