@@ -21,7 +21,8 @@ Sections (--sections, default all):
              per-block ratios to ORT (robust to a noisy host).
   bandwidth  memory read bandwidth (bench/membw.cpp), best of N passes.
   llava      bench/llava_latency.py: decode tokens/s against the bound the
-             measured bandwidth sets (weight bytes read per token), and the
+             measured bandwidth sets (weight bytes read per token), beside
+             the rate at which membw reads the model's own files, and the
              VTC-CLS prefill speed-up against its MACs.
 
 Writes bench/.cache/perf.json and prints Markdown tables on stdout (progress
@@ -466,7 +467,7 @@ def llava_table(llava):
     head = ["pipeline", "visual tokens", "TTFT s", "prefill s", "prefill speed-up",
             "prefill MAC ratio", "fraction of promised", "decode tokens/s",
             "weights+KV GB/token", "bandwidth GB/s (at the runs)", "bandwidth bound tokens/s", "decode / bound",
-            "peak memory GiB"]
+            "model files read GB/s", "decode / files' rate", "peak memory GiB"]
     rows = []
     for r in llava["rows"]:
         def opt(key, spec):
@@ -477,6 +478,7 @@ def llava_table(llava):
                      opt("prefill_mac_ratio", ".3f"), opt("prefill_fraction_of_promised", ".1%"),
                      f"{r['decode_tokens_per_s']:.2f}", opt("decode_gb_per_token", ".2f"),
                      opt("bandwidth_gbps", ".1f"), opt("bound_tokens_per_s", ".2f"), opt("decode_fraction_of_bound", ".0%"),
+                     opt("weights_bandwidth_gbps", ".1f"), opt("decode_fraction_of_weights_read", ".0%"),
                      f"{r['peak_rss_mib'] / 1024:.1f}" if r.get("peak_rss_mib") else "-"])
     return markdown_table(head, rows)
 
