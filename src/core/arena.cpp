@@ -15,7 +15,7 @@ void Arena::FreeDeleter::operator()(void* p) const { std::free(p); }
 // Arenas from this size up are placed in 2 MiB pages: a decoder's KV cache
 // gives every head its own span, so a decode step touched thousands of 4 KiB
 // pages, each a TLB miss (a nested page walk in a virtual machine). On a
-// 2-core Zen 4 VM writing one token's keys and values took 3-5 ms of a
+// 2-core Zen 5 VM writing one token's keys and values took 3-5 ms of a
 // 250 ms LLaVA-7B decode step in 4 KiB pages.
 constexpr size_t huge_page_bytes = size_t(2) << 20;
 constexpr size_t huge_page_min_arena = size_t(4) << 20;

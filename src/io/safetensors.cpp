@@ -186,7 +186,7 @@ void SafeTensors::map_file() {
     // (they are chosen when the file is first read), the LLaVA decoder's
     // weights, read in place at every decode step, then cost a TLB entry per
     // 2 MiB instead of per 4 KiB: decode steps of LLaVA-7B took 0.28 s instead
-    // of 1.2-2.2 s on a 2-core Zen 4 VM. Advisory; an error changes nothing.
+    // of 1.2-2.2 s on a 2-core Zen 5 VM. Advisory; an error changes nothing.
     ::madvise(p, size, MADV_HUGEPAGE);
     map_ = static_cast<const uint8_t*>(p);
     size_ = size;

@@ -237,7 +237,7 @@ void widen_rows(const uint16_t* src, float* dst, int64_t rows, int64_t in) {
 // weight is loaded once and used for all R rows of x.
 // Weights are also prefetched 2 KB ahead in each of the O rows, once per
 // cache line: the decode GEMV then read 4096-wide bf16 matrices at 40-46
-// GB/s instead of 35-38 on a 2-core Zen 4 (the hardware prefetchers alone keep
+// GB/s instead of 35-38 on a 2-core Zen 5 (the hardware prefetchers alone keep
 // too few lines in flight for O interleaved streams).
 constexpr int64_t gemv_prefetch_ahead = 1024;  // elements
 
@@ -291,7 +291,7 @@ inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const
 // Decoding: y[R, out] for R < 8 rows of x, parallel over blocks of O output
 // rows. A block's rows lie `out / O` rows apart, so each thread reads O
 // streams far apart in memory rather than O neighbouring rows: on a 2-core
-// Zen 4 the decode GEMV then read LLaVA-7B's bf16 matrices at 65-68 GB/s
+// Zen 5 the decode GEMV then read LLaVA-7B's bf16 matrices at 65-68 GB/s
 // instead of 38-47 (paired medians; DRAM serves distant streams in parallel
 // better than adjacent ones). 2, 6 or 8 rows a block read 12-25% slower.
 // Rows past O * (out / O) are done one at a time at the end.
