@@ -3,7 +3,9 @@
 #include <gmock/gmock.h>
 
 #include <cmath>
+#include <cctype>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -170,6 +172,31 @@ TEST(SafeTensors, MoveTransfersOwnership) {
     std::vector<float> v(6);
     c.read_f32("a", {2, 3}, v.data());
     EXPECT_EQ(v, (std::vector<float>{1, 2, 3, 4, 5, 6}));
+}
+
+// Resident pages of this process's mappings of `path`, in KiB, from
+// /proc/self/smaps: pages mapped in its page tables, not merely cached.
+int64_t mapped_kib(const std::string& path) {
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool in_file = false;
+    int64_t kib = 0;
+    while (std::getline(smaps, line)) {
+        const bool header = !line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+                            line.find('-') < line.find(' ');
+        if (header) in_file = line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0;
+        else if (in_file && line.rfind("Rss:", 0) == 0) kib += std::stoll(line.substr(4));
+    }
+    return kib;
+}
+
+TEST(SafeTensors, MapsEveryPageWhenOpened) {
+    // 8 MiB of data: the header read alone would map a few pages, far fewer.
+    Builder b;
+    b.add("big", "F32", {2048, 1024}, std::string(size_t(8) << 20, '\1'));
+    const std::string path = b.write();
+    SafeTensors st(path);
+    EXPECT_GE(mapped_kib(path), int64_t(st.file_size() / 1024) - 4);
 }
 
 TEST(SafeTensorsMalformed, FileTooShort) {
