@@ -12,6 +12,9 @@ namespace tessera {
 // TESSERA_MEMORY_LIMIT (bytes, or with a K/M/G suffix) overrides both.
 uint64_t memory_available();
 
+// The machine's physical memory in bytes (0 when unknown).
+uint64_t memory_physical();
+
 // The most resident memory this process has held so far (getrusage's
 // ru_maxrss): what a benchmark reports as peak memory.
 uint64_t peak_resident_bytes();

@@ -77,6 +77,11 @@ uint64_t memory_available() {
     return meminfo < cgroup ? meminfo : cgroup;
 }
 
+uint64_t memory_physical() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+}
+
 uint64_t peak_resident_bytes() {
     rusage usage{};
     if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;

@@ -19,6 +19,7 @@
 
 #include "io/files.h"
 #include "tessera/error.h"
+#include "tessera/memory.h"
 
 namespace tessera {
 
@@ -173,13 +174,6 @@ void SafeTensors::release() noexcept {
 #define MADV_POPULATE_READ 22  // Linux 5.14; older headers lack it
 #endif
 
-namespace {
-uint64_t physical_memory_bytes() {
-    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-    return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
-}
-}  // namespace
-
 void SafeTensors::map_file() {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) fail(path_, system_error("cannot open"));
@@ -203,10 +197,10 @@ void SafeTensors::map_file() {
     // first forward pass otherwise faults page by page, about 0.3 s of a
     // LLaVA-7B prefill (VTC-CLS 64's prefill took 2.40-2.44 s instead of
     // 2.64-2.79 s in four alternating pairs, and the whole run's wall time
-    // did not grow). Skipped for a
-    // file larger than the physical memory, where pages would only evict each
-    // other; an error (a kernel before 5.14) changes nothing.
-    if (size <= physical_memory_bytes()) ::madvise(p, size, MADV_POPULATE_READ);
+    // did not grow). Skipped for a file larger than the physical memory,
+    // where pages would only evict each other; an error (a kernel before
+    // 5.14) changes nothing.
+    if (size <= memory_physical()) ::madvise(p, size, MADV_POPULATE_READ);
     map_ = static_cast<const uint8_t*>(p);
     size_ = size;
 }

@@ -1,7 +1,5 @@
 #include "models/llava.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -51,7 +49,6 @@ DType dtype_from_option(const std::string& option, const LlavaConfig& cfg, const
     if (option == "f16") return DType::f16;
     if (option != "auto") fail("--dtype", "expected auto, f32, bf16 or f16, got '" + option + "'");
     // f32 copies when they take at most half of physical memory.
-    const double pages = double(sysconf(_SC_PHYS_PAGES)), page = double(sysconf(_SC_PAGE_SIZE));
     uint64_t elements = 0;
     DType file = DType::f32;
     for (const auto& [name, e] : set.entries()) {
@@ -59,7 +56,7 @@ DType dtype_from_option(const std::string& option, const LlavaConfig& cfg, const
         if (e.info->dtype != DType::f32) file = e.info->dtype;
     }
     (void)cfg;
-    if (file == DType::f32 || double(elements) * 4.0 <= 0.5 * pages * page) return DType::f32;
+    if (file == DType::f32 || double(elements) * 4.0 <= 0.5 * double(memory_physical())) return DType::f32;
     return file;
 }
 
