@@ -8,7 +8,8 @@
 #
 #   bench/run.sh --suite issue7 [--threads T] [--rounds R] [--iters N] [--warmup W]
 #                [--heavy-iters N] [--heavy-warmup W] [--throughput-batch B]
-#                [--llava 7b|none|DIR] [--llava-repeat R] [--sections LIST] [--paired BLOCKS]
+#                [--llava 7b|none|DIR] [--llava-repeat R] [--llava-requests K]
+#                [--sections LIST] [--paired BLOCKS]
 #                [--no-build]
 #
 # Installs its peers when missing (Debian: python3-torch, libopenblas0-pthread;
@@ -29,8 +30,9 @@ VIT_TINY_DIR="${VIT_TINY_DIR:-$ROOT/../shared/models/vit_tiny_patch16_224.augreg
 
 threads=2 iters=20 batch=1 rounds=5 warmup=5 models=tiny,small engines=tessera,ort,pytorch
 build=1 suite="" paired=0 heavy_iters=5 heavy_warmup=2 throughput_batch=16 llava=7b llava_repeat=3
+llava_requests=3
 sections=peers,pruned,bf16,paired,bandwidth,llava
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
@@ -48,12 +50,13 @@ while [ $# -gt 0 ]; do
     --throughput-batch) throughput_batch="$2"; shift 2 ;;
     --llava) llava="$2"; shift 2 ;;
     --llava-repeat) llava_repeat="$2"; shift 2 ;;
+    --llava-requests) llava_requests="$2"; shift 2 ;;
     --sections) sections="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-for v in threads iters batch rounds heavy_iters throughput_batch llava_repeat; do
+for v in threads iters batch rounds heavy_iters throughput_batch llava_repeat llava_requests; do
   [[ "${!v}" =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || { echo "run.sh: --${v//_/-} must be a positive integer" >&2; exit 2; }
 done
 for v in warmup heavy_warmup; do
@@ -246,4 +249,4 @@ exec "$PY" "$ROOT/bench/perf_suite.py" --root "$ROOT" --tessera "$tessera_bin" \
   --vit-bench "$ROOT/build/tessera_vit_bench" --paired-blocks "$paired_blocks" \
   "${suite_args[@]}" --sections "$sections" --threads "$threads" --rounds "$rounds" \
   --iters "$iters" --warmup "$warmup" --heavy-iters "$heavy_iters" --heavy-warmup "$heavy_warmup" \
-  --llava "$llava_dir" --llava-repeat "$llava_repeat" --out "$CACHE/perf.json"
+  --llava "$llava_dir" --llava-repeat "$llava_repeat" --llava-requests "$llava_requests" --out "$CACHE/perf.json"

@@ -295,6 +295,39 @@ TEST(CliCaption, WithoutAModelUsesTheBundledDemoModel) {
               "large red circle at the bottom and a small blue square at the bottom right.\n");
 }
 
+TEST(CliCaption, RequestsAnswerEachLineAsASingleRunWould) {
+    // Three requests in one process: the same image twice (encoded once, the
+    // decoder state reused), then another prompt. Each line must equal what a
+    // process of its own prints for that request.
+    const std::string dir = test::temp_dir();
+    const std::string image = test::source_path("tests/fixtures/llava/scene-143x97.jpg");
+    test::write_file(dir + "/requests.jsonl", "{\"image\": \"" + image + "\", \"id\": \"a\"}\n\n{\"image\": \"" + image +
+                                                  "\", \"id\": 2}\n{\"image\": \"" + image +
+                                                  "\", \"prompt\": \"Which shapes are red, and where are they?\"}\n");
+    const std::string args = "caption --model " + fixture("tiny-llava-gqa") + " --max-new-tokens 6 --ignore-eos " +
+                             "--format json --threads 2 ";
+    const test::CommandResult r = tessera(args + "--requests '" + dir + "/requests.jsonl'");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::vector<json> lines;
+    std::istringstream out(r.out);
+    for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+    ASSERT_EQ(lines.size(), 3u);
+    EXPECT_EQ(lines[0]["id"], "a");
+    EXPECT_EQ(lines[1]["id"], 2);
+    EXPECT_FALSE(lines[2].contains("id"));
+    EXPECT_EQ(lines[2]["prompt"], "Which shapes are red, and where are they?");
+    const json single = json::parse(tessera(args + "'" + image + "'").out);
+    const json asked = json::parse(tessera(args + "--prompt 'Which shapes are red, and where are they?' '" + image + "'").out);
+    const json* want[] = {&single, &single, &asked};
+    for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(lines[i]["token_ids"], (*want[i])["token_ids"]) << i;
+        EXPECT_EQ(lines[i]["first_logits_top5"], (*want[i])["first_logits_top5"]) << i;
+        EXPECT_EQ(lines[i]["prompt_tokens"], (*want[i])["prompt_tokens"]) << i;
+    }
+    EXPECT_NE(lines[2]["prompt_tokens"], lines[0]["prompt_tokens"]);
+    for (const json& line : lines) EXPECT_GT(line["peak_rss_mib"].get<double>(), 1.0);
+}
+
 TEST(CliCaption, SeededSamplingIsReproducible) {
     const std::string args = "caption --model " + fixture("tiny-llava-mha") +
                              " --max-new-tokens 12 --ignore-eos --temperature 1.5 --top-k 50 --top-p 0.95 --format json ";

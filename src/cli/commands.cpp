@@ -289,7 +289,8 @@ json caption_json(const Caption& c) {
     return out;
 }
 
-// One JSON line per request line: {"id", "image", "prompt", ...caption_json}.
+// One JSON line per request line: {"id", "image", "prompt", "peak_rss_mib",
+// ...caption_json}.
 // Consecutive requests about the same image encode it once (their ms and
 // GMACs still include the encoding).
 void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std::string& path) {
@@ -320,6 +321,7 @@ void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std
         out["image"] = req["image"];
         out["prompt"] = g.prompt;
         if (req.contains("id")) out["id"] = req["id"];
+        out["peak_rss_mib"] = peak_rss_mib();  // the process's peak so far
         std::cout << out.dump() << "\n";
         std::cout.flush();
     }
