@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -19,6 +20,7 @@
 #include "kernels/onednn_engine.h"
 #include "kernels/grid_attention.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/row_shares.h"
 #include "tessera/tensor.h"
 #include "tessera/threads.h"
 #include "test_support.h"
@@ -207,6 +209,90 @@ TEST(ThreadedKernels, PrimitiveCacheDropsAndRemakesUnderConcurrentUse) {
     }
     EXPECT_LT(*std::max_element(worst.begin(), worst.end()), 1e-5f);
     EXPECT_LE(gemm_primitives_cached(), int64_t(onednn_primitive_cache_capacity));
+}
+
+TEST(ThreadedKernels, OnePrimitiveRunsOnSeveralThreadsAtOnce) {
+    // Equal row shares run the same cached oneDNN products at the same time.
+    // With oneDNN's own scratchpad (shared by the concurrent runs of one
+    // primitive) some shares came out wrong; each thread now brings its own.
+    const int64_t share = 60, threads = 3, in = 32, out = 96;
+    const std::vector<float> x = random_values(size_t(share * threads * in), 41),
+                             w = random_values(size_t(out * in), 42), bias = random_values(size_t(out), 43);
+    for (DType dtype : {DType::f32, DType::bf16}) {
+        const WeightPlan plan = plan_weights(out, in, dtype);
+        std::vector<char> packed(plan.bytes + 64);
+        void* aligned = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64;
+        const PackedMatrix m = pack_weights(plan, w.data(), aligned);
+        std::vector<float> serial(size_t(share * threads * out));
+        for (int64_t t = 0; t < threads; ++t)
+            linear_packed(nullptr, serial.data() + t * share * out, x.data() + t * share * in, m, bias.data(), share,
+                          Epilogue::gelu_erf);
+        for (int trial = 0; trial < 20; ++trial) {
+            std::vector<float> y(serial.size(), -1.0f);
+#pragma omp parallel for num_threads(threads)
+            for (int64_t t = 0; t < threads; ++t)
+                linear_packed(nullptr, y.data() + t * share * out, x.data() + t * share * in, m, bias.data(), share,
+                              Epilogue::gelu_erf);
+            ASSERT_EQ(0, std::memcmp(y.data(), serial.data(), y.size() * sizeof(float)))
+                << dtype_name(dtype) << ", trial " << trial << ": differs by up to " << max_abs_diff(y, serial);
+        }
+    }
+}
+
+TEST(ThreadedKernels, RowSharesCoverTheRowsAndBookEveryMacOnce) {
+    const int saved = threads_count();
+    const int64_t in = 24, out = 40;
+    const std::vector<float> w = random_values(size_t(out * in), 51);
+    for (int threads : {1, 2, 3})
+        for (int64_t rows : {int64_t(5), row_share_min_rows * 3 + 1, int64_t(199), row_share_max_rows * 3 + 7}) {
+            threads_init(threads);
+            const std::vector<float> x = random_values(size_t(rows * in), 52);
+            std::vector<float> whole(size_t(rows * out)), shared(size_t(rows * out));
+            Ledger one, split;
+            linear(&one, whole.data(), x.data(), w.data(), nullptr, rows, in, out);
+            std::vector<Ledger> helpers(size_t(threads - 1));
+            std::vector<int> seen(size_t(rows), 0);
+            int calls = 0;
+            {
+                Ledger::ComponentScope scope(&split, Component::mlp);
+                for_row_shares(rows, &split, helpers, [&](int64_t first, int64_t n, Ledger* ledger) {
+                    linear(ledger, shared.data() + first * out, x.data() + first * in, w.data(), nullptr, n, in, out);
+                    for (int64_t r = first; r < first + n; ++r) ++seen[size_t(r)];
+#pragma omp atomic
+                    ++calls;
+                });
+            }
+            const int64_t per_thread = rows / threads;
+            const bool splits = threads > 1 && per_thread >= row_share_min_rows && per_thread <= row_share_max_rows;
+            EXPECT_EQ(calls, splits ? threads : 1) << rows << " rows, " << threads << " threads";
+            EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), rows) << "every row exactly once";
+            EXPECT_LT(max_abs_diff(shared, whole), 1e-4f) << rows << " rows, " << threads << " threads";
+            EXPECT_EQ(split.total(), uint64_t(rows * in * out));
+            EXPECT_EQ(split.by_component(Component::mlp), uint64_t(rows * in * out)) << "booked where the caller books";
+            EXPECT_EQ(split.by_stage().at("model"), uint64_t(rows * in * out));
+            for (const Ledger& h : helpers) EXPECT_EQ(h.total(), 0u) << "absorbed";
+        }
+    // Too few helper ledgers for the threads: one call on all rows; with no
+    // ledger to book to, none are needed.
+    threads_init(2);
+    std::vector<Ledger> none;
+    Ledger ledger;
+    int calls = 0;
+    for_row_shares(200, &ledger, none, [&](int64_t, int64_t n, Ledger*) { calls += n == 200; });
+    EXPECT_EQ(calls, 1);
+    for_row_shares(200, nullptr, none, [&](int64_t, int64_t n, Ledger*) {
+#pragma omp atomic
+        calls += n == 100;
+    });
+    EXPECT_EQ(calls, 3);
+    // An exception in a share comes out of the call, after the region.
+    std::vector<Ledger> helper(1);
+    EXPECT_THROW(for_row_shares(200, nullptr, helper,
+                                [](int64_t first, int64_t, Ledger*) {
+                                    if (first > 0) throw std::runtime_error("share failed");
+                                }),
+                 std::runtime_error);
+    threads_init(saved);
 }
 
 }  // namespace

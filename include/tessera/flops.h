@@ -29,6 +29,12 @@ public:
     Component component() const { return component_; }
     const std::string& stage() const { return *stage_; }
 
+    // For work split across threads (kernels/row_shares.h): a helper ledger
+    // books to what `parent` books to now, and the parent then absorbs its
+    // counts, leaving it at zero.
+    void book_as(const Ledger& parent) { component_ = parent.component_, stage_ = parent.stage_; }
+    void absorb(Ledger& helper);
+
     // RAII: everything added inside the scope is booked to this component.
     class ComponentScope {
     public:

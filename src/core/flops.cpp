@@ -26,6 +26,13 @@ void Ledger::add(Component c, uint64_t macs) {
     per_stage_[*stage_] += macs;
 }
 
+void Ledger::absorb(Ledger& helper) {
+    for (size_t c = 0; c < per_component_.size(); ++c) per_component_[c] += helper.per_component_[c];
+    for (auto& [name, macs] : helper.per_stage_)
+        if (macs) per_stage_[name] += macs;
+    helper.reset();
+}
+
 uint64_t Ledger::total() const {
     uint64_t t = 0;
     for (uint64_t v : per_component_) t += v;

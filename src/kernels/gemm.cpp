@@ -4,7 +4,10 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -29,17 +32,30 @@ dnnl::engine& onednn_engine() {
     return engine;
 }
 
+dnnl::primitive_attr onednn_attr() {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+}
+
 void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<OnednnArg> args) {
     // Per thread and primitive: the memory objects, the descriptors they were
     // made with, and the argument list execute takes (slot and object; built
-    // once: the C++ execute() builds it on the heap at every call).
+    // once: the C++ execute() builds it on the heap at every call), the
+    // scratchpad's object last where the primitive has one.
     struct Bound {
         std::vector<dnnl::memory> memories;
         std::vector<dnnl::memory::desc> made_with;
         std::vector<dnnl_exec_arg_t> c_args;
+        size_t arguments = 0;         // c_args' entries for `args`
+        dnnl::memory scratchpad;      // empty where the primitive needs none
+        size_t scratchpad_bytes = 0;
     };
     thread_local std::unordered_map<const void*, Bound> bound;
     thread_local dnnl::stream stream(onednn_engine());
+    // This thread's scratchpad: grown to the largest need, then kept.
+    thread_local std::unique_ptr<char, decltype(&std::free)> scratch(nullptr, &std::free);
+    thread_local size_t scratch_bytes = 0;
     // Entries of primitives dropped from their caches stay behind: past a
     // few caches' worth, start over (the live ones are remade on demand).
     if (bound.size() > 4 * onednn_primitive_cache_capacity) bound.clear();
@@ -52,10 +68,10 @@ void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<Oned
     bool same = true;
     for (const OnednnArg& a : args) {
         if (!a.data) continue;
-        same = same && used < b.c_args.size() && b.c_args[used].arg == a.slot && b.made_with[used] == *a.desc;
+        same = same && used < b.arguments && b.c_args[used].arg == a.slot && b.made_with[used] == *a.desc;
         ++used;
     }
-    if (!same || used != b.c_args.size()) {
+    if (!same || used != b.arguments) {
         b = Bound{};
         for (const OnednnArg& a : args)
             if (a.data) {
@@ -63,10 +79,27 @@ void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<Oned
                 b.made_with.push_back(*a.desc);
                 b.c_args.push_back({a.slot, b.memories.back().get()});
             }
+        b.arguments = b.c_args.size();
+        const dnnl_memory_desc_t* md =
+            dnnl_primitive_desc_query_md(primitive.get_primitive_desc(), dnnl_query_scratchpad_md, 0);
+        b.scratchpad_bytes = md ? dnnl_memory_desc_get_size(md) : 0;
+        if (b.scratchpad_bytes) {
+            b.scratchpad = dnnl::memory(dnnl::memory::desc(*md), onednn_engine(), nullptr);
+            b.c_args.push_back({DNNL_ARG_SCRATCHPAD, b.scratchpad.get()});
+        }
     }
     size_t i = 0;
     for (const OnednnArg& a : args)
         if (a.data) b.memories[i++].set_data_handle(const_cast<void*>(a.data));
+    if (b.scratchpad_bytes) {
+        if (b.scratchpad_bytes > scratch_bytes) {
+            const size_t bytes = (b.scratchpad_bytes + 4095) / 4096 * 4096;
+            scratch.reset(static_cast<char*>(std::aligned_alloc(4096, bytes)));
+            if (!scratch) throw std::bad_alloc();
+            scratch_bytes = bytes;
+        }
+        b.scratchpad.set_data_handle(scratch.get());
+    }
     dnnl::error::wrap_c_api(
         dnnl_primitive_execute(primitive.get(), stream.get(), int(b.c_args.size()), b.c_args.data()),
         "could not execute a primitive");
@@ -116,7 +149,7 @@ GemmPrimitive make_primitive(const GemmDesc& d) {
     p.c = memory::desc(dims3(d.batch, d.m, d.n), memory::data_type::f32, strides3(d.c_stride));
     if (d.bias) p.bias = memory::desc(dims3(1, 1, d.n), memory::data_type::f32, memory::format_tag::abc);
 
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = onednn_attr();
     dnnl::post_ops ops;
     if (d.epilogue == Epilogue::gelu_erf) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     if (d.epilogue == Epilogue::residual) ops.append_sum(1.0f);

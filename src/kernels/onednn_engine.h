@@ -14,6 +14,11 @@ dnnl::engine& onednn_engine();
 // the least recently used beyond that are remade when asked for again.
 constexpr size_t onednn_primitive_cache_capacity = 256;
 
+// The attributes every primitive starts from: a user scratchpad, which
+// onednn_execute takes from the running thread's own buffer. With oneDNN's
+// own (library) scratchpad, two threads running one primitive at once (row
+// shares of equal size, kernels/row_shares.h) wrote over each other's.
+dnnl::primitive_attr onednn_attr();
 // One argument of a primitive: its DNNL_ARG_* slot, its descriptor and the
 // buffer it reads or writes this call (null: the slot is not used).
 struct OnednnArg {
@@ -22,7 +27,8 @@ struct OnednnArg {
     const void* data;
 };
 
-// Runs `primitive` on this thread's stream and waits. The memory objects of
+// Runs `primitive` on this thread's stream and waits, with this thread's
+// scratchpad where it has a user one (onednn_attr). The memory objects of
 // its arguments, and the argument list, are made once per thread and
 // primitive (callers may run from parallel regions); a call only points them
 // at its buffers and allocates nothing: creating them cost ~5 us a call, a

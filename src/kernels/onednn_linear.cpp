@@ -45,7 +45,7 @@ dnnl::matmul::primitive_desc matmul_desc(int64_t rows, int64_t in, int64_t out, 
                                          bool bias, Epilogue epilogue, DType dst_type = DType::f32) {
     const memory::desc src({rows, in}, onednn_type(dtype), memory::format_tag::ab);
     const memory::desc dst({rows, out}, onednn_type(dst_type), memory::format_tag::ab);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = onednn_attr();
     dnnl::post_ops ops;
     if (epilogue == Epilogue::gelu_erf) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     if (epilogue == Epilogue::residual) ops.append_sum(1.0f);
@@ -95,7 +95,8 @@ Product make_product(int64_t rows, int64_t in, int64_t out, DType dtype, const m
     p.convert_src = dtype == DType::bf16 && src_type == DType::f32;
     if (p.convert_src) {
         p.src_f32 = memory::desc({rows, in}, memory::data_type::f32, memory::format_tag::ab);
-        p.to_bf16 = dnnl::reorder(dnnl::reorder::primitive_desc(onednn_engine(), p.src_f32, onednn_engine(), p.src));
+        p.to_bf16 = dnnl::reorder(
+            dnnl::reorder::primitive_desc(onednn_engine(), p.src_f32, onednn_engine(), p.src, onednn_attr()));
     }
     return p;
 }

@@ -12,6 +12,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/onednn_linear.h"
+#include "kernels/row_shares.h"
 #include "tessera/error.h"
 #include "tessera/memory.h"
 #include "tessera/threads.h"
@@ -357,6 +358,7 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.channel_maps = channel_floats ? s.arena.alloc<float>(size_t(channel_floats)) : nullptr;
     s.tokens.assign(size_t(max_batch), TokenState{});
     s.tokens_entering_block.assign(size_t(hp.depth), 0);
+    s.share_ledgers.assign(size_t(std::max(0, threads_count() - 1)), Ledger{});
 }
 
 namespace {
@@ -480,17 +482,74 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         bool want_cls = false;
         for (int i = 0; i < stage_count; ++i) want_cls |= stages[i]->signals(l).cls_attention;
 
+        // Row-wise sub-layers run on each thread's share of the rows
+        // (kernels/row_shares.h); attention, over the whole sequence, and
+        // the stages' hooks run between them.
+        auto normalize_qkv = [&](int64_t r0, int64_t rows, Ledger* led) {
+            Ledger::ComponentScope scope(led, Component::attention);
+            if (qkv16) {
+                auto* xn16 = reinterpret_cast<uint16_t*>(s.xn) + r0 * c;
+                layer_norm_bf16(xn16, s.x + r0 * c, blk.norm1_w, blk.norm1_b, rows, c, hp.norm_eps);
+                onednn_linear_bf16_io(led, s.qkv + r0 * 3 * c, DType::f32, xn16, blk.qkv_w, blk.qkv_b, rows,
+                                      Epilogue::none);
+            } else {
+                layer_norm(s.xn + r0 * c, s.x + r0 * c, blk.norm1_w, blk.norm1_b, rows, c, hp.norm_eps);
+                linear_packed(led, s.qkv + r0 * 3 * c, s.xn + r0 * c, blk.qkv_w, blk.qkv_b, rows);
+            }
+        };
+        // x += proj(attention output), scaled by ls1 where the block has it.
+        auto project = [&](int64_t r0, int64_t rows, Ledger* led) {
+            Ledger::ComponentScope scope(led, Component::attention);
+            float* x = s.x + r0 * c;
+            if (attn16) {
+                float* y = blk.ls1 ? s.attn + r0 * c : x;
+                onednn_linear_bf16_io(led, y, DType::f32, attn16_out + r0 * c, blk.proj_w, blk.proj_b, rows,
+                                      blk.ls1 ? Epilogue::none : Epilogue::residual);
+                if (blk.ls1) add_scaled(x, y, blk.ls1, rows, c);
+            } else if (blk.ls1) {
+                linear_packed(led, s.xn + r0 * c, s.attn + r0 * c, blk.proj_w, blk.proj_b, rows);
+                add_scaled(x, s.xn + r0 * c, blk.ls1, rows, c);
+            } else {
+                linear_packed(led, x, s.attn + r0 * c, blk.proj_w, blk.proj_b, rows, Epilogue::residual);
+            }
+        };
+        // x += MLP(LN2(x)), scaled by ls2 where the block has it.
+        auto mlp = [&](int64_t r0, int64_t rows, Ledger* led) {
+            Ledger::ComponentScope scope(led, Component::mlp);
+            float* x = s.x + r0 * c;
+            if (mlp16) {
+                // LN2 and fc1's GELU output written in bf16 for the next product.
+                auto* xn16 = reinterpret_cast<uint16_t*>(s.xn) + r0 * c;
+                auto* hidden16 = reinterpret_cast<uint16_t*>(s.hidden) + r0 * hidden;
+                layer_norm_bf16(xn16, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
+                onednn_linear_bf16_io(led, hidden16, DType::bf16, xn16, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
+                float* y = blk.ls2 ? s.xn + r0 * c : x;
+                onednn_linear_bf16_io(led, y, DType::f32, hidden16, blk.fc2_w, blk.fc2_b, rows,
+                                      blk.ls2 ? Epilogue::none : Epilogue::residual);
+                if (blk.ls2) add_scaled(x, y, blk.ls2, rows, c);
+                return;
+            }
+            float* xn = s.xn + r0 * c;
+            float* h = s.hidden + r0 * hidden;
+            layer_norm(xn, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
+            if (hp.act == "quick_gelu") {
+                linear_packed(led, h, xn, blk.fc1_w, blk.fc1_b, rows);
+                quick_gelu(h, rows * hidden);
+            } else {
+                linear_packed(led, h, xn, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
+            }
+            if (blk.ls2) {
+                linear_packed(led, xn, h, blk.fc2_w, blk.fc2_b, rows);
+                add_scaled(x, xn, blk.ls2, rows, c);
+            } else {
+                linear_packed(led, x, h, blk.fc2_w, blk.fc2_b, rows, Epilogue::residual);
+            }
+        };
+
         // y = x + Attn(LN1(x))
+        for_row_shares(batch * n, ledger, s.share_ledgers, normalize_qkv);
         {
             Ledger::ComponentScope scope(ledger, Component::attention);
-            if (qkv16) {
-                auto* xn16 = reinterpret_cast<uint16_t*>(s.xn);
-                layer_norm_bf16(xn16, s.x, blk.norm1_w, blk.norm1_b, batch * n, c, hp.norm_eps);
-                onednn_linear_bf16_io(ledger, s.qkv, DType::f32, xn16, blk.qkv_w, blk.qkv_b, batch * n, Epilogue::none);
-            } else {
-                layer_norm(s.xn, s.x, blk.norm1_w, blk.norm1_b, batch * n, c, hp.norm_eps);
-                linear_packed(ledger, s.qkv, s.xn, blk.qkv_w, blk.qkv_b, batch * n);
-            }
             for (int b = 0; b < batch; ++b) {
                 const TokenState& ts = s.tokens[size_t(b)];
                 if (ts.proportional_attention)
@@ -525,20 +584,18 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                     scale_to_bf16(attn16_out + b * n * c, view.out, n * c, 1.0f);
                 }
             }
-            if (attn16) {
-                onednn_linear_bf16_io(ledger, blk.ls1 ? s.attn : s.x, DType::f32, attn16_out, blk.proj_w, blk.proj_b,
-                                      batch * n, blk.ls1 ? Epilogue::none : Epilogue::residual);
-                if (blk.ls1) add_scaled(s.x, s.attn, blk.ls1, batch * n, c);
-            } else if (blk.ls1) {
-                linear_packed(ledger, s.xn, s.attn, blk.proj_w, blk.proj_b, batch * n);
-                add_scaled(s.x, s.xn, blk.ls1, batch * n, c);
-            } else {
-                linear_packed(ledger, s.x, s.attn, blk.proj_w, blk.proj_b, batch * n, Epilogue::residual);
-            }
         }
+        if (stage_count == 0) {  // nothing between the projection and the MLP: one region for both
+            for_row_shares(batch * n, ledger, s.share_ledgers, [&](int64_t r0, int64_t rows, Ledger* led) {
+                project(r0, rows, led);
+                mlp(r0, rows, led);
+            });
+            continue;
+        }
+        for_row_shares(batch * n, ledger, s.share_ledgers, project);
 
         // Stages between MHSA and FFN may shorten each image's sequence.
-        if (stage_count > 0) {
+        {
             int64_t new_n = -1;
             for (int b = 0; b < batch; ++b) {
                 BlockView view;
@@ -575,39 +632,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         }
 
         // x = y + MLP(LN2(y))
-        {
-            Ledger::ComponentScope scope(ledger, Component::mlp);
-            if (mlp16) {
-                // LN2 and fc1's GELU output written in bf16 for the next product.
-                auto* xn16 = reinterpret_cast<uint16_t*>(s.xn);
-                auto* hidden16 = reinterpret_cast<uint16_t*>(s.hidden);
-                layer_norm_bf16(xn16, s.x, blk.norm2_w, blk.norm2_b, batch * n, c, hp.norm_eps);
-                onednn_linear_bf16_io(ledger, hidden16, DType::bf16, xn16, blk.fc1_w, blk.fc1_b, batch * n,
-                                      Epilogue::gelu_erf);
-                if (blk.ls2) {
-                    onednn_linear_bf16_io(ledger, s.xn, DType::f32, hidden16, blk.fc2_w, blk.fc2_b, batch * n,
-                                          Epilogue::none);
-                    add_scaled(s.x, s.xn, blk.ls2, batch * n, c);
-                } else {
-                    onednn_linear_bf16_io(ledger, s.x, DType::f32, hidden16, blk.fc2_w, blk.fc2_b, batch * n,
-                                          Epilogue::residual);
-                }
-                continue;  // the block ends here
-            }
-            layer_norm(s.xn, s.x, blk.norm2_w, blk.norm2_b, batch * n, c, hp.norm_eps);
-            if (hp.act == "quick_gelu") {
-                linear_packed(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n);
-                quick_gelu(s.hidden, batch * n * hidden);
-            } else {
-                linear_packed(ledger, s.hidden, s.xn, blk.fc1_w, blk.fc1_b, batch * n, Epilogue::gelu_erf);
-            }
-            if (blk.ls2) {
-                linear_packed(ledger, s.xn, s.hidden, blk.fc2_w, blk.fc2_b, batch * n);
-                add_scaled(s.x, s.xn, blk.ls2, batch * n, c);
-            } else {
-                linear_packed(ledger, s.x, s.hidden, blk.fc2_w, blk.fc2_b, batch * n, Epilogue::residual);
-            }
-        }
+        for_row_shares(batch * n, ledger, s.share_ledgers, mlp);
     }
 
     return n;

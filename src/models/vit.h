@@ -148,6 +148,7 @@ struct VitState {
     std::vector<WindowedAttention> windowed;  // [depth], set up for window blocks
     std::vector<TokenState> tokens;           // per image
     std::vector<int> tokens_entering_block;   // [depth], from the last forward
+    std::vector<Ledger> share_ledgers;        // one per thread beyond the first (kernels/row_shares.h)
     bool record_trace = false;                // off: the forward pass allocates nothing
     std::vector<std::vector<TokenTrace>> trace;  // per image, from the last forward
 };
