@@ -182,6 +182,10 @@ std::vector<NamedTensor> tiny_vit_tensors(const TinyVit& v) {
         add(p + "mlp.fc1.bias", {hidden}, 0.1f);
         add(p + "mlp.fc2.weight", {c, hidden}, 0.1f);
         add(p + "mlp.fc2.bias", {c}, 0.1f);
+        if (v.layer_scale) {
+            add(p + "ls1.gamma", {c}, 0.3f, 0.5f);
+            add(p + "ls2.gamma", {c}, 0.3f, 0.5f);
+        }
     }
     add("norm.weight", {c}, 0.2f, 1.0f);
     add("norm.bias", {c}, 0.1f);

@@ -523,7 +523,8 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 auto* hidden16 = reinterpret_cast<uint16_t*>(s.hidden) + r0 * hidden;
                 layer_norm_bf16(xn16, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
                 onednn_linear_bf16_io(led, hidden16, DType::bf16, xn16, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
-                float* y = blk.ls2 ? s.xn + r0 * c : x;
+                // Not into xn: its f32 rows overlap other threads' bf16 rows, still to be read.
+                float* y = blk.ls2 ? s.attn + r0 * c : x;
                 onednn_linear_bf16_io(led, y, DType::f32, hidden16, blk.fc2_w, blk.fc2_b, rows,
                                       blk.ls2 ? Epilogue::none : Epilogue::residual);
                 if (blk.ls2) add_scaled(x, y, blk.ls2, rows, c);

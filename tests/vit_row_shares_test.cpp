@@ -1,0 +1,80 @@
+// A ViT block's row-wise sub-layers run on per-thread row shares
+// (kernels/row_shares.h): the logits must not depend on how many threads
+// share the rows, in f32 and bf16 (where bf16 runs on oneDNN, the layer norms
+// and fc1 write bf16 rows into buffers the threads share), with layer scale,
+// whose products write f32 rows next to them, and with a stage between
+// attention and MLP.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "models/vit.h"
+#include "io/yaml_map.h"
+#include "stages/evit.h"
+#include "tessera/threads.h"
+#include "test_support.h"
+
+namespace tessera {
+namespace {
+
+std::vector<float> logits_on(int threads, const std::string& dir, DType dtype, int batch, const std::vector<float>& pixels,
+                             Stage* stage) {
+    const int saved = threads_count();
+    threads_init(threads);
+    VitModel model;
+    vit_load(model, dir, dtype);
+    VitState state;
+    vit_state_init(state, model, batch);
+    if (stage) stage->check(model.encoder_shape());
+    std::vector<float> logits(size_t(batch) * 10);
+    Stage* stages[] = {stage};
+    Ledger ledger;
+    vit_forward(model, state, pixels.data(), batch, stage ? stages : nullptr, stage ? 1 : 0, &ledger, logits.data());
+    threads_init(saved);
+    logits.push_back(float(ledger.total()));  // the MACs too: shares must book each once
+    return logits;
+}
+
+TEST(VitRowShares, LogitsDoNotDependOnTheThreadCount) {
+    for (bool layer_scale : {false, true}) {
+        test::TinyVit spec{64, 8, 32, 3, 2, 10, 21};
+        spec.layer_scale = layer_scale;
+        const std::string dir = test::temp_dir() + "/tiny" + std::to_string(layer_scale);
+        test::write_tiny_vit(dir, spec);
+        const int batch = 3;  // 3 x 65 rows: shares of 97 and 98 rows on 2 threads, 65 on 3
+        const std::vector<float> pixels = test::random_values(size_t(batch) * 3 * 64 * 64, 22);
+        YamlMap params(YAML::Load("{blocks: [1], keep_rate: 0.6}"), "test.yaml", "stages[0].evit");
+        EvitStage evit_stage(params);
+        params.finish();
+        Stage* evit = &evit_stage;
+        for (DType dtype : {DType::f32, DType::bf16})
+            for (Stage* stage : {static_cast<Stage*>(nullptr), evit}) {
+                const std::vector<float> one = logits_on(1, dir, dtype, batch, pixels, stage);
+                for (int threads : {2, 3}) {
+                    const std::vector<float> many = logits_on(threads, dir, dtype, batch, pixels, stage);
+                    ASSERT_EQ(many.size(), one.size());
+                    EXPECT_EQ(many.back(), one.back()) << "MACs";
+                    for (size_t i = 0; i + 1 < one.size(); ++i)
+                        EXPECT_NEAR(many[i], one[i], dtype == DType::bf16 ? 2e-2f : 1e-4f)
+                            << dtype_name(dtype) << (layer_scale ? ", layer scale" : "") << (stage ? ", EViT" : "")
+                            << ", " << threads << " threads, logit " << i;
+                }
+            }
+    }
+}
+
+TEST(VitRowShares, LayerScaleIsApplied) {
+    test::TinyVit plain{64, 8, 32, 3, 2, 10, 21}, scaled = plain;
+    scaled.layer_scale = true;
+    const std::string a = test::temp_dir() + "/plain", b = test::temp_dir() + "/scaled";
+    test::write_tiny_vit(a, plain);
+    test::write_tiny_vit(b, scaled);
+    const std::vector<float> pixels = test::random_values(3 * 64 * 64, 23);
+    EXPECT_GT(test::max_abs_diff(logits_on(2, a, DType::f32, 1, pixels, nullptr),
+                                 logits_on(2, b, DType::f32, 1, pixels, nullptr)),
+              1e-3f);
+}
+
+}  // namespace
+}  // namespace tessera
