@@ -94,6 +94,7 @@ void onednn_execute(const dnnl::primitive& primitive, std::initializer_list<Oned
     if (b.scratchpad_bytes) {
         if (b.scratchpad_bytes > scratch_bytes) {
             const size_t bytes = (b.scratchpad_bytes + 4095) / 4096 * 4096;
+            scratch_bytes = 0;  // stays 0 if the allocation fails
             scratch.reset(static_cast<char*>(std::aligned_alloc(4096, bytes)));
             if (!scratch) throw std::bad_alloc();
             scratch_bytes = bytes;
