@@ -201,7 +201,8 @@ std::string tiny_vit_config(const TinyVit& v) {
         {"global_pool", "token"},
         {"model_args",
          {{"img_size", v.img}, {"patch_size", v.patch}, {"embed_dim", v.dim}, {"depth", v.depth},
-          {"num_heads", v.heads}, {"mlp_ratio", 4.0}, {"qkv_bias", true}, {"class_token", true}}},
+          {"num_heads", v.heads}, {"mlp_ratio", 4.0}, {"qkv_bias", true}, {"class_token", true},
+          {"act_layer", v.act}}},
         {"pretrained_cfg",
          {{"input_size", {3, v.img, v.img}}, {"interpolation", "bicubic"}, {"crop_pct", 0.875},
           {"mean", {0.5, 0.5, 0.5}}, {"std", {0.5, 0.5, 0.5}}, {"num_classes", v.classes}}}};

@@ -70,6 +70,7 @@ struct TinyVit {
     int img = 32, patch = 8, dim = 32, depth = 3, heads = 2, classes = 10;
     uint32_t seed = 1;
     bool layer_scale = false;  // blocks.i.ls1.gamma and ls2.gamma
+    std::string act = "gelu";  // model_args.act_layer: gelu or quick_gelu
 };
 std::vector<NamedTensor> tiny_vit_tensors(const TinyVit& v);
 std::string tiny_vit_config(const TinyVit& v);

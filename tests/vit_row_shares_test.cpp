@@ -2,8 +2,8 @@
 // (kernels/row_shares.h): the logits must not depend on how many threads
 // share the rows, in f32 and bf16 (where bf16 runs on oneDNN, the layer norms
 // and fc1 write bf16 rows into buffers the threads share), with layer scale,
-// whose products write f32 rows next to them, and with a stage between
-// attention and MLP.
+// whose products write f32 rows next to them, with quick_gelu (its MLP in
+// f32 after a bf16 attention), and with a stage between attention and MLP.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -37,10 +37,12 @@ std::vector<float> logits_on(int threads, const std::string& dir, DType dtype, i
 }
 
 TEST(VitRowShares, LogitsDoNotDependOnTheThreadCount) {
-    for (bool layer_scale : {false, true}) {
+    for (int variant = 0; variant < 3; ++variant) {
         test::TinyVit spec{64, 8, 32, 3, 2, 10, 21};
+        const bool layer_scale = variant == 1;
         spec.layer_scale = layer_scale;
-        const std::string dir = test::temp_dir() + "/tiny" + std::to_string(layer_scale);
+        if (variant == 2) spec.act = "quick_gelu";
+        const std::string dir = test::temp_dir() + "/tiny" + std::to_string(variant);
         test::write_tiny_vit(dir, spec);
         const int batch = 3;  // 3 x 65 rows: shares of 97 and 98 rows on 2 threads, 65 on 3
         const std::vector<float> pixels = test::random_values(size_t(batch) * 3 * 64 * 64, 22);
@@ -57,7 +59,8 @@ TEST(VitRowShares, LogitsDoNotDependOnTheThreadCount) {
                     EXPECT_EQ(many.back(), one.back()) << "MACs";
                     for (size_t i = 0; i + 1 < one.size(); ++i)
                         EXPECT_NEAR(many[i], one[i], dtype == DType::bf16 ? 2e-2f : 1e-4f)
-                            << dtype_name(dtype) << (layer_scale ? ", layer scale" : "") << (stage ? ", EViT" : "")
+                            << dtype_name(dtype) << (layer_scale ? ", layer scale" : "") << ", " << spec.act
+                            << (stage ? ", EViT" : "")
                             << ", " << threads << " threads, logit " << i;
                 }
             }

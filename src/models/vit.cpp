@@ -586,7 +586,11 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 }
             }
         }
-        if (stage_count == 0) {  // nothing between the projection and the MLP: one region for both
+        // Nothing between the projection and the MLP: one region for both,
+        // where both read and write xn in the same width (in bf16 with
+        // quick_gelu the projection reads bf16 rows there and LN2 writes f32
+        // ones, which would cover rows another thread is still reading).
+        if (stage_count == 0 && attn16 == mlp16) {
             for_row_shares(batch * n, ledger, s.share_ledgers, [&](int64_t r0, int64_t rows, Ledger* led) {
                 project(r0, rows, led);
                 mlp(r0, rows, led);
