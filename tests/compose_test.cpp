@@ -21,7 +21,7 @@ std::vector<std::unique_ptr<Stage>> build(const std::string& yaml, const Encoder
 class CheckingStage : public Stage {
 public:
     const std::string& name() const override { return name_; }
-    Signals signals(int) const override { return {true}; }
+    Signals signals(int) const override { return {true, true}; }
     void encoder_after_attention(BlockView& v) override {
         const TokenState& ts = *v.state;
         for (int h = 0; h < v.heads; ++h) {

@@ -507,14 +507,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
 TEST(Attention, LongSequencesUseBoundedScratch) {
     // Packed form: keys (577 padded to 592) and values per head, plus one
     // 48-row block of queries and scores per thread. oneDNN form: dense keys
-    // and values per head, plus one 64-row block's queries, scores, head
-    // outputs and score-row reciprocals (the larger of the two here). Both far
-    // below the 16 x 577^2 map.
+    // and values per head, plus per thread one 64-row block's queries,
+    // scores, head outputs and score-row reciprocals (the larger of the two
+    // here). Both far below the 16 x 577^2 map.
     // oneDNN's bf16 form: the same regions with keys, values and queries in
     // 2 bytes, plus the block's probabilities in bf16.
     const int64_t packed_form = 16 * (592 * 64 + 64 * 577) + 2 * 48 * (64 + 577);
-    const int64_t onednn_form = 2 * 16 * 577 * 64 + 16 * 64 * (577 + 2 * 64 + 1);
-    const int64_t onednn_bf16_form = 16 * 577 * 64 + 16 * 64 * 64 / 2 + 16 * 64 * 577 * 3 / 2 + 16 * 64 * (64 + 1);
+    const int64_t onednn_form = 2 * 16 * 577 * 64 + 2 * 16 * 64 * (577 + 2 * 64 + 1);
+    const int64_t onednn_bf16_form =
+        16 * 577 * 64 + 2 * (16 * 64 * 64 / 2 + 16 * 64 * 577 * 3 / 2 + 16 * 64 * (64 + 1));
     EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2), std::max({packed_form, onednn_form, onednn_bf16_form}));
     EXPECT_LT(attention_scratch_floats(16, 577, 64, 2), 16 * 577 * 577 / 2);
 }

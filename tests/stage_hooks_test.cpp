@@ -14,7 +14,8 @@ class RecordingStage : public Stage {
 public:
     explicit RecordingStage(std::vector<std::string>* log, int cls_block = -1) : log_(log), cls_block_(cls_block) {}
     const std::string& name() const override { return name_; }
-    Signals signals(int block) const override { return {block == cls_block_}; }
+    // Asks for the after-attention hook at every block: it logs each call.
+    Signals signals(int block) const override { return {block == cls_block_, true}; }
     bool encoder_attention(AttentionView& v) override {
         log_->push_back("attention " + std::to_string(v.block) + " tokens " + std::to_string(v.tokens) +
                         (v.cls_probs ? " cls" : ""));
@@ -46,6 +47,7 @@ class TruncateStage : public Stage {
 public:
     TruncateStage(int block, int keep) : block_(block), keep_(keep) {}
     const std::string& name() const override { return name_; }
+    Signals signals(int block) const override { return {false, block == block_}; }
     void encoder_after_attention(BlockView& v) override {
         if (v.block != block_) return;
         std::vector<int32_t> map(size_t(v.state->count), -1);
@@ -82,6 +84,28 @@ TEST(StageHooks, SeenInOrderWithRequestedSignals) {
         "attention 0 tokens 17",     "after_attention 0", "attention 1 tokens 17 cls", "after_attention 1 cls",
         "attention 2 tokens 17",     "after_attention 2", "after_encoder tokens 17"};
     EXPECT_EQ(log, expected);
+}
+
+// The after-attention hook runs only at blocks where a stage asks for it
+// (Signals::after_attention); the other blocks run projection and MLP as one
+// region, and the logits do not depend on which.
+TEST(StageHooks, AfterAttentionRunsOnlyWhereSignalled) {
+    TinyModel m(1);
+    struct OnlyAt : RecordingStage {
+        using RecordingStage::RecordingStage;
+        Signals signals(int block) const override { return {false, block == 1}; }
+    };
+    std::vector<std::string> log;
+    OnlyAt recorder(&log);
+    Stage* stages[] = {&recorder};
+    auto pixels = test::random_values(3 * 32 * 32, 3);
+    std::vector<float> logits(10), plain(10);
+    vit_forward(m.model, m.state, pixels.data(), 1, stages, 1, nullptr, logits.data());
+    std::vector<std::string> expected = {"attention 0 tokens 17", "attention 1 tokens 17", "after_attention 1",
+                                         "attention 2 tokens 17", "after_encoder tokens 17"};
+    EXPECT_EQ(log, expected);
+    vit_forward(m.model, m.state, pixels.data(), 1, nullptr, 0, nullptr, plain.data());
+    EXPECT_LT(test::max_abs_diff(logits, plain), 1e-6f);
 }
 
 TEST(StageHooks, TwoStagesRunInListOrderAtEachHook) {

@@ -92,7 +92,7 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
 class ClsRowRecorder : public Stage {
 public:
     const std::string& name() const override { return name_; }
-    Signals signals(int) const override { return {true}; }
+    Signals signals(int) const override { return {true, true}; }
     void encoder_after_attention(BlockView& view) override {
         rows.emplace_back(view.cls_attention, view.cls_attention + int64_t(view.heads) * view.state->count);
         heads = view.heads;

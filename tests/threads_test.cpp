@@ -18,6 +18,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/onednn_engine.h"
+#include "kernels/onednn_linear.h"
 #include "kernels/grid_attention.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/row_shares.h"
@@ -96,16 +97,28 @@ TEST(ThreadedKernels, EncoderAttentionIsIdenticalOnAnyThreadCount) {
     const int64_t tokens = 197, heads = 3, head_dim = 64;
     const std::vector<float> qkv = random_values(size_t(tokens * 3 * heads * head_dim), 5),
                              bias = random_values(size_t(tokens), 6, 0.1f);
-    expect_identical(on_thread_counts([&] {
-        std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
-        std::vector<float> scratch(size_t(attention_scratch_floats(heads, tokens, head_dim, threads_count())));
-        AttentionArgs a;
-        a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
-        a.scale = 0.125f, a.key_bias = bias.data(), a.cls_probs = cls.data(), a.scratch = scratch.data();
-        attention(nullptr, a);
-        out.insert(out.end(), cls.begin(), cls.end());
-        return out;
-    }));
+    // The packed form, and the oneDNN form in f32 and bf16 (shares of query
+    // rows, one per thread: 197, 98 + 99, 65 + 66 + 66), each also with a
+    // scratch sized for one thread (`slots`), which it must keep to.
+    enum class Form { packed, onednn, onednn_bf16 };
+    for (const Form form : {Form::packed, Form::onednn, Form::onednn_bf16})
+        for (const bool one_slot : {false, true}) {
+            if (form == Form::onednn_bf16 && !onednn_linear_chosen(DType::bf16)) continue;
+            SCOPED_TRACE(std::string(form == Form::packed ? "packed" : form == Form::onednn ? "oneDNN" : "oneDNN bf16") +
+                         (one_slot ? ", scratch for one thread" : ""));
+            expect_identical(on_thread_counts([&] {
+                std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
+                const int slots = one_slot ? 1 : threads_count();
+                std::vector<float> scratch(size_t(attention_scratch_floats(heads, tokens, head_dim, slots)));
+                AttentionArgs a;
+                a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+                a.scale = 0.125f, a.key_bias = bias.data(), a.cls_probs = cls.data(), a.scratch = scratch.data();
+                a.slots = slots, a.onednn = form != Form::packed, a.bf16 = form == Form::onednn_bf16;
+                attention(nullptr, a);
+                out.insert(out.end(), cls.begin(), cls.end());
+                return out;
+            }));
+        }
 }
 
 TEST(ThreadedKernels, CausalAttentionIsIdenticalOnAnyThreadCount) {

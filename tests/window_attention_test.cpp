@@ -193,6 +193,7 @@ class Reorder : public Stage {
 public:
     explicit Reorder(int block) : block_(block) {}
     const std::string& name() const override { return name_; }
+    Signals signals(int block) const override { return {false, block == block_}; }
     void encoder_after_attention(BlockView& v) override {
         if (v.block != block_) return;
         std::vector<int32_t> map(size_t(v.state->count), -1);

@@ -20,6 +20,10 @@ struct EncoderShape {
 // Signals a stage asks the model to compute at a block.
 struct Signals {
     bool cls_attention = false;  // head-wise post-softmax attention row of token 0
+    // encoder_after_attention has work at this block. It is called only at
+    // blocks where some stage of the chain sets this; elsewhere the block
+    // runs its projection and MLP as one parallel region.
+    bool after_attention = false;
 };
 
 // Hook 1, inside block `block`: the attention kernel. A stage that returns

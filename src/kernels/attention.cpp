@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <type_traits>
 
 #include "kernels/elementwise.h"
@@ -37,15 +38,17 @@ int64_t onednn_block_rows(int64_t heads, int64_t tokens) {
 }
 
 // Byte offsets of the oneDNN form's scratch regions: keys and values of
-// every head, then one block's queries, scores, probabilities (bf16
-// form only: the f32 form's softmax stays in the scores), head outputs and
-// the reciprocal of each score row's sum. Operands (keys, values, queries,
+// every head, then one slot per thread, each with one block's queries,
+// scores, probabilities (bf16 form only: the f32 form's softmax stays in the
+// scores), head outputs and the reciprocal of each score row's sum. Offsets
+// within a slot are from its start. Operands (keys, values, queries,
 // probabilities) are `operand_bytes` wide; every region starts 64-byte aligned.
 struct OnednnScratch {
-    int64_t keys, values, queries, scores, probs, head_out, row_inv, bytes;
+    int64_t keys, values, slots, slot_bytes;                   // from the scratch's start
+    int64_t queries, scores, probs, head_out, row_inv, bytes;  // queries..row_inv: within a slot
 };
 
-OnednnScratch onednn_scratch(int64_t heads, int64_t tokens, int64_t head_dim, int64_t operand_bytes) {
+OnednnScratch onednn_scratch(int64_t heads, int64_t tokens, int64_t head_dim, int64_t operand_bytes, int slots) {
     const int64_t block = onednn_block_rows(heads, tokens);
     int64_t at = 0;
     auto region = [&](int64_t bytes) {
@@ -54,19 +57,24 @@ OnednnScratch onednn_scratch(int64_t heads, int64_t tokens, int64_t head_dim, in
         return start;
     };
     OnednnScratch r;
-    r.keys = region(heads * tokens * head_dim * operand_bytes);
-    r.values = region(heads * tokens * head_dim * operand_bytes);
     r.queries = region(heads * block * head_dim * operand_bytes);
     r.scores = region(heads * block * tokens * 4);
     r.probs = region(operand_bytes == 4 ? 0 : heads * block * tokens * operand_bytes);
     r.head_out = region(heads * block * head_dim * 4);
     r.row_inv = region(heads * block * 4);
+    r.slot_bytes = at;
+    at = 0;
+    r.keys = region(heads * tokens * head_dim * operand_bytes);
+    r.values = region(heads * tokens * head_dim * operand_bytes);
+    r.slots = region(std::max(1, slots) * r.slot_bytes);
     r.bytes = at;
     return r;
 }
 
-int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim) {
-    return std::max(onednn_scratch(heads, tokens, head_dim, 4).bytes, onednn_scratch(heads, tokens, head_dim, 2).bytes) / 4;
+int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots) {
+    return std::max(onednn_scratch(heads, tokens, head_dim, 4, slots).bytes,
+                    onednn_scratch(heads, tokens, head_dim, 2, slots).bytes) /
+           4;
 }
 
 }  // namespace
@@ -74,7 +82,7 @@ int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim) {
 int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots) {
     const int64_t block = attention_block_rows(heads, tokens);
     const int64_t packed_form = heads * packed_floats(tokens, head_dim) + int64_t(slots) * block * (head_dim + tokens);
-    return std::max(packed_form, onednn_floats(heads, tokens, head_dim));
+    return std::max(packed_form, onednn_floats(heads, tokens, head_dim, slots));
 }
 
 namespace {
@@ -104,92 +112,100 @@ inline void batched_product(GemmDesc d, const uint16_t* a, const uint16_t* b, fl
     gemm_bf16(nullptr, d, a, b, nullptr, c);
 }
 
-// The oneDNN form: keys, values and each block's queries copied out of the
-// fused buffer into dense per-head matrices first (oneDNN runs strided
-// operands on a generic kernel several times slower: 26 GFLOP/s for the value
-// product measured on a Xeon with AVX-512, and 9-44% slower for either
-// product read in place on a Sapphire Rapids host), then per block of query
-// rows the scores of every head in one batched product, softmax, one batched
-// value product, and the heads' outputs scattered into their columns. The softmax is left
-// undivided: each head output row is scaled by 1 / its score row's sum as it
-// is scattered (d multiplies instead of n). Parallel regions are few: the
-// first block's queries are copied with the keys and values. Operand is
-// float, or uint16_t for bf16 products (operands rounded as they are copied).
+// The oneDNN form: keys and values copied out of the fused buffer into dense
+// per-head matrices first (oneDNN runs strided operands on a generic kernel
+// several times slower: 26 GFLOP/s for the value product measured on a Xeon
+// with AVX-512, and 9-44% slower for either product read in place on a
+// Sapphire Rapids host). Then each thread takes a contiguous share of the
+// query rows and, per block of its rows, copies the queries, computes the
+// scores of every head in one batched product, the softmax, one batched value
+// product, and scatters the heads' outputs into their columns. The softmax is
+// left undivided: each head output row is scaled by 1 / its score row's sum
+// as it is scattered (d multiplies instead of n). One parallel region, split
+// over rows rather than heads (3 heads on 2 threads would leave one idle a
+// third of the time), whose only barrier follows the copies: with one region
+// per step, EViT's pruned ViT-Tiny blocks (69-138 tokens) ran their copies
+// and softmax on one thread while the other waited. Operand is float, or
+// uint16_t for bf16 products (operands rounded as they are copied).
 template <typename Operand>
 void attention_onednn(const AttentionArgs& p) {
     const int64_t n = p.tokens, h = p.heads, d = p.head_dim, c = h * d, row = 3 * c;
-    const int64_t block = onednn_block_rows(h, n);
-    const OnednnScratch at = onednn_scratch(h, n, d, sizeof(Operand));
+    const int slots = p.slots > 0 ? p.slots : threads_count();
+    const OnednnScratch at = onednn_scratch(h, n, d, sizeof(Operand), slots);
     char* const base = reinterpret_cast<char*>(p.scratch);
-    Operand* const keys = reinterpret_cast<Operand*>(base + at.keys);        // [h, n, d]
-    Operand* const values = reinterpret_cast<Operand*>(base + at.values);    // [h, n, d]
-    Operand* const queries = reinterpret_cast<Operand*>(base + at.queries);  // [h, rows, d], scaled
-    float* const scores = reinterpret_cast<float*>(base + at.scores);        // [h, rows, n]
-    // [h, rows, n]: the softmax's output, the value product's left operand
-    Operand* const probs = std::is_same_v<Operand, float> ? reinterpret_cast<Operand*>(scores)
-                                                          : reinterpret_cast<Operand*>(base + at.probs);
-    float* const head_out = reinterpret_cast<float*>(base + at.head_out);  // [h, rows, d]
-    float* const row_inv = reinterpret_cast<float*>(base + at.row_inv);    // [h, rows]: 1 / sum of each score row
-    // Copies split over rows of what they write, not over heads: a model
-    // with 3 heads on 2 threads would leave one thread idle a third of the time.
-    const bool parallel_copy = h * n * d > 32768;
-    auto copy_queries = [&](int64_t r0, int64_t rows) {  // inside a parallel region (or not)
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < rows; ++i)
-            for (int64_t hh = 0; hh < h; ++hh)
-                store_operands(queries + (hh * rows + i) * d, p.qkv + (r0 + i) * row + hh * d, d, p.scale);
-    };
-#pragma omp parallel if (parallel_copy)
+    Operand* const keys = reinterpret_cast<Operand*>(base + at.keys);      // [h, n, d]
+    Operand* const values = reinterpret_cast<Operand*>(base + at.values);  // [h, n, d]
+    // Shares of at least this many query rows a thread; fewer run on one.
+    constexpr int64_t min_share_rows = 16;
+    const int threads = omp_in_parallel() || h * n * n * d <= 65536
+                            ? 1
+                            : int(std::clamp<int64_t>(n / min_share_rows, 1, std::min(slots, threads_count())));
+    std::exception_ptr error;
+#pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(static)
         for (int64_t j = 0; j < n; ++j)
             for (int64_t hh = 0; hh < h; ++hh) {
                 store_operands(keys + (hh * n + j) * d, p.qkv + j * row + c + hh * d, d, 1.0f);
                 store_operands(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, d, 1.0f);
             }
-        copy_queries(0, std::min(block, n));
-    }
-    for (int64_t r0 = 0; r0 < n; r0 += block) {
-        const int64_t rows = std::min(block, n - r0);
-        if (r0 > 0) {
-#pragma omp parallel if (parallel_copy)
-            copy_queries(r0, rows);
-        }
-        // scores[hh] = queries[hh] . keys[hh]^T, the transpose read by strides
-        // (oneDNN's brgemm copies it into its blocked layout itself, faster
-        // than a transposing copy here)
-        GemmDesc keys_transposed = dense_batched(h, rows, d, n);
-        keys_transposed.b_stride[1] = 1, keys_transposed.b_stride[2] = d;
-        batched_product(keys_transposed, queries, keys, scores);
-#pragma omp parallel for schedule(static) if (h * rows * n > 32768)
-        for (int64_t r = 0; r < h * rows; ++r) {
-            // bf16: the exps go straight to bf16, except in the rows whose f32
-            // probabilities the caller asked for (query 0 of each head)
-            if (std::is_same_v<Operand, float> || (p.cls_probs && r0 == 0 && r % rows == 0)) {
-                row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
-                if constexpr (!std::is_same_v<Operand, float>) store_operands(probs + r * n, scores + r * n, n, 1.0f);
-            } else if constexpr (!std::is_same_v<Operand, float>) {
-                row_inv[r] = 1.0f / softmax_row_unnormalized_bf16(scores + r * n, probs + r * n, n, p.key_bias);
-            }
-        }
-        if (r0 == 0 && p.cls_probs)
-            for (int64_t hh = 0; hh < h; ++hh)
-                for (int64_t j = 0; j < n; ++j)
-                    p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
-        // head_out[hh] = probs[hh] . values[hh]
-        batched_product(dense_batched(h, rows, n, d), probs, values, head_out);
-#pragma omp parallel for schedule(static) if (parallel_copy)
-        for (int64_t i = 0; i < rows; ++i)
-            for (int64_t hh = 0; hh < h; ++hh) {
-                const float* o = head_out + (hh * rows + i) * d;
-                const float inv = row_inv[hh * rows + i];
-                if (p.out_bf16) scale_to_bf16(p.out_bf16 + (r0 + i) * c + hh * d, o, d, inv);
-                else {
-                    float* dst = p.out + (r0 + i) * c + hh * d;
-                    for (int64_t t = 0; t < d; ++t) dst[t] = o[t] * inv;
+        // (the loop's barrier: every key and value is in place from here on)
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        char* const slot = base + at.slots + t * at.slot_bytes;
+        Operand* const queries = reinterpret_cast<Operand*>(slot + at.queries);  // [h, rows, d], scaled
+        float* const scores = reinterpret_cast<float*>(slot + at.scores);        // [h, rows, n]
+        // [h, rows, n]: the softmax's output, the value product's left operand
+        Operand* const probs = std::is_same_v<Operand, float> ? reinterpret_cast<Operand*>(scores)
+                                                              : reinterpret_cast<Operand*>(slot + at.probs);
+        float* const head_out = reinterpret_cast<float*>(slot + at.head_out);  // [h, rows, d]
+        float* const row_inv = reinterpret_cast<float*>(slot + at.row_inv);    // [h, rows]: 1 / sum of each score row
+        const int64_t first = n * t / nt, last = n * (t + 1) / nt, block = onednn_block_rows(h, n);
+        try {
+            for (int64_t r0 = first; r0 < last; r0 += block) {
+                const int64_t rows = std::min(block, last - r0);
+                for (int64_t i = 0; i < rows; ++i)
+                    for (int64_t hh = 0; hh < h; ++hh)
+                        store_operands(queries + (hh * rows + i) * d, p.qkv + (r0 + i) * row + hh * d, d, p.scale);
+                // scores[hh] = queries[hh] . keys[hh]^T, the transpose read by
+                // strides (oneDNN's brgemm copies it into its blocked layout
+                // itself, faster than a transposing copy here)
+                GemmDesc keys_transposed = dense_batched(h, rows, d, n);
+                keys_transposed.b_stride[1] = 1, keys_transposed.b_stride[2] = d;
+                batched_product(keys_transposed, queries, keys, scores);
+                for (int64_t r = 0; r < h * rows; ++r) {
+                    // bf16: the exps go straight to bf16, except in the rows whose
+                    // f32 probabilities the caller asked for (query 0 of each head)
+                    if (std::is_same_v<Operand, float> || (p.cls_probs && r0 == 0 && r % rows == 0)) {
+                        row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
+                        if constexpr (!std::is_same_v<Operand, float>)
+                            store_operands(probs + r * n, scores + r * n, n, 1.0f);
+                    } else if constexpr (!std::is_same_v<Operand, float>) {
+                        row_inv[r] = 1.0f / softmax_row_unnormalized_bf16(scores + r * n, probs + r * n, n, p.key_bias);
+                    }
                 }
+                if (r0 == 0 && p.cls_probs)
+                    for (int64_t hh = 0; hh < h; ++hh)
+                        for (int64_t j = 0; j < n; ++j)
+                            p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
+                // head_out[hh] = probs[hh] . values[hh]
+                batched_product(dense_batched(h, rows, n, d), probs, values, head_out);
+                for (int64_t i = 0; i < rows; ++i)
+                    for (int64_t hh = 0; hh < h; ++hh) {
+                        const float* o = head_out + (hh * rows + i) * d;
+                        const float inv = row_inv[hh * rows + i];
+                        if (p.out_bf16) scale_to_bf16(p.out_bf16 + (r0 + i) * c + hh * d, o, d, inv);
+                        else {
+                            float* dst = p.out + (r0 + i) * c + hh * d;
+                            for (int64_t e = 0; e < d; ++e) dst[e] = o[e] * inv;
+                        }
+                    }
             }
+        } catch (...) {  // an exception must not leave the region; rethrown below
+#pragma omp critical(tessera_attention_error)
+            if (!error) error = std::current_exception();
+        }
     }
+    if (error) std::rethrow_exception(error);
 }
 
 }  // namespace

@@ -479,8 +479,12 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         // for the projection (into xn, free once qkv has read it).
         const bool attn16 = qkv16 && on_onednn_bf16(blk.proj_w);
         auto* const attn16_out = reinterpret_cast<uint16_t*>(s.xn);
-        bool want_cls = false;
-        for (int i = 0; i < stage_count; ++i) want_cls |= stages[i]->signals(l).cls_attention;
+        bool want_cls = false, stage_after_attention = false;
+        for (int i = 0; i < stage_count; ++i) {
+            const Signals signals = stages[i]->signals(l);
+            want_cls |= signals.cls_attention;
+            stage_after_attention |= signals.after_attention;
+        }
 
         // Row-wise sub-layers run on each thread's share of the rows
         // (kernels/row_shares.h); attention, over the whole sequence, and
@@ -586,11 +590,11 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                 }
             }
         }
-        // Nothing between the projection and the MLP: one region for both,
-        // where both read and write xn in the same width (in bf16 with
+        // No stage acting between the projection and the MLP: one region for
+        // both, where both read and write xn in the same width (in bf16 with
         // quick_gelu the projection reads bf16 rows there and LN2 writes f32
         // ones, which would cover rows another thread is still reading).
-        if (stage_count == 0 && attn16 == mlp16) {
+        if (!stage_after_attention && attn16 == mlp16) {
             for_row_shares(batch * n, ledger, s.share_ledgers, [&](int64_t r0, int64_t rows, Ledger* led) {
                 project(r0, rows, led);
                 mlp(r0, rows, led);
@@ -600,7 +604,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         for_row_shares(batch * n, ledger, s.share_ledgers, project);
 
         // Stages between MHSA and FFN may shorten each image's sequence.
-        {
+        if (stage_after_attention) {
             int64_t new_n = -1;
             for (int b = 0; b < batch; ++b) {
                 BlockView view;

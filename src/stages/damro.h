@@ -39,6 +39,11 @@ public:
         return r;
     }
     void check(const EncoderShape& shape) const override;
+    Signals signals(int block) const override {
+        Signals s;
+        s.after_attention = block == feature_block_;
+        return s;
+    }
     void encoder_after_attention(BlockView& view) override;
     const ContrastiveDecoding* contrastive_decoding() const override { return found_ ? &contrast_ : nullptr; }
 

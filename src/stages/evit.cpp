@@ -122,7 +122,7 @@ bool EvitStage::acts_at(int block) const { return std::binary_search(blocks_.beg
 
 Signals EvitStage::signals(int block) const {
     Signals s;
-    s.cls_attention = acts_at(block);
+    s.cls_attention = s.after_attention = acts_at(block);
     return s;
 }
 

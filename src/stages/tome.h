@@ -68,6 +68,11 @@ public:
     explicit TomeStage(YamlMap& params);
     const std::string& name() const override { return name_; }
     void check(const EncoderShape& shape) const override;
+    Signals signals(int block) const override {
+        Signals s;
+        s.after_attention = r_at(block) > 0;
+        return s;
+    }
     void encoder_after_attention(BlockView& view) override;
 
     // Tokens merged at a block as configured (before the guard).

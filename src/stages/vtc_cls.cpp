@@ -57,7 +57,7 @@ void VtcClsStage::check(const EncoderShape& shape) const {
 
 Signals VtcClsStage::signals(int block) const {
     Signals s;
-    s.cls_attention = block >= start_;
+    s.cls_attention = s.after_attention = block >= start_;
     return s;
 }
 
