@@ -4,12 +4,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <type_traits>
 
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/row_shares.h"
 #include "tessera/threads.h"
 
 namespace tessera {
@@ -124,7 +124,7 @@ inline void batched_product(GemmDesc d, const uint16_t* a, const uint16_t* b, fl
 // as it is scattered (d multiplies instead of n). One parallel region, split
 // over rows rather than heads (3 heads on 2 threads would leave one idle a
 // third of the time), whose only barrier follows the copies: with one region
-// per step, EViT's pruned ViT-Tiny blocks (69-138 tokens) ran their copies
+// per step, EViT's pruned ViT-Tiny blocks (72-140 tokens) ran their copies
 // and softmax on one thread while the other waited. Operand is float, or
 // uint16_t for bf16 products (operands rounded as they are copied).
 template <typename Operand>
@@ -140,9 +140,7 @@ void attention_onednn(const AttentionArgs& p) {
     const int threads = omp_in_parallel() || h * n * n * d <= 65536
                             ? 1
                             : int(std::clamp<int64_t>(n / min_share_rows, 1, std::min(slots, threads_count())));
-    std::exception_ptr error;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-    {
+    const std::exception_ptr error = run_on_threads(threads, [&](int t, int nt) {
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < n; ++j)
             for (int64_t hh = 0; hh < h; ++hh) {
@@ -150,7 +148,6 @@ void attention_onednn(const AttentionArgs& p) {
                 store_operands(values + (hh * n + j) * d, p.qkv + j * row + 2 * c + hh * d, d, 1.0f);
             }
         // (the loop's barrier: every key and value is in place from here on)
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
         char* const slot = base + at.slots + t * at.slot_bytes;
         Operand* const queries = reinterpret_cast<Operand*>(slot + at.queries);  // [h, rows, d], scaled
         float* const scores = reinterpret_cast<float*>(slot + at.scores);        // [h, rows, n]
@@ -160,51 +157,46 @@ void attention_onednn(const AttentionArgs& p) {
         float* const head_out = reinterpret_cast<float*>(slot + at.head_out);  // [h, rows, d]
         float* const row_inv = reinterpret_cast<float*>(slot + at.row_inv);    // [h, rows]: 1 / sum of each score row
         const int64_t first = n * t / nt, last = n * (t + 1) / nt, block = onednn_block_rows(h, n);
-        try {
-            for (int64_t r0 = first; r0 < last; r0 += block) {
-                const int64_t rows = std::min(block, last - r0);
-                for (int64_t i = 0; i < rows; ++i)
-                    for (int64_t hh = 0; hh < h; ++hh)
-                        store_operands(queries + (hh * rows + i) * d, p.qkv + (r0 + i) * row + hh * d, d, p.scale);
-                // scores[hh] = queries[hh] . keys[hh]^T, the transpose read by
-                // strides (oneDNN's brgemm copies it into its blocked layout
-                // itself, faster than a transposing copy here)
-                GemmDesc keys_transposed = dense_batched(h, rows, d, n);
-                keys_transposed.b_stride[1] = 1, keys_transposed.b_stride[2] = d;
-                batched_product(keys_transposed, queries, keys, scores);
-                for (int64_t r = 0; r < h * rows; ++r) {
-                    // bf16: the exps go straight to bf16, except in the rows whose
-                    // f32 probabilities the caller asked for (query 0 of each head)
-                    if (std::is_same_v<Operand, float> || (p.cls_probs && r0 == 0 && r % rows == 0)) {
-                        row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
-                        if constexpr (!std::is_same_v<Operand, float>)
-                            store_operands(probs + r * n, scores + r * n, n, 1.0f);
-                    } else if constexpr (!std::is_same_v<Operand, float>) {
-                        row_inv[r] = 1.0f / softmax_row_unnormalized_bf16(scores + r * n, probs + r * n, n, p.key_bias);
+        for (int64_t r0 = first; r0 < last; r0 += block) {
+            const int64_t rows = std::min(block, last - r0);
+            for (int64_t i = 0; i < rows; ++i)
+                for (int64_t hh = 0; hh < h; ++hh)
+                    store_operands(queries + (hh * rows + i) * d, p.qkv + (r0 + i) * row + hh * d, d, p.scale);
+            // scores[hh] = queries[hh] . keys[hh]^T, the transpose read by
+            // strides (oneDNN's brgemm copies it into its blocked layout
+            // itself, faster than a transposing copy here)
+            GemmDesc keys_transposed = dense_batched(h, rows, d, n);
+            keys_transposed.b_stride[1] = 1, keys_transposed.b_stride[2] = d;
+            batched_product(keys_transposed, queries, keys, scores);
+            for (int64_t r = 0; r < h * rows; ++r) {
+                // bf16: the exps go straight to bf16, except in the rows whose
+                // f32 probabilities the caller asked for (query 0 of each head)
+                if (std::is_same_v<Operand, float> || (p.cls_probs && r0 == 0 && r % rows == 0)) {
+                    row_inv[r] = 1.0f / softmax_row_unnormalized(scores + r * n, n, p.key_bias);
+                    if constexpr (!std::is_same_v<Operand, float>)
+                        store_operands(probs + r * n, scores + r * n, n, 1.0f);
+                } else if constexpr (!std::is_same_v<Operand, float>) {
+                    row_inv[r] = 1.0f / softmax_row_unnormalized_bf16(scores + r * n, probs + r * n, n, p.key_bias);
+                }
+            }
+            if (r0 == 0 && p.cls_probs)
+                for (int64_t hh = 0; hh < h; ++hh)
+                    for (int64_t j = 0; j < n; ++j)
+                        p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
+            // head_out[hh] = probs[hh] . values[hh]
+            batched_product(dense_batched(h, rows, n, d), probs, values, head_out);
+            for (int64_t i = 0; i < rows; ++i)
+                for (int64_t hh = 0; hh < h; ++hh) {
+                    const float* o = head_out + (hh * rows + i) * d;
+                    const float inv = row_inv[hh * rows + i];
+                    if (p.out_bf16) scale_to_bf16(p.out_bf16 + (r0 + i) * c + hh * d, o, d, inv);
+                    else {
+                        float* dst = p.out + (r0 + i) * c + hh * d;
+                        for (int64_t e = 0; e < d; ++e) dst[e] = o[e] * inv;
                     }
                 }
-                if (r0 == 0 && p.cls_probs)
-                    for (int64_t hh = 0; hh < h; ++hh)
-                        for (int64_t j = 0; j < n; ++j)
-                            p.cls_probs[hh * n + j] = scores[hh * rows * n + j] * row_inv[hh * rows];
-                // head_out[hh] = probs[hh] . values[hh]
-                batched_product(dense_batched(h, rows, n, d), probs, values, head_out);
-                for (int64_t i = 0; i < rows; ++i)
-                    for (int64_t hh = 0; hh < h; ++hh) {
-                        const float* o = head_out + (hh * rows + i) * d;
-                        const float inv = row_inv[hh * rows + i];
-                        if (p.out_bf16) scale_to_bf16(p.out_bf16 + (r0 + i) * c + hh * d, o, d, inv);
-                        else {
-                            float* dst = p.out + (r0 + i) * c + hh * d;
-                            for (int64_t e = 0; e < d; ++e) dst[e] = o[e] * inv;
-                        }
-                    }
-            }
-        } catch (...) {  // an exception must not leave the region; rethrown below
-#pragma omp critical(tessera_attention_error)
-            if (!error) error = std::current_exception();
         }
-    }
+    });
     if (error) std::rethrow_exception(error);
 }
 

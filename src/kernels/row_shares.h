@@ -24,6 +24,26 @@ namespace tessera {
 constexpr int64_t row_share_min_rows = 24;
 constexpr int64_t row_share_max_rows = 512;
 
+// Runs fn(thread, threads) on every thread of one parallel region of
+// `threads` threads (on the calling thread alone when `threads` is 1). fn may
+// hold worksharing loops, which every thread must reach; an exception it
+// throws must not leave the region, so the first one is caught and returned
+// (null when none was thrown).
+template <typename Fn>
+std::exception_ptr run_on_threads(int threads, Fn&& fn) {
+    std::exception_ptr error;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        try {
+            fn(omp_get_thread_num(), omp_get_num_threads());
+        } catch (...) {
+#pragma omp critical(tessera_run_on_threads)
+            if (!error) error = std::current_exception();
+        }
+    }
+    return error;
+}
+
 // Runs fn(first_row, rows_in_share, ledger) once per thread of one parallel
 // region, the shares contiguous and covering [0, rows), or once on all rows
 // outside one where shares would be too small or too large, or where a
@@ -42,18 +62,10 @@ void for_row_shares(int64_t rows, Ledger* ledger, std::vector<Ledger>& helpers, 
     }
     if (ledger)
         for (int t = 1; t < threads; ++t) helpers[size_t(t - 1)].book_as(*ledger);
-    std::exception_ptr error;
-#pragma omp parallel num_threads(threads)
-    {
-        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const std::exception_ptr error = run_on_threads(threads, [&](int t, int n) {
         const int64_t first = rows * t / n, last = rows * (t + 1) / n;
-        try {
-            fn(first, last - first, !ledger ? nullptr : t == 0 ? ledger : &helpers[size_t(t - 1)]);
-        } catch (...) {
-#pragma omp critical(tessera_row_shares)
-            if (!error) error = std::current_exception();
-        }
-    }
+        fn(first, last - first, !ledger ? nullptr : t == 0 ? ledger : &helpers[size_t(t - 1)]);
+    });
     if (ledger)
         for (int t = 1; t < threads; ++t) ledger->absorb(helpers[size_t(t - 1)]);
     if (error) std::rethrow_exception(error);
