@@ -328,6 +328,41 @@ TEST(CliCaption, RequestsAnswerEachLineAsASingleRunWould) {
     for (const json& line : lines) EXPECT_GT(line["peak_rss_mib"].get<double>(), 1.0);
 }
 
+TEST(CliCaption, RequestsNamingPipelinesMatchSingleRuns) {
+    // Full and pruned requests alternating in one process, the pipelines
+    // named relative to the requests file: each line must equal a process of
+    // its own with that --pipeline (or none), and say which pipeline ran.
+    const std::string dir = test::temp_dir();
+    const std::string image = test::source_path("tests/fixtures/llava/scene-143x97.jpg");
+    std::filesystem::create_directories(dir + "/pipes");
+    test::write_file(dir + "/pipes/vtc.yaml", "stages:\n  - vtc_cls: {keep: 8}\n");
+    test::write_file(dir + "/fastv.yaml", "stages:\n  - fastv: {layer: 1, ratio: 0.5}\n");
+    const std::string full = "{\"image\": \"" + image + "\"}\n";
+    const std::string vtc = "{\"image\": \"" + image + "\", \"pipeline\": \"pipes/vtc.yaml\"}\n";
+    const std::string fastv = "{\"image\": \"" + image + "\", \"pipeline\": \"fastv.yaml\"}\n";
+    test::write_file(dir + "/requests.jsonl", vtc + full + fastv + vtc + vtc + full);
+    const std::string args = "caption --model " + fixture("tiny-llava-gqa") + " --max-new-tokens 6 --ignore-eos " +
+                             "--format json --threads 2 ";
+    const test::CommandResult r = tessera(args + "--requests '" + dir + "/requests.jsonl'");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::vector<json> lines;
+    std::istringstream out(r.out);
+    for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+    ASSERT_EQ(lines.size(), 6u);
+    const json alone_full = json::parse(tessera(args + "'" + image + "'").out);
+    const json alone_vtc = json::parse(tessera(args + "--pipeline '" + dir + "/pipes/vtc.yaml' '" + image + "'").out);
+    const json alone_fastv = json::parse(tessera(args + "--pipeline '" + dir + "/fastv.yaml' '" + image + "'").out);
+    const json* want[] = {&alone_vtc, &alone_full, &alone_fastv, &alone_vtc, &alone_vtc, &alone_full};
+    for (size_t i = 0; i < lines.size(); ++i) {
+        for (const char* key : {"token_ids", "first_logits_top5", "visual_tokens", "decoder_visual_tokens", "gmacs"})
+            EXPECT_EQ(lines[i][key], (*want[i])[key]) << i << " " << key;
+    }
+    EXPECT_EQ(lines[0]["pipeline"], "pipes/vtc.yaml");
+    EXPECT_FALSE(lines[1].contains("pipeline"));
+    EXPECT_EQ(alone_vtc["visual_tokens"], 8);
+    EXPECT_NE(alone_fastv["decoder_visual_tokens"], alone_full["decoder_visual_tokens"]);
+}
+
 TEST(CliCaption, SeededSamplingIsReproducible) {
     const std::string args = "caption --model " + fixture("tiny-llava-mha") +
                              " --max-new-tokens 12 --ignore-eos --temperature 1.5 --top-k 50 --top-p 0.95 --format json ";

@@ -296,6 +296,52 @@ TEST(DecoderStages, ExactVisualTokenCountsPerLayerOnARealScene) {
     EXPECT_GT(damro.macs_decode, full.macs_decode * 3 / 2);
 }
 
+TEST(DecoderStages, ChainsOnOneLoadedModelCaptionAsTheirOwnCaptioners) {
+    // One model, five stage chains (none, FastV, VTC-CLS + FastV, DyVTE,
+    // DAMRO), used out of order and twice each: every caption must be the one
+    // a Captioner built for that pipeline alone gives, so no stage state,
+    // decoder cache or encoded image leaks from one chain to the next.
+    const std::vector<std::string> yamls = {
+        "", "stages:\n  - fastv: {layer: 2, ratio: 0.75}\n",
+        "stages:\n  - vtc_cls: {keep: 64, positions: original}\n  - fastv: {layer: 2, ratio: 0.5}\n",
+        "stages:\n  - dyvte: {exit_layer: 2}\n", "stages:\n  - damro: {k: 4}\n"};
+    Captioner cap({.model = demo(), .pipeline = "", .threads = 2});
+    for (size_t i = 1; i < yamls.size(); ++i) {
+        PipelineSpec spec;
+        spec.stages = pipeline_read(write_file(temp_dir() + "/c.yaml", yamls[i])).stages;
+        EXPECT_EQ(cap.add_stages(spec), int(i));
+    }
+    EXPECT_EQ(cap.stage_chains(), 5);
+    std::vector<float> pixels(size_t(cap.input_floats()));
+    cap.load_image(sample(), pixels.data());
+    GenerateOptions g;
+    g.max_new_tokens = 12;
+    std::vector<Caption> alone;
+    for (const std::string& y : yamls) alone.push_back(caption_with(y, 12));
+    for (int chain : {2, 0, 4, 1, 3, 2, 4, 0, 3, 1}) {
+        cap.use_stages(chain);
+        cap.encode_pixels(pixels.data());
+        const Caption c = cap.generate(g);
+        const Caption& want = alone[size_t(chain)];
+        EXPECT_EQ(c.token_ids, want.token_ids) << chain;
+        EXPECT_EQ(c.visual_tokens, want.visual_tokens) << chain;
+        EXPECT_EQ(c.decoder_visual_tokens, want.decoder_visual_tokens) << chain;
+        EXPECT_EQ(c.contrast_visual_tokens, want.contrast_visual_tokens) << chain;
+        EXPECT_EQ(c.macs_vision, want.macs_vision) << chain;
+        EXPECT_EQ(c.macs_prefill, want.macs_prefill) << chain;
+        EXPECT_EQ(c.macs_decode, want.macs_decode) << chain;
+        ASSERT_EQ(c.first_logits_top5.size(), want.first_logits_top5.size());
+        for (size_t k = 0; k < c.first_logits_top5.size(); ++k) {
+            EXPECT_EQ(c.first_logits_top5[k].first, want.first_logits_top5[k].first) << chain;
+            EXPECT_FLOAT_EQ(c.first_logits_top5[k].second, want.first_logits_top5[k].second) << chain;
+        }
+    }
+    // The chains differ where they should (the test would pass vacuously otherwise).
+    EXPECT_EQ(alone[2].visual_tokens, 64);
+    EXPECT_NE(alone[1].decoder_visual_tokens, alone[0].decoder_visual_tokens);
+    EXPECT_EQ(alone[4].contrast_visual_tokens, 4);
+}
+
 // Masks visual keys the way dropping them would: from layer `from` on, every
 // offered row loses the image keys not in `kept` (renormalized); records the
 // prefill's image span.

@@ -424,6 +424,19 @@ std::string png_file(const std::string& dir, int width = 40, int height = 30) {
     return path;
 }
 
+// `tessera caption --requests` (f32, 1 thread) with one request whose
+// "pipeline" value is the JSON `value`, beside a p.yaml holding `yaml`.
+Run request_pipeline(const std::string& value, const std::string& yaml = "stages: []\n") {
+    return [=] {
+        const std::string dir = temp_dir();
+        png_file(dir);
+        write_file(dir + "/p.yaml", yaml);
+        const std::string f = write_file(dir + "/q.jsonl", "{\"image\": \"a.png\", \"pipeline\": " + value + "}\n");
+        return cli("caption --model " + quoted(fixture()) + " --dtype f32 --threads 1 --max-new-tokens 1 --requests " +
+                   quoted(f));
+    };
+}
+
 Run image_bytes(std::function<std::string()> bytes, std::string name = "image.png", ImageLimits limits = {}) {
     return [=] {
         const std::string path = write_file(temp_dir() + "/" + name, bytes());
@@ -1195,6 +1208,18 @@ std::vector<Trigger> run_triggers() {
              load_tiny_vit(m, s);
              std::vector<float> pixels(size_t(3 * 32 * 32));
              vit_encode(m, s, pixels.data(), 1, nullptr, 0, nullptr, 10);
+         })},
+        {"RN-53", "tessera caption --requests pipeline 3", request_pipeline("3")},
+        {"RN-54", "tessera caption --requests pipeline naming another model",
+         request_pipeline("\"p.yaml\"", "model: " + fixture("tiny-llava-mha") + "\nstages: []\n")},
+        {"RN-55", "tessera caption --requests pipeline with dtype f16 on an f32 run",
+         request_pipeline("\"p.yaml\"", "dtype: f16\nstages: []\n")},
+        {"RN-55", "tessera caption --requests pipeline with threads 3 on a 1-thread run",
+         request_pipeline("\"p.yaml\"", "threads: 3\nstages: []\n")},
+        {"RN-56", "use_stages(2) with one chain built",
+         call([] {
+             Captioner cap({.model = fixture(), .pipeline = "", .threads = 1, .dtype = "f32"});
+             cap.use_stages(2);
          })},
     };
 }

@@ -76,6 +76,17 @@ public:
     void load_image(const std::string& path, float* pixels) const;
     int64_t input_floats() const;
 
+    // Several stage chains on one loaded model (a report's pipelines, or
+    // `caption --requests` lines that name pipelines): add_stages builds the
+    // stages of another pipeline and returns its chain's index, use_stages
+    // makes that chain act on the requests that follow (chain 0: the
+    // constructor's pipeline). A pipeline naming another model, or a dtype or
+    // thread count other than this run's, is an error. Switching chains
+    // forgets the encoded image (the stages act in the vision tower).
+    int add_stages(const PipelineSpec& pipeline);
+    void use_stages(int chain);
+    int stage_chains() const;
+
     const std::string& model_dir() const;
     std::string description() const;  // one line: shapes, dtype, layout, tokenizer
     int threads() const;

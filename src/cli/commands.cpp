@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <cstdio>
 #include <iostream>
@@ -289,14 +290,23 @@ json caption_json(const Caption& c) {
     return out;
 }
 
-// One JSON line per request line: {"id", "image", "prompt", "peak_rss_mib",
-// ...caption_json}.
-// Consecutive requests about the same image encode it once (their ms and
-// GMACs still include the encoding).
+// One JSON line per request line: {"id", "image", "prompt", "pipeline",
+// "peak_rss_mib", ...caption_json}.
+// Consecutive requests about the same image through the same stages encode
+// it once (their ms and GMACs still include the encoding). A request's
+// "pipeline" (a YAML file, relative to the requests file as images are)
+// replaces the command's stages for that request, on the same loaded model:
+// full and pruned requests alternate in one process.
 void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std::string& path) {
     std::ifstream in(path);
     if (!in) fail(path, "cannot open");
     const std::string base = std::filesystem::path(path).parent_path().string();
+    auto beside_requests = [&](const std::string& name) {
+        std::filesystem::path p(name);
+        if (p.is_relative() && !base.empty()) p = std::filesystem::path(base) / p;
+        return p.string();
+    };
+    std::map<std::string, int> chains;  // pipeline file -> stage chain (0: the command's)
     std::string line, encoded;  // consecutive requests about one image share its encoding
     std::vector<float> pixels(static_cast<size_t>(cap.input_floats()));
     for (int number = 1; std::getline(in, line); ++number) {
@@ -310,16 +320,33 @@ void caption_requests(Captioner& cap, const GenerateOptions& defaults, const std
             if (!req["prompt"].is_string()) fail(where, "key 'prompt': expected a string");
             g.prompt = req["prompt"];
         }
-        std::filesystem::path image(req["image"].get<std::string>());
-        if (image.is_relative() && !base.empty()) image = std::filesystem::path(base) / image;
-        if (image.string() != encoded) {
-            cap.load_image(image.string(), pixels.data());
+        int chain = 0;
+        if (req.contains("pipeline")) {
+            if (!req["pipeline"].is_string() || req["pipeline"].get<std::string>().empty())
+                fail(where, "key 'pipeline': expected a pipeline YAML file name");
+            const std::string file = beside_requests(req["pipeline"]);
+            auto known = chains.find(file);
+            if (known == chains.end()) {
+                try {
+                    known = chains.emplace(file, cap.add_stages(pipeline_read(file))).first;
+                } catch (const Error& e) {
+                    fail(where, e.what());
+                }
+            }
+            chain = known->second;
+        }
+        const std::string image = beside_requests(req["image"]);
+        const std::string key = image + "\n" + std::to_string(chain);
+        if (key != encoded) {
+            cap.use_stages(chain);
+            cap.load_image(image, pixels.data());
             cap.encode_pixels(pixels.data());
-            encoded = image.string();
+            encoded = key;
         }
         json out = caption_json(cap.generate(g));
         out["image"] = req["image"];
         out["prompt"] = g.prompt;
+        if (req.contains("pipeline")) out["pipeline"] = req["pipeline"];
         if (req.contains("id")) out["id"] = req["id"];
         out["peak_rss_mib"] = peak_rss_mib();  // the process's peak so far
         std::cout << out.dump() << "\n";
@@ -357,8 +384,8 @@ void add_caption(CLI::App& app) {
                     "Decoder weights while running: auto, f32, bf16, f16 (default: the pipeline's dtype, else auto)");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
     cmd->add_option("--requests", o->requests,
-                    "JSONL of {\"image\", \"prompt\", \"id\"} (images relative to the file): one JSON line out "
-                    "per request, one model load");
+                    "JSONL of {\"image\", \"prompt\", \"id\", \"pipeline\"} (files relative to it): one JSON "
+                    "line out per request, one model load; a request's pipeline YAML replaces --pipeline's stages");
     cmd->add_option("image", o->image, "Image file (JPEG, PNG, BMP)");
     cmd->callback([o] {
         check_format(o->format, {"text", "json"});

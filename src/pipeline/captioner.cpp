@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include "io/image.h"
@@ -30,8 +31,9 @@ int64_t image_start_of(const std::vector<int32_t>& ids, int32_t image_token) {
 
 struct Captioner::Impl {
     LlavaModel model;
-    std::vector<std::unique_ptr<Stage>> stages;
-    std::vector<Stage*> stage_ptrs;
+    DecoderShape decoder_shape;  // what decoder stages are built for
+    std::vector<std::vector<std::unique_ptr<Stage>>> chains;
+    std::vector<Stage*> stage_ptrs;  // the active chain's
     LlavaVisionState vision;
     LlamaState decoder;
     std::vector<float> embeds;
@@ -70,12 +72,41 @@ Captioner::Captioner(const PipelineSpec& given, int threads, const std::string& 
     threads_init(threads > 0 ? threads : spec.threads);
     impl_->threads = threads_count();
     llava_load(impl_->model, spec.model, {.dtype = !dtype.empty() ? dtype : !spec.dtype.empty() ? spec.dtype : "auto"});
-    DecoderShape decoder = llama_decoder_shape(impl_->model.text);
-    decoder.model_dir = impl_->model.dir;
-    impl_->stages = stages_build(spec.stages, impl_->model.vision.encoder_shape(), &decoder);
-    for (auto& s : impl_->stages) impl_->stage_ptrs.push_back(s.get());
+    impl_->decoder_shape = llama_decoder_shape(impl_->model.text);
+    impl_->decoder_shape.model_dir = impl_->model.dir;
+    impl_->chains.push_back(stages_build(spec.stages, impl_->model.vision.encoder_shape(), &impl_->decoder_shape));
+    use_stages(0);
     llava_vision_state_init(impl_->vision, impl_->model);
 }
+
+int Captioner::add_stages(const PipelineSpec& pipeline) {
+    Impl& im = *impl_;
+    const std::string& where = pipeline.file.empty() ? std::string("pipeline") : pipeline.file;
+    if (!pipeline.model.empty()) {
+        const std::string model = model_resolve(pipeline.model);
+        std::error_code ec;
+        if (!std::filesystem::equivalent(model, im.model.dir, ec))
+            fail(where, "names model " + model + ", but this run loaded " + im.model.dir);
+    }
+    if (!pipeline.dtype.empty() && pipeline.dtype != "auto" && pipeline.dtype != dtype_name(im.model.decoder_dtype))
+        fail(where, "sets dtype " + pipeline.dtype + ", but this run has dtype " + dtype_name(im.model.decoder_dtype));
+    if (pipeline.threads > 0 && pipeline.threads != im.threads)
+        fail(where, "sets threads " + std::to_string(pipeline.threads) + ", but this run has threads " +
+                        std::to_string(im.threads));
+    im.chains.push_back(stages_build(pipeline.stages, im.model.vision.encoder_shape(), &im.decoder_shape));
+    return int(im.chains.size()) - 1;
+}
+
+void Captioner::use_stages(int chain) {
+    Impl& im = *impl_;
+    if (chain < 0 || chain >= int(im.chains.size()))
+        fail("caption", "no stage chain " + std::to_string(chain) + " (" + std::to_string(im.chains.size()) + " built)");
+    im.stage_ptrs.clear();
+    for (auto& s : im.chains[size_t(chain)]) im.stage_ptrs.push_back(s.get());
+    im.encoded = false;
+}
+
+int Captioner::stage_chains() const { return int(impl_->chains.size()); }
 
 Captioner::~Captioner() = default;
 Captioner::Captioner(Captioner&&) noexcept = default;

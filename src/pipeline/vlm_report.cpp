@@ -172,31 +172,34 @@ std::vector<std::string> caption_mentions(const std::string& caption, const std:
 json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool progress) {
     const auto groups = requests_read(spec.captions);
     const std::vector<std::string> vocabulary = vocabulary_read(spec.captions.vocabulary);
-    std::vector<Captioner> captioners;
-    for (const ReportPipeline& p : spec.pipelines) captioners.emplace_back(report_pipeline_spec(spec, p), spec.threads);
+    // One loaded model; each pipeline is a stage chain on it.
+    Captioner cap(report_pipeline_spec(spec, spec.pipelines[0]), spec.threads);
+    for (size_t p = 1; p < spec.pipelines.size(); ++p) cap.add_stages(report_pipeline_spec(spec, spec.pipelines[p]));
+    const size_t pipelines = spec.pipelines.size();
     fs::create_directories(out_dir);
-    std::vector<float> pixels(static_cast<size_t>(captioners[0].input_floats()));
+    std::vector<float> pixels(static_cast<size_t>(cap.input_floats()));
     GenerateOptions g;
     g.max_new_tokens = spec.max_new_tokens;
 
     // Warm-up: every pipeline once, untimed.
-    captioners[0].load_image(groups[0].first, pixels.data());
-    for (Captioner& c : captioners) {
-        c.encode_pixels(pixels.data());
+    cap.load_image(groups[0].first, pixels.data());
+    for (size_t p = 0; p < pipelines; ++p) {
+        cap.use_stages(int(p));
+        cap.encode_pixels(pixels.data());
         g.prompt = groups[0].second[0].prompt;
-        c.generate(g);
+        cap.generate(g);
     }
 
-    std::vector<Result> results(captioners.size());
+    std::vector<Result> results(pipelines);
     int64_t total_requests = 0;
     for (const auto& [image, reqs] : groups) total_requests += int64_t(reqs.size());
     const auto start = std::chrono::steady_clock::now();
     size_t done = 0;
     for (const auto& [image, reqs] : groups) {
-        captioners[0].load_image(image, pixels.data());
-        for (size_t p = 0; p < captioners.size(); ++p) {
-            Captioner& cap = captioners[p];
+        cap.load_image(image, pixels.data());
+        for (size_t p = 0; p < pipelines; ++p) {
             Result& r = results[p];
+            cap.use_stages(int(p));
             cap.encode_pixels(pixels.data());
             for (const Request& q : reqs) {
                 g.prompt = q.prompt;
@@ -244,7 +247,7 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
         if (progress) {
             const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             std::fprintf(stderr, "\r%zu/%lld requests, %zu pipelines, %.0f s", done,
-                         static_cast<long long>(total_requests), captioners.size(), s);
+                         static_cast<long long>(total_requests), pipelines, s);
             if (int64_t(done) == total_requests) std::fputc('\n', stderr);
         }
     }
@@ -318,7 +321,7 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
                    {"requests_run", total_requests},
                    {"max_new_tokens", spec.max_new_tokens},
                    {"baseline", spec.baseline},
-                   {"threads", captioners[0].threads()},
+                   {"threads", cap.threads()},
                    {"pipelines", rows}};
 
     std::ostringstream md;
@@ -326,7 +329,7 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
        << "- model: `" << spec.model << "`\n- requests: `" << spec.captions.requests << "` (" << images << " images, "
        << total_requests << " requests: captions, yes/no, counts), greedy, at most " << spec.max_new_tokens
        << " new tokens\n"
-       << "- threads: " << captioners[0].threads() << "; every image runs through every pipeline in turn\n"
+       << "- threads: " << cap.threads() << "; one loaded model, every image through every pipeline in turn\n"
        << "- caption F1: objects mentioned (vocabulary phrases) against the objects present; CHAIR_s: captions "
           "mentioning an absent object; CHAIR_i: mentions of absent objects / all mentions\n"
        << "- yes/no per negative kind: the positives plus that kind's negatives (POPE)\n"
