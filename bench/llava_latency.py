@@ -6,21 +6,33 @@ full model measured in the same run; and the decode rate against the bound
 that memory bandwidth sets.
 
   /usr/bin/python3 bench/llava_latency.py [--model DIR] [--threads 2] [--repeat 1]
-      [--requests-per-run 3] [--pipelines full,vtc-cls-64,...] [--max-new-tokens 4]
+      [--requests-per-run 3] [--mode interleaved|processes] [--pipelines full,vtc-cls-64,...] [--max-new-tokens 4]
       [--bandwidth-gbps GB/s | --membw bench/.cache/membw] [--out FILE.json]
 
 Without --model the random model is written to bench/.cache/llava-1.5-7b-random
-by tools/make_random_llava.py (13.2 GiB, about a minute). Each pipeline runs
+by tools/make_random_llava.py (13.2 GiB, about a minute). Every process runs
 `tessera caption --format json --dtype bf16 --max-new-tokens N --ignore-eos
---requests FILE` in its own process, in alternating rounds: the same image
-asked --requests-per-run times, as a server or a dataset run asks a loaded
-model. The first request of a process is "cold": it also pays for setting up
-the decoder state (on a virtual machine, first touching fresh memory runs at
-well under 1 GB/s) and for the first pass over the weight pages in this
-process. It is reported on its own (cold prefill, cold fraction); the times,
-ratios and fractions without "cold" are the medians of the later requests
-(with one request per run they are the cold ones). The image is encoded once
-per process, so "vision s" is the first request's.
+--requests FILE` on one loaded model, each request naming its pipeline (the
+same image every time), in one of two schedules:
+
+  --mode interleaved (default): one process a round. Its first request (the
+  pipeline that leads rotates with the round) is "cold"; then
+  --requests-per-run cycles, each asking every pipeline once in a rotating
+  order. A pruned pipeline's paired speed-up is the median over the cycles of
+  the full model's prefill over its own in the same cycle: on a virtual
+  machine whose speed drifts by tens of percent over minutes, requests seconds
+  apart see the same machine, while separate processes may not.
+  --mode processes: one process per pipeline a round, asking it
+  --requests-per-run times; the first request of each is cold.
+
+A process's first request also pays for setting up the decoder state (on a
+virtual machine, first touching fresh memory runs at well under 1 GB/s) and
+for the first pass over the weight pages in this process. It is reported on
+its own (cold prefill, cold fraction; in the interleaved schedule only the
+leading pipelines have one). The times, ratios and fractions without "cold"
+are the medians of the later requests (with one request per process, the
+cold ones). The image is encoded again whenever the pipeline changes, so
+"vision s" is each request's own.
 
 Decode bound: one decode step reads every decoder matrix once (bf16: 2 bytes
 a weight, read in place; the embedding table only one row) plus the f32 KV
@@ -112,6 +124,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="alternating rounds")
     ap.add_argument("--requests-per-run", type=int, default=3,
                     help="requests each process answers; the first is reported as cold")
+    ap.add_argument("--mode", choices=("interleaved", "processes"), default="interleaved",
+                    help="all pipelines alternating in one process a round, or a process per pipeline")
     ap.add_argument("--pipelines", default=",".join(n for n, _ in PIPELINES),
                     help="comma-separated subset of: " + ", ".join(n for n, _ in PIPELINES))
     ap.add_argument("--max-new-tokens", type=int, default=4, help="tokens generated per run (>= 2)")
@@ -141,44 +155,65 @@ def main():
 
     weight_files = sorted(os.path.join(args.model, n) for n in os.listdir(args.model) if n.endswith(".safetensors"))
     requests = os.path.join(os.path.dirname(os.path.abspath(args.out or __file__)), "llava_requests.jsonl")
-    with open(requests, "w") as f:
-        for i in range(args.requests_per_run):
-            f.write(json.dumps({"image": os.path.abspath(args.image), "id": i}) + "\n")
-    # runs: each process's first request; steady: the later requests of all processes.
-    runs = {name: [] for name, _ in pipelines}
-    steady = {name: [] for name, _ in pipelines}
+    # Each process's schedule: the pipeline of each of its requests, in order.
+    names = [n for n, _ in pipelines]
+    schedules = []
     for r in range(args.repeat):
-        order = pipelines[r % len(pipelines):] + pipelines[:r % len(pipelines)]
-        for name, pipeline in order:
-            cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
-                   "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
-                   "--requests", requests]
-            if pipeline:
-                cmd[2:2] = ["--pipeline", os.path.join(ROOT, pipeline)]
-            run_bandwidth = bandwidth or (measure_bandwidth(args.membw, args.threads) if args.membw else 0.0)
-            weights_bandwidth = measure_bandwidth(args.membw, args.threads, weight_files) if args.membw else 0.0
-            lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
-            answers = [json.loads(line) for line in lines if line.strip()]
-            if len(answers) != args.requests_per_run:
-                sys.exit(f"{name}: {len(answers)} answers to {args.requests_per_run} requests")
-            for out in answers:
-                out["bandwidth_gbps"] = run_bandwidth
-                out["weights_bandwidth_gbps"] = weights_bandwidth
-            runs[name].append(answers[0])
-            steady[name] += answers[1:] or answers
-            steps = max(len(answers[0]["token_ids"]) - 1, 1)
-            prefills = ", ".join(f"{a['ms']['prefill'] / 1000:.2f}" for a in answers)
-            decodes = ", ".join(f"{a['ms']['decode'] / steps / 1000:.3f}" for a in answers)
-            print(f"{name}: prefill {prefills} s, decode {decodes} s/token", file=sys.stderr, flush=True)
+        if args.mode == "interleaved":
+            rotated = lambda k: names[k % len(names):] + names[:k % len(names)]  # noqa: E731
+            schedule = [names[r % len(names)]]
+            for c in range(args.requests_per_run):
+                schedule += rotated(r + c)
+            schedules.append(schedule)
+        else:
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                schedules.append([name] * args.requests_per_run)
+    # runs: each process's first request; steady: the later ones; cycles: per
+    # interleaved cycle, {pipeline: answer}.
+    runs = {name: [] for name in names}
+    steady = {name: [] for name in names}
+    cycles = []
+    for schedule in schedules:
+        with open(requests, "w") as f:
+            for i, name in enumerate(schedule):
+                line = {"image": os.path.abspath(args.image), "id": i}
+                if known[name]:
+                    line["pipeline"] = os.path.join(ROOT, known[name])
+                f.write(json.dumps(line) + "\n")
+        cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
+               "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
+               "--requests", requests]
+        run_bandwidth = bandwidth or (measure_bandwidth(args.membw, args.threads) if args.membw else 0.0)
+        weights_bandwidth = measure_bandwidth(args.membw, args.threads, weight_files) if args.membw else 0.0
+        lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+        answers = [json.loads(line) for line in lines if line.strip()]
+        if len(answers) != len(schedule):
+            sys.exit(f"{schedule[0]}: {len(answers)} answers to {len(schedule)} requests")
+        for out in answers:
+            out["bandwidth_gbps"] = run_bandwidth
+            out["weights_bandwidth_gbps"] = weights_bandwidth
+        runs[schedule[0]].append(answers[0])
+        if len(answers) == 1:
+            steady[schedule[0]].append(answers[0])
+        for name, out in zip(schedule[1:], answers[1:]):
+            steady[name].append(out)
+        if args.mode == "interleaved":
+            for c in range(args.requests_per_run):
+                at = 1 + c * len(names)
+                cycles.append(dict(zip(schedule[at:at + len(names)], answers[at:at + len(names)])))
+        steps = max(len(answers[0]["token_ids"]) - 1, 1)
+        shown = ", ".join(f"{n} {a['ms']['prefill'] / 1000:.2f}/{a['ms']['decode'] / steps / 1000:.3f}"
+                          for n, a in zip(schedule, answers))
+        print(f"process: prefill s / decode s per token: {shown}", file=sys.stderr, flush=True)
     rows = []
     full = steady["full"]
     base = statistics.median(r["ms"]["first_token"] for r in full)
     base_prefill = statistics.median(r["ms"]["prefill"] for r in full)
-    base_prefill_cold = statistics.median(r["ms"]["prefill"] for r in runs["full"])
+    base_prefill_cold = statistics.median(r["ms"]["prefill"] for r in runs["full"]) if runs["full"] else None
     base_prefill_gmacs = full[0]["gmacs"]["prefill"]
     for name, _ in pipelines:
         rs = steady[name]
-        prefill_cold = statistics.median(r["ms"]["prefill"] for r in runs[name])
+        prefill_cold = statistics.median(r["ms"]["prefill"] for r in runs[name]) if runs[name] else None
         med = lambda f: statistics.median(f(r) for r in rs)  # noqa: E731
         spread = lambda f: [min(f(r) for r in rs), max(f(r) for r in rs)]  # noqa: E731
         ttft = med(lambda r: r["ms"]["first_token"])
@@ -197,9 +232,9 @@ def main():
                "vision_s": med(lambda r: r["ms"]["vision"]) / 1000,
                "prefill_s": prefill / 1000,
                "prefill_s_spread": [v / 1000 for v in spread(lambda r: r["ms"]["prefill"])],
-               "prefill_cold_s": prefill_cold / 1000,
+               "prefill_cold_s": prefill_cold / 1000 if prefill_cold else None,
                "prefill_cold_s_spread": [min(r["ms"]["prefill"] for r in runs[name]) / 1000,
-                                         max(r["ms"]["prefill"] for r in runs[name]) / 1000],
+                                         max(r["ms"]["prefill"] for r in runs[name]) / 1000] if runs[name] else None,
                "samples": len(rs), "cold_samples": len(runs[name]),
                "decode_s_per_token": decode_s, "decode_s_per_token_spread": spread(per_token),
                "decode_tokens_per_s": 1.0 / decode_s,
@@ -211,8 +246,15 @@ def main():
             row["prefill_speedup"] = base_prefill / prefill
             row["prefill_mac_ratio"] = row["gmacs_prefill"] / base_prefill_gmacs
             row["prefill_fraction_of_promised"] = row["prefill_speedup"] * row["prefill_mac_ratio"]
-            row["prefill_cold_speedup"] = base_prefill_cold / prefill_cold
-            row["prefill_cold_fraction_of_promised"] = row["prefill_cold_speedup"] * row["prefill_mac_ratio"]
+            if prefill_cold and base_prefill_cold:
+                row["prefill_cold_speedup"] = base_prefill_cold / prefill_cold
+                row["prefill_cold_fraction_of_promised"] = row["prefill_cold_speedup"] * row["prefill_mac_ratio"]
+            paired = [c["full"]["ms"]["prefill"] / c[name]["ms"]["prefill"] for c in cycles]
+            if paired:
+                row["prefill_speedup_paired"] = statistics.median(paired)
+                row["prefill_speedup_paired_spread"] = [min(paired), max(paired)]
+                row["prefill_paired_fraction_of_promised"] = row["prefill_speedup_paired"] * row["prefill_mac_ratio"]
+                row["prefill_paired_fraction_spread"] = [v * row["prefill_mac_ratio"] for v in (min(paired), max(paired))]
         if rs[0]["bandwidth_gbps"]:
             bw = med(lambda r: r["bandwidth_gbps"])
             row["bandwidth_gbps"] = bw
@@ -227,21 +269,26 @@ def main():
             row["decode_fraction_of_weights_read"] = med(
                 lambda r: (1.0 / per_token(r)) / (r["weights_bandwidth_gbps"] * 1e9 / (weight_bytes + kv_bytes)))
         rows.append(row)
-    print(f"Prefill: median of {rows[0]['samples']} later requests (cold: of {rows[0]['cold_samples']} first requests, "
-          "which also set up the decoder state).\n")
+    print(f"Schedule: {args.mode}. Prefill: median of {rows[0]['samples']} later requests (cold: of "
+          f"{rows[0]['cold_samples']} first requests of a process, which also set up the decoder state). Paired: the "
+          "median over interleaved cycles of the full prefill over the pipeline's, in the same cycle. Peak memory: "
+          "the process's" + (" (all pipelines in one process)" if args.mode == "interleaved" else "") + ".\n")
     print("| pipeline | visual tokens -> decoder | TTFT s | TTFT ratio | vision s | prefill s | cold prefill s | "
-          "prefill GMACs | prefill speed-up / promised (cold) | decode s/token | decode tokens/s | bound tokens/s | "
-          "peak memory GiB |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "prefill GMACs | prefill speed-up / promised | paired speed-up (fraction of promised) | cold speed-up | "
+          "decode s/token | decode tokens/s | bound tokens/s | peak memory GiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    fmt = lambda r, key, spec: format(r[key], spec) if isinstance(r.get(key), (int, float)) else "-"  # noqa: E731
     for r in rows:
         layers = r["decoder_visual_tokens"]
         shown = f"{r['visual_tokens']}" if len(set(layers)) == 1 else f"{r['visual_tokens']} ({layers[0]}..{layers[-1]})"
-        promised = (f"{r['prefill_speedup']:.2f}x / {1 / r['prefill_mac_ratio']:.2f}x "
-                    f"({r['prefill_cold_speedup']:.2f}x)" if "prefill_speedup" in r else "-")
-        bound = f"{r['bound_tokens_per_s']:.2f}" if "bound_tokens_per_s" in r else "-"
+        promised = (f"{r['prefill_speedup']:.2f}x / {1 / r['prefill_mac_ratio']:.2f}x" if "prefill_speedup" in r
+                    else "-")
+        paired = (f"{r['prefill_speedup_paired']:.2f}x ({r['prefill_paired_fraction_of_promised']:.1%})"
+                  if "prefill_speedup_paired" in r else "-")
         print(f"| {r['pipeline']} | {shown} | {r['ttft_s']:.1f} | {r['ttft_ratio']:.3f} | {r['vision_s']:.1f} | "
-              f"{r['prefill_s']:.2f} | {r['prefill_cold_s']:.2f} | {r['gmacs_prefill']:.4g} | {promised} | "
-              f"{r['decode_s_per_token']:.2f} | {r['decode_tokens_per_s']:.2f} | {bound} | "
+              f"{r['prefill_s']:.2f} | {fmt(r, 'prefill_cold_s', '.2f')} | {r['gmacs_prefill']:.4g} | {promised} | "
+              f"{paired} | {fmt(r, 'prefill_cold_speedup', '.2f')} | {r['decode_s_per_token']:.2f} | "
+              f"{r['decode_tokens_per_s']:.2f} | {fmt(r, 'bound_tokens_per_s', '.2f')} | "
               f"{r['peak_rss_mib'] / 1024:.1f} |")
     if rows[0].get("bandwidth_gbps"):
         print(f"\nDecode bound: {rows[0]['bandwidth_gbps']:.2f} GB/s (median of the runs' own measurements) / "
@@ -254,7 +301,7 @@ def main():
               f"decode reads its weights and KV cache at {rows[0]['decode_fraction_of_weights_read']:.0%} of that.")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat,
+            json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat, "mode": args.mode,
                        "requests_per_run": args.requests_per_run, "max_new_tokens": args.max_new_tokens, "bandwidth_gbps": bandwidth or None,
                        "membw": args.membw or None,
                        "decode_weight_bytes": weight_bytes, "rows": rows}, f, indent=1)

@@ -454,10 +454,15 @@ def report(results):
         if not llava["available"]:
             lines += ["", f"LLaVA: unavailable ({llava['reason']})"]
         else:
-            lines += ["", f"LLaVA model: {llava['model']} ({llava['repeat']} rounds of "
-                      f"{llava.get('requests_per_run', 1)} requests a process, {llava.get('max_new_tokens')} new "
-                      "tokens). Prefill: the median of the later requests; cold: of each process's first, which "
-                      "also sets up the decoder state.", "",
+            interleaved = llava.get("mode") == "interleaved"
+            schedule = (f"{llava['repeat']} processes, each a cold request then {llava.get('requests_per_run', 1)} "
+                        "cycles asking every pipeline once in turn" if interleaved else
+                        f"{llava['repeat']} rounds of {llava.get('requests_per_run', 1)} requests a process per pipeline")
+            lines += ["", f"LLaVA model: {llava['model']} ({schedule}, {llava.get('max_new_tokens')} new tokens). "
+                      "Prefill: the median of the later requests; paired: the median over cycles of the full "
+                      "prefill over the pipeline's in the same cycle; cold: of a process's first request, which "
+                      "also sets up the decoder state" + ("; peak memory: the process's, all pipelines" if interleaved
+                                                          else "") + ".", "",
                       llava_table(llava)]
     f = results.get("max_foreign_cpu")
     if f is not None and f > 0.10:
@@ -466,9 +471,17 @@ def report(results):
     return "\n".join(lines)
 
 
+def paired_fraction(row):
+    if "prefill_paired_fraction_of_promised" not in row:
+        return "-"
+    lo, hi = row["prefill_paired_fraction_spread"]
+    return f"{row['prefill_paired_fraction_of_promised']:.1%} ({lo:.0%}-{hi:.0%})"
+
+
 def llava_table(llava):
     head = ["pipeline", "visual tokens", "TTFT s", "prefill s", "cold prefill s", "prefill speed-up",
-            "prefill MAC ratio", "fraction of promised", "cold fraction", "decode tokens/s",
+            "prefill MAC ratio", "fraction of promised", "paired speed-up", "paired fraction (spread)",
+            "cold fraction", "decode tokens/s",
             "weights+KV GB/token", "bandwidth GB/s (at the runs)", "bandwidth bound tokens/s", "decode / bound",
             "model files read GB/s", "decode / files' rate", "peak memory GiB"]
     rows = []
@@ -479,6 +492,7 @@ def llava_table(llava):
         rows.append([r["pipeline"], str(r["visual_tokens"]), f"{r['ttft_s']:.2f}",
                      f"{r['prefill_s']:.2f}", opt("prefill_cold_s", ".2f"), opt("prefill_speedup", ".2f"),
                      opt("prefill_mac_ratio", ".3f"), opt("prefill_fraction_of_promised", ".1%"),
+                     opt("prefill_speedup_paired", ".2f"), paired_fraction(r),
                      opt("prefill_cold_fraction_of_promised", ".1%"),
                      f"{r['decode_tokens_per_s']:.2f}", opt("decode_gb_per_token", ".2f"),
                      opt("bandwidth_gbps", ".1f"), opt("bound_tokens_per_s", ".2f"), opt("decode_fraction_of_bound", ".0%"),
