@@ -6,11 +6,16 @@
 // ThreadSanitizer run of these kernels (scripts/test.sh).
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -22,6 +27,7 @@
 #include "kernels/grid_attention.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/row_shares.h"
+#include "kernels/token_lanes.h"
 #include "tessera/tensor.h"
 #include "tessera/threads.h"
 #include "test_support.h"
@@ -181,6 +187,83 @@ TEST(ThreadedKernels, GemmAndSixteenBitLinearAgreeOnAnyThreadCount) {
             y.insert(y.end(), y16.begin(), y16.end());
             return y;
         }), 1e-4f);
+    }
+}
+
+TEST(ThreadedKernels, DecodeGemvAndTokenLanesAreIdenticalOnAnyThreadCount) {
+    // Each output element is computed whole by whichever thread claims it
+    // (SharedChunks), so the thread count must not change a bit. GEMV: 1-7
+    // rows, out 1031 (not a multiple of any block's rows: the rest rows), bf16
+    // and f16. Token lanes: 100 rows (two chunks of 50) and in 8200 (two
+    // k-blocks, the second reading partial sums another thread may have written).
+    const int64_t in = 8200, out = 1031;
+    const std::vector<float> w = random_values(size_t(out * in), 61, 0.05f), b = random_values(size_t(out), 62);
+    for (DType dtype : {DType::bf16, DType::f16}) {
+        std::vector<uint16_t> w16(w.size());
+        for (size_t i = 0; i < w.size(); ++i) w16[i] = dtype == DType::f16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+        for (int64_t rows = 1; rows <= 7; ++rows) {
+            SCOPED_TRACE(std::string(dtype_name(dtype)) + ", " + std::to_string(rows) + " rows");
+            const std::vector<float> x = random_values(size_t(rows * in), 63);
+            expect_identical(on_thread_counts([&] {
+                std::vector<float> y = random_values(size_t(rows * out), 64);
+                linear_w(nullptr, y.data(), x.data(), WeightRef{w16.data(), dtype, out, in}, b.data(), rows,
+                         Epilogue::residual);
+                return y;
+            }));
+        }
+        if (dtype != DType::bf16 || !token_lanes_available()) continue;
+        const std::vector<float> x = random_values(size_t(100 * in), 65);
+        expect_identical(on_thread_counts([&] {
+            std::vector<float> y(size_t(100 * out));
+            EXPECT_TRUE(linear_bf16_token_lanes(y.data(), x.data(), w16.data(), out, in, b.data(), 100,
+                                                Epilogue::gelu_erf));
+            return y;
+        }));
+    }
+}
+
+TEST(ThreadedKernels, SharedChunksTakeEveryItemOnceAndLetAFastThreadHelp) {
+    for (int planned : {1, 2, 3, 5})
+        for (int team : {1, 2, 3})
+            for (int64_t items : {int64_t(0), int64_t(1), int64_t(7), int64_t(100), int64_t(1031)})
+                for (int64_t chunk : {int64_t(1), int64_t(4), int64_t(64)}) {
+                    SharedChunks chunks;
+                    chunks.reset(items, chunk, planned);
+                    std::vector<int> seen(size_t(items), 0);
+#pragma omp parallel num_threads(team)
+                    chunks.take(omp_get_thread_num(), [&](int64_t first, int64_t last) {
+                        EXPECT_LE(last - first, chunk);
+                        for (int64_t i = first; i < last; ++i) {
+#pragma omp atomic
+                            ++seen[size_t(i)];
+                        }
+                    });
+                    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), items)
+                        << items << " items, chunks of " << chunk << ", " << planned << " shares, " << team << " threads";
+                }
+    // Thread 0 stalls in its first chunk until thread 1 is done: thread 1
+    // must have taken everything else, its own share and the rest of 0's
+    // (all of it, should thread 0 start only after thread 1 has finished).
+    SharedChunks chunks;
+    chunks.reset(64, 4, 2);
+    std::atomic<bool> done{false};
+    int64_t taken[2] = {0, 0};
+    int team = 0;
+#pragma omp parallel num_threads(2)
+    {
+        const int t = omp_get_thread_num();
+#pragma omp single
+        team = omp_get_num_threads();
+        chunks.take(t, [&](int64_t first, int64_t last) {
+            taken[t] += last - first;
+            if (t == 0 && team == 2)
+                for (int wait = 0; wait < 10000 && !done.load(); ++wait) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        });
+        if (t == 1) done = true;
+    }
+    if (team == 2) {
+        EXPECT_LE(taken[0], 4);
+        EXPECT_EQ(taken[0] + taken[1], 64);
     }
 }
 
