@@ -295,6 +295,22 @@ TEST(CliCaption, WithoutAModelUsesTheBundledDemoModel) {
               "large red circle at the bottom and a small blue square at the bottom right.\n");
 }
 
+// The tiny GQA LLaVA, 6 greedy tokens, JSON lines: the arguments both
+// request tests give `caption`, alone or with --requests.
+std::string caption_json_args() {
+    return "caption --model " + fixture("tiny-llava-gqa") + " --max-new-tokens 6 --ignore-eos --format json --threads 2 ";
+}
+
+// `tessera ARGS --requests FILE`: the JSON lines it printed.
+std::vector<json> answer_requests(const std::string& args, const std::string& file) {
+    const test::CommandResult r = tessera(args + "--requests '" + file + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::vector<json> lines;
+    std::istringstream out(r.out);
+    for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+    return lines;
+}
+
 TEST(CliCaption, RequestsAnswerEachLineAsASingleRunWould) {
     // Three requests in one process: the same image twice (encoded once, the
     // decoder state reused), then another prompt. Each line must equal what a
@@ -304,13 +320,8 @@ TEST(CliCaption, RequestsAnswerEachLineAsASingleRunWould) {
     test::write_file(dir + "/requests.jsonl", "{\"image\": \"" + image + "\", \"id\": \"a\"}\n\n{\"image\": \"" + image +
                                                   "\", \"id\": 2}\n{\"image\": \"" + image +
                                                   "\", \"prompt\": \"Which shapes are red, and where are they?\"}\n");
-    const std::string args = "caption --model " + fixture("tiny-llava-gqa") + " --max-new-tokens 6 --ignore-eos " +
-                             "--format json --threads 2 ";
-    const test::CommandResult r = tessera(args + "--requests '" + dir + "/requests.jsonl'");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::vector<json> lines;
-    std::istringstream out(r.out);
-    for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+    const std::string args = caption_json_args();
+    const std::vector<json> lines = answer_requests(args, dir + "/requests.jsonl");
     ASSERT_EQ(lines.size(), 3u);
     EXPECT_EQ(lines[0]["id"], "a");
     EXPECT_EQ(lines[1]["id"], 2);
@@ -341,13 +352,8 @@ TEST(CliCaption, RequestsNamingPipelinesMatchSingleRuns) {
     const std::string vtc = "{\"image\": \"" + image + "\", \"pipeline\": \"pipes/vtc.yaml\"}\n";
     const std::string fastv = "{\"image\": \"" + image + "\", \"pipeline\": \"fastv.yaml\"}\n";
     test::write_file(dir + "/requests.jsonl", vtc + full + fastv + vtc + vtc + full);
-    const std::string args = "caption --model " + fixture("tiny-llava-gqa") + " --max-new-tokens 6 --ignore-eos " +
-                             "--format json --threads 2 ";
-    const test::CommandResult r = tessera(args + "--requests '" + dir + "/requests.jsonl'");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::vector<json> lines;
-    std::istringstream out(r.out);
-    for (std::string line; std::getline(out, line);) lines.push_back(json::parse(line));
+    const std::string args = caption_json_args();
+    const std::vector<json> lines = answer_requests(args, dir + "/requests.jsonl");
     ASSERT_EQ(lines.size(), 6u);
     const json alone_full = json::parse(tessera(args + "'" + image + "'").out);
     const json alone_vtc = json::parse(tessera(args + "--pipeline '" + dir + "/pipes/vtc.yaml' '" + image + "'").out);
