@@ -38,10 +38,11 @@ Decode bound: one decode step reads every decoder matrix once (bf16: 2 bytes
 a weight, read in place; the embedding table only one row) plus the f32 KV
 cache of every layer, so tokens/s <= bandwidth / (weight bytes + KV bytes).
 The bandwidth comes from --bandwidth-gbps, or from running the --membw
-program (bench/membw.cpp) at the same thread count right before every
-caption run: a virtual machine's bandwidth drifts by tens of percent over
-minutes, so each run's decode rate is compared with the bandwidth of its own
-moment, and the fraction reported is the median over the runs.
+program (bench/membw.cpp) at the same thread count right before and right
+after every caption run: a virtual machine's bandwidth drifts by tens of
+percent over minutes (a run lasts one or two), so each run's decode rate is
+compared with the mean of the two probes around it, and the fraction
+reported is the median over the runs.
 
 With --membw the same program also reads the model's own safetensors files,
 mapped as Tessera maps them, right before every run: the memory the weights
@@ -183,14 +184,18 @@ def main():
         cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
                "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
                "--requests", requests]
-        run_bandwidth = bandwidth or (measure_bandwidth(args.membw, args.threads) if args.membw else 0.0)
+        probe = lambda: measure_bandwidth(args.membw, args.threads) if args.membw and not bandwidth else 0.0  # noqa: E731
+        before = probe()
         weights_bandwidth = measure_bandwidth(args.membw, args.threads, weight_files) if args.membw else 0.0
         lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+        after = probe()
+        run_bandwidth = bandwidth or (before + after) / 2
         answers = [json.loads(line) for line in lines if line.strip()]
         if len(answers) != len(schedule):
             sys.exit(f"{schedule[0]}: {len(answers)} answers to {len(schedule)} requests")
         for out in answers:
             out["bandwidth_gbps"] = run_bandwidth
+            out["bandwidth_gbps_before_after"] = [before, after]
             out["weights_bandwidth_gbps"] = weights_bandwidth
         runs[schedule[0]].append(answers[0])
         if len(answers) == 1:
@@ -259,6 +264,9 @@ def main():
             bw = med(lambda r: r["bandwidth_gbps"])
             row["bandwidth_gbps"] = bw
             row["bandwidth_gbps_spread"] = spread(lambda r: r["bandwidth_gbps"])
+            if not bandwidth:  # how far the probes around one run disagreed, at most
+                row["bandwidth_before_after_max_change"] = max(
+                    abs(b - a) / min(b, a) for b, a in (r["bandwidth_gbps_before_after"] for r in rs))
             row["bound_tokens_per_s"] = bw * 1e9 / (weight_bytes + kv_bytes)
             # Each run against the bandwidth measured just before it.
             row["decode_fraction_of_bound"] = med(
@@ -291,11 +299,14 @@ def main():
               f"{r['decode_tokens_per_s']:.2f} | {fmt(r, 'bound_tokens_per_s', '.2f')} | "
               f"{r['peak_rss_mib'] / 1024:.1f} |")
     if rows[0].get("bandwidth_gbps"):
-        print(f"\nDecode bound: {rows[0]['bandwidth_gbps']:.2f} GB/s (median of the runs' own measurements) / "
+        source = "given" if bandwidth else "median over the runs of the mean of the probes before and after each"
+        print(f"\nDecode bound: {rows[0]['bandwidth_gbps']:.2f} GB/s ({source}) / "
               f"{(weight_bytes + rows[0]['decode_kv_bytes']) / 1e9:.2f} GB read per token (weights "
               f"{weight_bytes / 1e9:.2f} GB + KV cache) = {rows[0]['bound_tokens_per_s']:.2f} tokens/s; measured "
               f"{rows[0]['decode_tokens_per_s']:.2f} ({rows[0]['decode_fraction_of_bound']:.0%} of the bound, "
-              f"median of runs each against its own bandwidth).")
+              f"median of runs each against its own bandwidth)" +
+              (f"; the probes around one run differed by up to {rows[0]['bandwidth_before_after_max_change']:.0%}."
+               if "bandwidth_before_after_max_change" in rows[0] else "."))
     if rows[0].get("weights_bandwidth_gbps"):
         print(f"Reading the model's own files (membw --file): {rows[0]['weights_bandwidth_gbps']:.2f} GB/s; "
               f"decode reads its weights and KV cache at {rows[0]['decode_fraction_of_weights_read']:.0%} of that.")
