@@ -59,6 +59,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = [
@@ -155,7 +156,9 @@ def main():
     weight_bytes, kv_widths = decoder_read_bytes(args.model)
 
     weight_files = sorted(os.path.join(args.model, n) for n in os.listdir(args.model) if n.endswith(".safetensors"))
-    requests = os.path.join(os.path.dirname(os.path.abspath(args.out or __file__)), "llava_requests.jsonl")
+    # The requests file sits beside --out, or in a fresh temporary folder (not in the repository).
+    requests_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else tempfile.mkdtemp(prefix="tessera-llava-")
+    requests = os.path.join(requests_dir, "llava_requests.jsonl")
     # Each process's schedule: the pipeline of each of its requests, in order.
     names = [n for n, _ in pipelines]
     schedules = []
