@@ -157,7 +157,8 @@ def main():
 
     weight_files = sorted(os.path.join(args.model, n) for n in os.listdir(args.model) if n.endswith(".safetensors"))
     # The requests file sits beside --out, or in a fresh temporary folder (not in the repository).
-    requests_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else tempfile.mkdtemp(prefix="tessera-llava-")
+    scratch = None if args.out else tempfile.TemporaryDirectory(prefix="tessera-llava-")
+    requests_dir = scratch.name if scratch else os.path.dirname(os.path.abspath(args.out))
     requests = os.path.join(requests_dir, "llava_requests.jsonl")
     # Each process's schedule: the pipeline of each of its requests, in order.
     names = [n for n, _ in pipelines]
@@ -271,7 +272,7 @@ def main():
                 row["bandwidth_before_after_max_change"] = max(
                     abs(b - a) / min(b, a) for b, a in (r["bandwidth_gbps_before_after"] for r in rs))
             row["bound_tokens_per_s"] = bw * 1e9 / (weight_bytes + kv_bytes)
-            # Each run against the bandwidth measured just before it.
+            # Each run against the bandwidth measured around it.
             row["decode_fraction_of_bound"] = med(
                 lambda r: (1.0 / per_token(r)) / (r["bandwidth_gbps"] * 1e9 / (weight_bytes + kv_bytes)))
         if rs[0].get("weights_bandwidth_gbps"):
