@@ -1244,6 +1244,7 @@ std::vector<Trigger> memory_triggers() {
         {"MEM-1", "TESSERA_MEMORY_LIMIT=lots", with_limit("lots", load_tiny_vit)},
         {"MEM-1", "TESSERA_MEMORY_LIMIT=12T", with_limit("12T", [] { memory_available(); })},
         {"MEM-13", "TESSERA_LINEAR=fast", cli_vit("classify --model MODEL IMAGE", "TESSERA_LINEAR=fast")},
+        {"MEM-14", "TESSERA_SHARES=fast", cli_vit("classify --model MODEL IMAGE", "TESSERA_SHARES=fast")},
         {"MEM-2", "tiny ViT with 1 KiB available", with_limit("1K", load_tiny_vit)},
         {"MEM-3", "tiny ViT, batch of 4096 with 4 MiB available",
          with_limit("4M",

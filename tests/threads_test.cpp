@@ -391,5 +391,94 @@ TEST(ThreadedKernels, RowSharesCoverTheRowsAndBookEveryMacOnce) {
     threads_init(saved);
 }
 
+TEST(ThreadedKernels, ThreadPaceSharesRowsByWeightAndLearnsFromTimes) {
+    auto shares_of = [](const ThreadPace& pace, int64_t rows, int nt) {
+        std::vector<int64_t> bounds;
+        for (int t = 0; t < nt; ++t) {
+            int64_t first = 0, last = 0;
+            pace.share(rows, t, nt, first, last);
+            if (t == 0) bounds.push_back(first);
+            EXPECT_EQ(first, bounds.back()) << "contiguous, in thread order";
+            bounds.push_back(last);
+        }
+        return bounds;
+    };
+    ThreadPace pace;
+    EXPECT_EQ(shares_of(pace, 197, 2), (std::vector<int64_t>{0, 98, 197})) << "equal until it has learnt";
+    pace.set_weight(0, 1.0), pace.set_weight(1, 3.0);
+    EXPECT_EQ(shares_of(pace, 100, 2), (std::vector<int64_t>{0, 25, 100}));
+    pace.set_weight(1, 2.0), pace.set_weight(2, 1.0);
+    EXPECT_EQ(shares_of(pace, 10, 3), (std::vector<int64_t>{0, 2, 7, 10})) << "boundaries rounded down";
+
+    // Thread 0 takes twice as long over the same rows: the speeds approach
+    // 2/3 and 4/3 of the mean; the weights follow in eighths, each less than
+    // an eighth from its speed (2/3 -> 3/4, as the speed passes 3/4 + 1/8).
+    ThreadPace learnt;
+    for (int region = 0; region < 40; ++region) {
+        learnt.record(0, 100, 2e-3), learnt.record(1, 100, 1e-3);
+        learnt.learn(2);
+    }
+    EXPECT_NEAR(learnt.speed(0), 2.0 / 3.0, 1e-3);
+    EXPECT_NEAR(learnt.speed(1), 4.0 / 3.0, 1e-3);
+    EXPECT_EQ(learnt.weight(0), 0.75);
+    EXPECT_EQ(learnt.weight(1), 1.25);
+    EXPECT_EQ(shares_of(learnt, 200, 2), (std::vector<int64_t>{0, 75, 200}));
+
+    // A small wobble moves the speeds but not the shares (each share size is
+    // a oneDNN primitive of its own); a region too short to time, or with an
+    // idle thread, teaches nothing.
+    ThreadPace steady;
+    steady.record(0, 100, 1.1e-3), steady.record(1, 100, 0.9e-3);
+    steady.learn(2);
+    EXPECT_LT(steady.speed(0), 1.0);
+    EXPECT_EQ(steady.weight(0), 1.0);
+    EXPECT_EQ(steady.weight(1), 1.0);
+    ThreadPace untaught;
+    untaught.record(0, 100, 1e-6), untaught.record(1, 100, 4e-6);
+    untaught.learn(2);
+    untaught.record(0, 0, 1e-3), untaught.record(1, 100, 1e-3);
+    untaught.learn(2);
+    EXPECT_EQ(untaught.speed(0), 1.0);
+    EXPECT_EQ(untaught.speed(1), 1.0);
+}
+
+TEST(ThreadedKernels, PacedRowSharesAndAttentionFollowTheWeightsWithTheSameResults) {
+    const int saved = threads_count();
+    threads_init(2);
+    // Row shares: 1 : 3 of 200 rows.
+    ThreadPace pace;
+    pace.set_weight(0, 0.5), pace.set_weight(1, 1.5);
+    std::vector<Ledger> helpers(1);
+    std::vector<int64_t> firsts(2, -1), counts(2, -1);
+    for_row_shares(200, nullptr, helpers, &pace, [&](int64_t first, int64_t n, Ledger*) {
+        const int t = first == 0 ? 0 : 1;
+        firsts[size_t(t)] = first, counts[size_t(t)] = n;
+    });
+    EXPECT_EQ(firsts, (std::vector<int64_t>{0, 50}));
+    EXPECT_EQ(counts, (std::vector<int64_t>{50, 150}));
+
+    // Attention's query rows split 1 : 3 give what equal shares give.
+    const int64_t tokens = 197, heads = 3, head_dim = 64;
+    const std::vector<float> qkv = random_values(size_t(tokens * 3 * heads * head_dim), 61);
+    auto attend = [&](ThreadPace* split) {
+        std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
+        std::vector<float> scratch(size_t(attention_scratch_floats(heads, tokens, head_dim, 2)));
+        AttentionArgs a;
+        a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+        a.scale = 0.125f, a.cls_probs = cls.data(), a.scratch = scratch.data(), a.slots = 2, a.onednn = true;
+        a.pace = split;
+        attention(nullptr, a);
+        out.insert(out.end(), cls.begin(), cls.end());
+        return out;
+    };
+    ThreadPace skewed;
+    skewed.set_weight(0, 0.5), skewed.set_weight(1, 1.5);
+    const std::vector<float> equal = attend(nullptr), paced = attend(&skewed);
+    ASSERT_EQ(equal.size(), paced.size());
+    EXPECT_EQ(0, std::memcmp(equal.data(), paced.data(), equal.size() * sizeof(float)))
+        << "differs by up to " << max_abs_diff(equal, paced);
+    threads_init(saved);
+}
+
 }  // namespace
 }  // namespace tessera

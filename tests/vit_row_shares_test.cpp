@@ -18,14 +18,20 @@
 namespace tessera {
 namespace {
 
+// skew: thread 0's share weight against 1 for the others at the start
+// (ThreadPace; the forward pass then learns the threads' real speeds).
 std::vector<float> logits_on(int threads, const std::string& dir, DType dtype, int batch, const std::vector<float>& pixels,
-                             Stage* stage) {
+                             Stage* stage, double skew = 1.0) {
     const int saved = threads_count();
     threads_init(threads);
     VitModel model;
     vit_load(model, dir, dtype);
     VitState state;
     vit_state_init(state, model, batch);
+    state.paced_shares = skew != 1.0;
+    for (ThreadPace* pace : {&state.paces.qkv, &state.paces.attention, &state.paces.project_mlp, &state.paces.project,
+                             &state.paces.mlp})
+        pace->set_weight(0, skew);
     if (stage) stage->check(model.encoder_shape());
     std::vector<float> logits(size_t(batch) * 10);
     Stage* stages[] = {stage};
@@ -65,6 +71,31 @@ TEST(VitRowShares, LogitsDoNotDependOnTheThreadCount) {
                 }
             }
     }
+}
+
+TEST(VitRowShares, LogitsDoNotDependOnHowTheRowsAreSplit) {
+    // Shares that follow the threads' speeds (ThreadPace) put rows on other
+    // threads, in other product sizes: 1 : 3 and 3 : 1 against equal shares.
+    test::TinyVit spec{64, 8, 32, 3, 2, 10, 21};
+    const std::string dir = test::temp_dir() + "/skewed";
+    test::write_tiny_vit(dir, spec);
+    const int batch = 3;
+    const std::vector<float> pixels = test::random_values(size_t(batch) * 3 * 64 * 64, 24);
+    YamlMap params(YAML::Load("{blocks: [1], keep_rate: 0.6}"), "test.yaml", "stages[0].evit");
+    EvitStage evit_stage(params);
+    params.finish();
+    for (DType dtype : {DType::f32, DType::bf16})
+        for (Stage* stage : {static_cast<Stage*>(nullptr), static_cast<Stage*>(&evit_stage)}) {
+            const std::vector<float> equal = logits_on(2, dir, dtype, batch, pixels, stage);
+            for (double skew : {1.0 / 3.0, 3.0}) {
+                const std::vector<float> skewed = logits_on(2, dir, dtype, batch, pixels, stage, skew);
+                ASSERT_EQ(skewed.size(), equal.size());
+                EXPECT_EQ(skewed.back(), equal.back()) << "MACs";
+                for (size_t i = 0; i + 1 < equal.size(); ++i)
+                    EXPECT_NEAR(skewed[i], equal[i], dtype == DType::bf16 ? 2e-2f : 1e-4f)
+                        << dtype_name(dtype) << (stage ? ", EViT" : "") << ", skew " << skew << ", logit " << i;
+            }
+        }
 }
 
 TEST(VitRowShares, LayerScaleIsApplied) {

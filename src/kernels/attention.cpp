@@ -140,6 +140,8 @@ void attention_onednn(const AttentionArgs& p) {
     const int threads = omp_in_parallel() || h * n * n * d <= 65536
                             ? 1
                             : int(std::clamp<int64_t>(n / min_share_rows, 1, std::min(slots, threads_count())));
+    if (p.pace) p.pace->begin();
+    int team = 1;
     const std::exception_ptr error = run_on_threads(threads, [&](int t, int nt) {
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < n; ++j)
@@ -156,7 +158,9 @@ void attention_onednn(const AttentionArgs& p) {
                                                               : reinterpret_cast<Operand*>(slot + at.probs);
         float* const head_out = reinterpret_cast<float*>(slot + at.head_out);  // [h, rows, d]
         float* const row_inv = reinterpret_cast<float*>(slot + at.row_inv);    // [h, rows]: 1 / sum of each score row
-        const int64_t first = n * t / nt, last = n * (t + 1) / nt, block = onednn_block_rows(h, n);
+        int64_t first = n * t / nt, last = n * (t + 1) / nt;
+        if (p.pace) p.pace->share(n, t, nt, first, last);
+        const int64_t block = onednn_block_rows(h, n);
         for (int64_t r0 = first; r0 < last; r0 += block) {
             const int64_t rows = std::min(block, last - r0);
             for (int64_t i = 0; i < rows; ++i)
@@ -196,7 +200,10 @@ void attention_onednn(const AttentionArgs& p) {
                     }
                 }
         }
+        if (p.pace) p.pace->finish(t, last - first);
+        if (t == 0) team = nt;
     });
+    if (p.pace) p.pace->learn(team);
     if (error) std::rethrow_exception(error);
 }
 

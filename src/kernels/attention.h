@@ -13,6 +13,8 @@
 
 namespace tessera {
 
+class ThreadPace;
+
 struct AttentionArgs {
     const float* qkv = nullptr;  // [tokens, 3 * heads * head_dim]: q | k | v, heads contiguous in each
     float* out = nullptr;        // [tokens, heads * head_dim]
@@ -35,6 +37,9 @@ struct AttentionArgs {
     // With onednn: the output rounded to bf16 and written here instead of to
     // out ([tokens, heads * head_dim]), for a bf16 projection to read.
     uint16_t* out_bf16 = nullptr;
+    // With onednn: the threads' query rows follow their measured speeds
+    // (kernels/row_shares.h) and this region's times teach it; may be null.
+    ThreadPace* pace = nullptr;
 };
 
 // Query rows per work item.

@@ -10,11 +10,19 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <chrono>
 #include <cstdint>
 #include <exception>
+#include <string>
+#include <utility>
 #include <vector>
 
+#include "tessera/error.h"
 #include "tessera/flops.h"
 
 namespace tessera {
@@ -92,15 +100,137 @@ private:
     int64_t chunk_ = 1;
 };
 
+// How fast each thread of a team has been finishing its rows, relative to
+// the others, for splitting a region's rows so that the threads finish
+// together. On the 2-core VM one vCPU ran 5-30% behind the other for
+// seconds at a time, the lead changing sides from minute to minute (the same
+// register-only FMA loop on both); in such a phase a ViT-Tiny forward pass
+// ran 10-12% faster with shares that follow the speeds than with equal ones,
+// and within 2% of it otherwise. Hybrid CPUs, whose cores differ in speed,
+// are the same case. A thread's time runs from the region's start to its
+// share's end, so a thread that starts late (wakes up late) is given fewer
+// rows too. Shares stay contiguous and in thread order; which thread computes
+// a row must not change its result.
+//
+// Off unless asked for (TESSERA_SHARES=paced, chosen()): every share size is a oneDNN product of
+// its own (made per row count: ~0.7 ms and some allocation each), so a
+// split that moves makes new ones, in the forward pass, until the splits a
+// sequence length sees have all been made (~170 in 400 EViT forward passes
+// on the VM). With equal shares a warm forward pass allocates nothing.
+//
+// Protocol: begin() on the calling thread before the region; in the region,
+// share() gives each thread its rows and finish() records when it is done;
+// learn() on the calling thread after the region.
+class ThreadPace {
+public:
+    static constexpr int max_threads = 64;
+
+    // Whether this run asks for paced shares: TESSERA_SHARES=paced (default
+    // and "equal": equal shares). Model states read it when they are set up.
+    static bool chosen() {
+        const char* v = std::getenv("TESSERA_SHARES");
+        if (!v || !*v || std::strcmp(v, "equal") == 0) return false;
+        if (std::strcmp(v, "paced") == 0) return true;
+        fail("TESSERA_SHARES", std::string("expected paced or equal, got '") + v + "'");
+    }
+
+    // The rows [first, last) of thread t of a team of nt, out of `rows`:
+    // shares in proportion to the threads' weights.
+    void share(int64_t rows, int t, int nt, int64_t& first, int64_t& last) const {
+        if (nt > max_threads) {
+            first = rows * t / nt, last = rows * (t + 1) / nt;
+            return;
+        }
+        double before = 0.0, total = 0.0;
+        for (int i = 0; i < nt; ++i) {
+            total += weight_[size_t(i)];
+            if (i < t) before += weight_[size_t(i)];
+        }
+        // floor: equal weights give the equal split's shares exactly
+        auto bound = [&](double cumulative) { return int64_t(double(rows) * cumulative / total); };
+        first = t == 0 ? 0 : bound(before);
+        last = t == nt - 1 ? rows : bound(before + weight_[size_t(t)]);
+    }
+
+    void begin() { start_ = Clock::now(); }
+    void finish(int t, int64_t rows) {
+        record(t, rows, std::chrono::duration<double>(Clock::now() - start_).count());
+    }
+    // What finish() records: thread t took `seconds` over `rows` rows.
+    void record(int t, int64_t rows, double seconds) {
+        if (t < 0 || t >= max_threads) return;
+        slot_[size_t(t)].rows = rows;
+        slot_[size_t(t)].seconds = seconds;
+    }
+
+    // Moves each thread's speed a step towards its rows per second in this
+    // region relative to the team's mean (speeds stay within 1/2..2 of it).
+    // A region with an idle thread, or shorter than a few microseconds
+    // (timer and wake-up noise), teaches nothing. The shares' weights follow
+    // the speeds in steps of 1/8, and only once a speed is a step away from
+    // its weight: every share size is a product shape of its own (oneDNN
+    // makes a primitive per row count, ~0.7 ms each here), and weights that
+    // followed every wobble made ~1000 of them in 300 EViT forward passes.
+    void learn(int nt) {
+        if (nt < 2 || nt > max_threads) return;
+        constexpr double step = 0.2, min_seconds = 5e-6, slowest = 0.5, fastest = 2.0, grain = 1.0 / 8;
+        double rate[max_threads], mean = 0.0;
+        for (int t = 0; t < nt; ++t) {
+            const Slot& s = slot_[size_t(t)];
+            if (s.rows <= 0 || s.seconds < min_seconds) return;
+            rate[t] = double(s.rows) / s.seconds;
+            mean += rate[t] / nt;
+        }
+        double sum = 0.0;
+        for (int t = 0; t < nt; ++t) {
+            double& v = speed_[size_t(t)];
+            v = std::clamp((1.0 - step) * v + step * rate[t] / mean, slowest, fastest);
+            sum += v;
+        }
+        for (int t = 0; t < nt; ++t) {
+            double& v = speed_[size_t(t)];
+            v *= nt / sum;
+            if (std::abs(v - weight_[size_t(t)]) >= grain) weight_[size_t(t)] = std::round(v / grain) * grain;
+        }
+    }
+
+    double speed(int t) const { return speed_[size_t(t)]; }
+    double weight(int t) const { return weight_[size_t(t)]; }
+    // Sets thread t's weight (and speed) directly, e.g. to test that results
+    // do not depend on the split.
+    void set_weight(int t, double w) {
+        if (t >= 0 && t < max_threads) speed_[size_t(t)] = weight_[size_t(t)] = w;
+    }
+
+private:
+    using Clock = std::chrono::steady_clock;
+    struct alignas(64) Slot {  // a cache line a thread: each writes its own
+        int64_t rows = 0;
+        double seconds = 0.0;
+    };
+    std::array<Slot, max_threads> slot_{};
+    std::array<double, max_threads> speed_ = filled(1.0);   // learnt; mean 1 over the last team
+    std::array<double, max_threads> weight_ = filled(1.0);  // the speeds in steps, as share() uses them
+    Clock::time_point start_{};
+
+    static std::array<double, max_threads> filled(double v) {
+        std::array<double, max_threads> a;
+        a.fill(v);
+        return a;
+    }
+};
+
 // Runs fn(first_row, rows_in_share, ledger) once per thread of one parallel
 // region, the shares contiguous and covering [0, rows), or once on all rows
 // outside one where shares would be too small or too large, or where a
 // `ledger` is given and `helpers` (one ledger per thread beyond the first,
 // e.g. a model state's) are too few. The first thread books to `ledger`, the
-// others to their helpers, which `ledger` absorbs afterwards. An exception
-// thrown in a share is rethrown here once the region has ended.
+// others to their helpers, which `ledger` absorbs afterwards. With a `pace`
+// the shares follow the threads' measured speeds (ThreadPace), else they are
+// equal. An exception thrown in a share is rethrown here once the region has
+// ended.
 template <typename Fn>
-void for_row_shares(int64_t rows, Ledger* ledger, std::vector<Ledger>& helpers, Fn&& fn) {
+void for_row_shares(int64_t rows, Ledger* ledger, std::vector<Ledger>& helpers, ThreadPace* pace, Fn&& fn) {
     const int threads = omp_get_max_threads();
     const int64_t per_thread = rows / (threads > 0 ? threads : 1);
     if (threads < 2 || omp_in_parallel() || per_thread < row_share_min_rows || per_thread > row_share_max_rows ||
@@ -110,13 +240,25 @@ void for_row_shares(int64_t rows, Ledger* ledger, std::vector<Ledger>& helpers, 
     }
     if (ledger)
         for (int t = 1; t < threads; ++t) helpers[size_t(t - 1)].book_as(*ledger);
+    if (pace) pace->begin();
+    int team = 1;
     const std::exception_ptr error = run_on_threads(threads, [&](int t, int n) {
-        const int64_t first = rows * t / n, last = rows * (t + 1) / n;
+        int64_t first = rows * t / n, last = rows * (t + 1) / n;
+        if (pace) pace->share(rows, t, n, first, last);
         fn(first, last - first, !ledger ? nullptr : t == 0 ? ledger : &helpers[size_t(t - 1)]);
+        if (pace) pace->finish(t, last - first);
+        if (t == 0) team = n;
     });
+    if (pace) pace->learn(team);
     if (ledger)
         for (int t = 1; t < threads; ++t) ledger->absorb(helpers[size_t(t - 1)]);
     if (error) std::rethrow_exception(error);
+}
+
+// The same with equal shares.
+template <typename Fn>
+void for_row_shares(int64_t rows, Ledger* ledger, std::vector<Ledger>& helpers, Fn&& fn) {
+    for_row_shares(rows, ledger, helpers, static_cast<ThreadPace*>(nullptr), std::forward<Fn>(fn));
 }
 
 }  // namespace tessera

@@ -359,6 +359,7 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.tokens.assign(size_t(max_batch), TokenState{});
     s.tokens_entering_block.assign(size_t(hp.depth), 0);
     s.share_ledgers.assign(size_t(std::max(0, threads_count() - 1)), Ledger{});
+    s.paced_shares = ThreadPace::chosen();
 }
 
 namespace {
@@ -457,6 +458,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                    int stage_count, Ledger* ledger, int blocks) {
     const VitHparams& hp = m.hp;
     const int64_t c = hp.dim, hd = hp.head_dim(), heads = hp.heads, hidden = hp.mlp_hidden;
+    auto pace = [&](ThreadPace& p) { return s.paced_shares ? &p : nullptr; };
     if (batch < 1 || batch > s.max_batch) fail("vit", "batch " + std::to_string(batch) + " outside 1.." + std::to_string(s.max_batch));
     for (int b = 0; b < batch; ++b) s.tokens[size_t(b)].init(hp.prefix(), hp.grid_h(), hp.grid_w());
     if (s.record_trace) s.trace.assign(size_t(batch), {});
@@ -552,7 +554,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         };
 
         // y = x + Attn(LN1(x))
-        for_row_shares(batch * n, ledger, s.share_ledgers, normalize_qkv);
+        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.qkv), normalize_qkv);
         {
             Ledger::ComponentScope scope(ledger, Component::attention);
             for (int b = 0; b < batch; ++b) {
@@ -584,6 +586,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
                     args.onednn = blk.qkv_w.onednn_layout != nullptr;
                     args.bf16 = attn16;
                     args.out_bf16 = attn16 ? attn16_out + b * n * c : nullptr;
+                    args.pace = pace(s.paces.attention);
                     attention(ledger, args);
                 } else if (attn16) {  // a stage's or the block's own attention wrote f32
                     scale_to_bf16(attn16_out + b * n * c, view.out, n * c, 1.0f);
@@ -595,13 +598,13 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         // quick_gelu the projection reads bf16 rows there and LN2 writes f32
         // ones, which would cover rows another thread is still reading).
         if (!stage_after_attention && attn16 == mlp16) {
-            for_row_shares(batch * n, ledger, s.share_ledgers, [&](int64_t r0, int64_t rows, Ledger* led) {
+            for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project_mlp), [&](int64_t r0, int64_t rows, Ledger* led) {
                 project(r0, rows, led);
                 mlp(r0, rows, led);
             });
             continue;
         }
-        for_row_shares(batch * n, ledger, s.share_ledgers, project);
+        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project), project);
 
         // Stages between MHSA and FFN may shorten each image's sequence.
         if (stage_after_attention) {
@@ -641,7 +644,7 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         }
 
         // x = y + MLP(LN2(y))
-        for_row_shares(batch * n, ledger, s.share_ledgers, mlp);
+        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.mlp), mlp);
     }
 
     return n;

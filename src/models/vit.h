@@ -13,6 +13,7 @@
 #include "io/timm_config.h"
 #include "kernels/grid_attention.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/row_shares.h"
 #include "tessera/arena.h"
 #include "tessera/stage.h"
 
@@ -149,6 +150,15 @@ struct VitState {
     std::vector<TokenState> tokens;           // per image
     std::vector<int> tokens_entering_block;   // [depth], from the last forward
     std::vector<Ledger> share_ledgers;        // one per thread beyond the first (kernels/row_shares.h)
+    // Rows split among the threads by their measured speeds instead of
+    // equally (ThreadPace, kernels/row_shares.h; TESSERA_SHARES=paced at
+    // set-up), with the speeds kept per kind of region of a block: a thread
+    // may be late in one kind (e.g. waking up after serial work) and not in
+    // another.
+    bool paced_shares = false;
+    struct {
+        ThreadPace qkv, attention, project_mlp, project, mlp;
+    } paces;
     bool record_trace = false;                // off: the forward pass allocates nothing
     std::vector<std::vector<TokenTrace>> trace;  // per image, from the last forward
 };
