@@ -12,11 +12,11 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
-#include <cstdint>
 #include <exception>
 #include <string>
 #include <utility>
@@ -102,21 +102,22 @@ private:
 
 // How fast each thread of a team has been finishing its rows, relative to
 // the others, for splitting a region's rows so that the threads finish
-// together. On the 2-core VM one vCPU ran 5-30% behind the other for
-// seconds at a time, the lead changing sides from minute to minute (the same
-// register-only FMA loop on both); in such a phase a ViT-Tiny forward pass
-// ran 10-12% faster with shares that follow the speeds than with equal ones,
-// and within 2% of it otherwise. Hybrid CPUs, whose cores differ in speed,
-// are the same case. A thread's time runs from the region's start to its
-// share's end, so a thread that starts late (wakes up late) is given fewer
-// rows too. Shares stay contiguous and in thread order; which thread computes
-// a row must not change its result.
+// together. On the 2-core VM one vCPU ran up to ~45% behind the other for a
+// minute at a time, the lead changing sides (the same register-only FMA loop
+// on both); in one such phase a ViT-Tiny forward pass ran 12% faster with
+// shares that follow the speeds, and in paired blocks against ONNX Runtime
+// they were ahead in 6 of 8 pairs by 3-7% (docs/performance.md). Hybrid
+// CPUs, whose cores differ in speed, are the same case. A thread's time runs
+// from the region's start to its share's end, so a thread that starts late
+// (wakes up late) is given fewer rows too. Shares stay contiguous and in
+// thread order; which thread computes a row must not change its result.
 //
-// Off unless asked for (TESSERA_SHARES=paced, chosen()): every share size is a oneDNN product of
-// its own (made per row count: ~0.7 ms and some allocation each), so a
-// split that moves makes new ones, in the forward pass, until the splits a
-// sequence length sees have all been made (~170 in 400 EViT forward passes
-// on the VM). With equal shares a warm forward pass allocates nothing.
+// Off unless asked for (chosen()): every share size is a oneDNN product of
+// its own (oneDNN makes a primitive per row count, ~0.7 ms and some
+// allocation each), so a split that moves makes new ones in the forward pass
+// until the splits a sequence length visits have all been made (~170 in 400
+// EViT forward passes on the VM). With equal shares a warm forward pass
+// allocates nothing.
 //
 // Protocol: begin() on the calling thread before the region; in the region,
 // share() gives each thread its rows and finish() records when it is done;
@@ -168,9 +169,8 @@ public:
     // A region with an idle thread, or shorter than a few microseconds
     // (timer and wake-up noise), teaches nothing. The shares' weights follow
     // the speeds in steps of 1/8, and only once a speed is a step away from
-    // its weight: every share size is a product shape of its own (oneDNN
-    // makes a primitive per row count, ~0.7 ms each here), and weights that
-    // followed every wobble made ~1000 of them in 300 EViT forward passes.
+    // its weight: weights that followed every wobble made ~1000 primitives
+    // in 300 EViT forward passes.
     void learn(int nt) {
         if (nt < 2 || nt > max_threads) return;
         constexpr double step = 0.2, min_seconds = 5e-6, slowest = 0.5, fastest = 2.0, grain = 1.0 / 8;

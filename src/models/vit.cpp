@@ -598,10 +598,11 @@ int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batc
         // quick_gelu the projection reads bf16 rows there and LN2 writes f32
         // ones, which would cover rows another thread is still reading).
         if (!stage_after_attention && attn16 == mlp16) {
-            for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project_mlp), [&](int64_t r0, int64_t rows, Ledger* led) {
+            auto project_mlp = [&](int64_t r0, int64_t rows, Ledger* led) {
                 project(r0, rows, led);
                 mlp(r0, rows, led);
-            });
+            };
+            for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project_mlp), project_mlp);
             continue;
         }
         for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project), project);
