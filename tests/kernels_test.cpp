@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "kernels/attention.h"
+#include "kernels/fused_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
 #include "kernels/onednn_engine.h"
@@ -455,18 +456,22 @@ TEST_P(AttentionTest, MatchesNaiveAndReturnsClsRow) {
     std::vector<float> ref, ref_cls;
     attention_ref(qkv, p.tokens, p.heads, p.head_dim, p.key_bias ? bias.data() : nullptr, ref, ref_cls);
 
-    // Both forms: the packed kernel, and oneDNN's batched products (what
-    // models on AVX-512/AMX CPUs run), in the same scratch.
-    for (const bool onednn : {false, true}) {
+    // Every f32 form: the packed kernel, oneDNN's batched products, and the
+    // fused AVX-512 form (what models on AVX-512/AMX CPUs run where the
+    // build and the head size allow it), in the same scratch.
+    enum class Form { packed, onednn, fused };
+    for (const Form form : {Form::packed, Form::onednn, Form::fused}) {
+        const char* name = form == Form::packed ? "packed" : form == Form::onednn ? "oneDNN" : "fused";
+        if (form == Form::fused && !attention_fused_available(p.tokens, p.head_dim)) continue;
         std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
         std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
         Ledger ledger;
         AttentionArgs args{qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
                            p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()};
-        args.onednn = onednn;
+        args.onednn = form != Form::packed, args.fused = form == Form::fused;
         attention(&ledger, args);
-        EXPECT_LT(max_abs_diff(out, ref), 1e-5f) << (onednn ? "oneDNN" : "packed");
-        EXPECT_LT(max_abs_diff(cls, ref_cls), 1e-6f) << (onednn ? "oneDNN" : "packed");
+        EXPECT_LT(max_abs_diff(out, ref), 1e-5f) << name;
+        EXPECT_LT(max_abs_diff(cls, ref_cls), 1e-6f) << name;
         EXPECT_EQ(ledger.total(), uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
     }
 
@@ -482,27 +487,34 @@ TEST_P(AttentionTest, MatchesNaiveAndReturnsClsRow) {
         return m;
     };
     const float largest = max_abs(ref);
-    for (const bool bf16_out : {false, true}) {
-        std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
-        std::vector<uint16_t> out16(bf16_out ? out.size() : 0);
-        std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
-        AttentionArgs args{qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
-                           p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()};
-        args.onednn = true, args.bf16 = true;
-        if (bf16_out) args.out_bf16 = out16.data();
-        attention(nullptr, args);
-        if (bf16_out)
-            for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(out16[i]);
-        EXPECT_LT(max_abs_diff(out, ref), 0.02f * largest) << (bf16_out ? "bf16 out" : "f32 out");
-        EXPECT_LT(max_abs_diff(cls, ref_cls), 0.02f * max_abs(ref_cls)) << (bf16_out ? "bf16 out" : "f32 out");
-    }
+    // The fused form rounds the same operands: the same bounds.
+    for (const bool fused : {false, true})
+        for (const bool bf16_out : {false, true}) {
+            if (fused && !attention_fused_available(p.tokens, p.head_dim, true)) continue;
+            const std::string name = std::string(fused ? "fused" : "oneDNN") + (bf16_out ? ", bf16 out" : ", f32 out");
+            std::vector<float> out(size_t(p.tokens * c)), cls(size_t(p.heads * p.tokens));
+            std::vector<uint16_t> out16(bf16_out ? out.size() : 0);
+            std::vector<float> scratch(size_t(attention_scratch_floats(p.heads, p.tokens, p.head_dim, threads_count())));
+            AttentionArgs args{qkv.data(), out.data(), p.tokens, p.heads, p.head_dim, 1.0f / std::sqrt(float(p.head_dim)),
+                               p.key_bias ? bias.data() : nullptr, cls.data(), scratch.data()};
+            args.onednn = true, args.bf16 = true, args.fused = fused;
+            if (bf16_out) args.out_bf16 = out16.data();
+            attention(nullptr, args);
+            if (bf16_out)
+                for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(out16[i]);
+            EXPECT_LT(max_abs_diff(out, ref), 0.02f * largest) << name;
+            EXPECT_LT(max_abs_diff(cls, ref_cls), 0.02f * max_abs(ref_cls)) << name;
+        }
 }
 
 // 577 tokens x 16 heads needs several query blocks: the full map never exists.
+// The fused form's edges: 16 tokens (its least: one key vector, shares of 8
+// rows), 72 (a partial last key vector and tile), head sizes 16-64.
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                          ::testing::Values(AttentionCase{1, 1, 4, false}, AttentionCase{197, 3, 64, false},
                                            AttentionCase{50, 2, 16, true}, AttentionCase{577, 16, 8, false},
-                                           AttentionCase{300, 4, 32, true}));
+                                           AttentionCase{300, 4, 32, true}, AttentionCase{16, 2, 64, false},
+                                           AttentionCase{72, 3, 48, true}));
 
 TEST(Attention, LongSequencesUseBoundedScratch) {
     // Packed form: keys (577 padded to 592) and values per head, plus one
@@ -516,7 +528,16 @@ TEST(Attention, LongSequencesUseBoundedScratch) {
     const int64_t onednn_form = 2 * 16 * 577 * 64 + 2 * 16 * 64 * (577 + 2 * 64 + 1);
     const int64_t onednn_bf16_form =
         16 * 577 * 64 + 2 * (16 * 64 * 64 / 2 + 16 * 64 * 577 * 3 / 2 + 16 * 64 * (64 + 1));
-    EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2), std::max({packed_form, onednn_form, onednn_bf16_form}));
+    // The fused form: per thread the head's keys transposed (577 padded to
+    // 592), one 6-row tile's queries and scores, and their reciprocals; in
+    // bf16 also the head's values in pairs and the tile's probabilities,
+    // every operand in 2 bytes (the larger here).
+    const int64_t fused_f32 = 64 * 592 + 6 * 64 + 6 * 592 + 16;
+    const int64_t fused_bf16 = 64 * 592 / 2 + 64 * 592 / 2 + 6 * 64 / 2 + 6 * 592 + 6 * 592 / 2 + 16;
+    const int64_t fused_form = 2 * std::max(fused_f32, fused_bf16);
+    EXPECT_EQ(attention_fused_scratch_floats(16, 577, 64, 2), fused_form);
+    EXPECT_EQ(attention_scratch_floats(16, 577, 64, 2),
+              std::max({packed_form, onednn_form, onednn_bf16_form, fused_form}));
     EXPECT_LT(attention_scratch_floats(16, 577, 64, 2), 16 * 577 * 577 / 2);
 }
 

@@ -86,6 +86,7 @@ std::string reference_python() {
 }  // namespace tessera::test
 
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "tessera/error.h"
@@ -218,7 +219,12 @@ void write_tiny_vit(const std::string& dir, const TinyVit& v) {
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
     EXPECT_EQ(a.size(), b.size());
     float m = 0.0f;
-    for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+        const float d = std::abs(a[i] - b[i]);
+        // a NaN on either side is no match (std::max would drop it)
+        if (std::isnan(d)) return std::numeric_limits<float>::infinity();
+        m = std::max(m, d);
+    }
     return m;
 }
 

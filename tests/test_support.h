@@ -85,7 +85,7 @@ void masked_attention(const std::vector<float>& qkv, int n, int heads, int d, do
                       const std::function<bool(int, int)>& allowed, std::vector<double>& out,
                       std::vector<double>& cls_probs);
 
-// Largest |a[i] - b[i]| (sizes must agree).
+// Largest |a[i] - b[i]| (sizes must agree); infinity where either side holds a NaN.
 float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
 
 // A stage that records every block's CLS attention row ([heads, count] per block).

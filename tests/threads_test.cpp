@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/fused_attention.h"
 #include "kernels/causal_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gemm.h"
@@ -103,14 +104,22 @@ TEST(ThreadedKernels, EncoderAttentionIsIdenticalOnAnyThreadCount) {
     const int64_t tokens = 197, heads = 3, head_dim = 64;
     const std::vector<float> qkv = random_values(size_t(tokens * 3 * heads * head_dim), 5),
                              bias = random_values(size_t(tokens), 6, 0.1f);
-    // The packed form, and the oneDNN form in f32 and bf16 (shares of query
-    // rows, one per thread: 197, 98 + 99, 65 + 66 + 66), each also with a
-    // scratch sized for one thread (`slots`), which it must keep to.
-    enum class Form { packed, onednn, onednn_bf16 };
-    for (const Form form : {Form::packed, Form::onednn, Form::onednn_bf16})
+    // The packed form, the oneDNN form in f32 and bf16 and the fused form
+    // (shares of query rows, one per thread: 197, 98 + 99, 65 + 66 + 66),
+    // each also with a scratch sized for one thread (`slots`), which it must
+    // keep to.
+    enum class Form { packed, onednn, onednn_bf16, fused, fused_bf16 };
+    for (const Form form : {Form::packed, Form::onednn, Form::onednn_bf16, Form::fused, Form::fused_bf16})
         for (const bool one_slot : {false, true}) {
-            if (form == Form::onednn_bf16 && !onednn_linear_chosen(DType::bf16)) continue;
-            SCOPED_TRACE(std::string(form == Form::packed ? "packed" : form == Form::onednn ? "oneDNN" : "oneDNN bf16") +
+            const bool bf16 = form == Form::onednn_bf16 || form == Form::fused_bf16;
+            const bool fused = form == Form::fused || form == Form::fused_bf16;
+            if (bf16 && !onednn_linear_chosen(DType::bf16)) continue;
+            if (fused && !attention_fused_available(tokens, head_dim, bf16)) continue;
+            SCOPED_TRACE(std::string(form == Form::packed        ? "packed"
+                                     : form == Form::onednn      ? "oneDNN"
+                                     : form == Form::onednn_bf16 ? "oneDNN bf16"
+                                     : form == Form::fused       ? "fused"
+                                                                 : "fused bf16") +
                          (one_slot ? ", scratch for one thread" : ""));
             expect_identical(on_thread_counts([&] {
                 std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
@@ -119,7 +128,7 @@ TEST(ThreadedKernels, EncoderAttentionIsIdenticalOnAnyThreadCount) {
                 AttentionArgs a;
                 a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
                 a.scale = 0.125f, a.key_bias = bias.data(), a.cls_probs = cls.data(), a.scratch = scratch.data();
-                a.slots = slots, a.onednn = form != Form::packed, a.bf16 = form == Form::onednn_bf16;
+                a.slots = slots, a.onednn = form != Form::packed, a.bf16 = bf16, a.fused = fused;
                 attention(nullptr, a);
                 out.insert(out.end(), cls.begin(), cls.end());
                 return out;
@@ -457,26 +466,29 @@ TEST(ThreadedKernels, PacedRowSharesAndAttentionFollowTheWeightsWithTheSameResul
     EXPECT_EQ(firsts, (std::vector<int64_t>{0, 50}));
     EXPECT_EQ(counts, (std::vector<int64_t>{50, 150}));
 
-    // Attention's query rows split 1 : 3 give what equal shares give.
+    // Attention's query rows split 1 : 3 give what equal shares give, in
+    // the oneDNN form and the fused one.
     const int64_t tokens = 197, heads = 3, head_dim = 64;
     const std::vector<float> qkv = random_values(size_t(tokens * 3 * heads * head_dim), 61);
-    auto attend = [&](ThreadPace* split) {
-        std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
-        std::vector<float> scratch(size_t(attention_scratch_floats(heads, tokens, head_dim, 2)));
-        AttentionArgs a;
-        a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
-        a.scale = 0.125f, a.cls_probs = cls.data(), a.scratch = scratch.data(), a.slots = 2, a.onednn = true;
-        a.pace = split;
-        attention(nullptr, a);
-        out.insert(out.end(), cls.begin(), cls.end());
-        return out;
-    };
-    ThreadPace skewed;
-    skewed.set_weight(0, 0.5), skewed.set_weight(1, 1.5);
-    const std::vector<float> equal = attend(nullptr), paced = attend(&skewed);
-    ASSERT_EQ(equal.size(), paced.size());
-    EXPECT_EQ(0, std::memcmp(equal.data(), paced.data(), equal.size() * sizeof(float)))
-        << "differs by up to " << max_abs_diff(equal, paced);
+    for (const bool fused : {false, true}) {
+        auto attend = [&](ThreadPace* split) {
+            std::vector<float> out(size_t(tokens * heads * head_dim)), cls(size_t(heads * tokens));
+            std::vector<float> scratch(size_t(attention_scratch_floats(heads, tokens, head_dim, 2)));
+            AttentionArgs a;
+            a.qkv = qkv.data(), a.out = out.data(), a.tokens = tokens, a.heads = heads, a.head_dim = head_dim;
+            a.scale = 0.125f, a.cls_probs = cls.data(), a.scratch = scratch.data(), a.slots = 2, a.onednn = true;
+            a.pace = split, a.fused = fused;
+            attention(nullptr, a);
+            out.insert(out.end(), cls.begin(), cls.end());
+            return out;
+        };
+        ThreadPace skewed;
+        skewed.set_weight(0, 0.5), skewed.set_weight(1, 1.5);
+        const std::vector<float> equal = attend(nullptr), paced = attend(&skewed);
+        ASSERT_EQ(equal.size(), paced.size());
+        EXPECT_EQ(0, std::memcmp(equal.data(), paced.data(), equal.size() * sizeof(float)))
+            << (fused ? "fused" : "oneDNN") << " form differs by up to " << max_abs_diff(equal, paced);
+    }
     threads_init(saved);
 }
 

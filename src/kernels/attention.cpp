@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "kernels/elementwise.h"
+#include "kernels/fused_attention.h"
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/row_shares.h"
@@ -82,7 +83,8 @@ int64_t onednn_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots
 int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim, int slots) {
     const int64_t block = attention_block_rows(heads, tokens);
     const int64_t packed_form = heads * packed_floats(tokens, head_dim) + int64_t(slots) * block * (head_dim + tokens);
-    return std::max(packed_form, onednn_floats(heads, tokens, head_dim, slots));
+    return std::max({packed_form, onednn_floats(heads, tokens, head_dim, slots),
+                     attention_fused_scratch_floats(heads, tokens, head_dim, slots)});
 }
 
 namespace {
@@ -211,7 +213,8 @@ void attention_onednn(const AttentionArgs& p) {
 
 void attention(Ledger* ledger, const AttentionArgs& p) {
     if (p.onednn) {
-        if (p.bf16) attention_onednn<uint16_t>(p);
+        if (p.fused && attention_fused_available(p.tokens, p.head_dim, p.bf16)) attention_fused(p);
+        else if (p.bf16) attention_onednn<uint16_t>(p);
         else attention_onednn<float>(p);
         if (ledger) ledger->add(uint64_t(2 * p.heads * p.tokens * p.tokens * p.head_dim));
         return;

@@ -37,6 +37,9 @@ struct AttentionArgs {
     // With onednn: the output rounded to bf16 and written here instead of to
     // out ([tokens, heads * head_dim]), for a bf16 projection to read.
     uint16_t* out_bf16 = nullptr;
+    // With onednn: the fused form (kernels/fused_attention.h) where this
+    // build and the shapes allow it, else oneDNN's products.
+    bool fused = true;
     // With onednn: the threads' query rows follow their measured speeds
     // (kernels/row_shares.h) and this region's times teach it; may be null.
     ThreadPace* pace = nullptr;
