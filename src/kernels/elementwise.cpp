@@ -251,16 +251,21 @@ void softmax_rows(float* x, int64_t rows, int64_t n, const float* bias) {
 
 namespace {
 
-// A row's last, partial vector (count of its lanes) stored: f32 under a mask,
-// bf16 through a small buffer (the row's only scalar conversions).
+// A row's last, partial vector (count of its lanes) stored under a mask: f32
+// as is, bf16 converted as store_lanes converts (without AVX512-BF16 through
+// a small buffer, the row's only scalar conversions).
 #ifdef TESSERA_SIMD_MATH_AVX512
 inline void store_first_lanes(float* y, __m512 v, int64_t count) {
     _mm512_mask_storeu_ps(y, simd::first_lanes16(count), v);
 }
 inline void store_first_lanes(uint16_t* y, __m512 v, int64_t count) {
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    _mm256_mask_storeu_epi16(y, simd::first_lanes16(count), (__m256i)_mm512_cvtneps_pbh(v));
+#else
     alignas(64) float lanes[16];
     _mm512_store_ps(lanes, v);
     for (int64_t t = 0; t < count; ++t) y[t] = f32_to_bf16(lanes[t]);
+#endif
 }
 #endif
 #ifdef TESSERA_ELEMENTWISE_AVX2

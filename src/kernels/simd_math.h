@@ -28,10 +28,10 @@ struct Lanes8 {
     static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
     static V floor(V a) { return _mm256_floor_ps(a); }
-    // 2^n for integral n in [-127, 127], as the float's exponent bits.
-    static V pow2(V n) {
+    // v * 2^n for integral n in [-126, 127] (2^n built as a float's exponent bits).
+    static V scale_pow2(V v, V n) {
         const __m256i biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
+        return _mm256_mul_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)));
     }
     static float sum(V v) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -68,10 +68,7 @@ struct Lanes16 {
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
     static V floor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
-    static V pow2(V n) {
-        const __m512i biased = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
-        return _mm512_castsi512_ps(_mm512_slli_epi32(biased, 23));
-    }
+    static V scale_pow2(V v, V n) { return _mm512_scalef_ps(v, n); }  // one instruction, the same result
     static float sum(V v) { return _mm512_reduce_add_ps(v); }
     static float max_of(V v) { return _mm512_reduce_max_ps(v); }
 };
@@ -96,7 +93,7 @@ typename L::V exp_nonpositive(typename L::V x) {
     p = L::fmadd(p, r, L::set1(0.5f));
     p = L::fmadd(p, r, L::set1(1.0f));
     p = L::fmadd(p, r, L::set1(1.0f));
-    return L::mul(p, L::pow2(n));
+    return L::scale_pow2(p, n);
 }
 inline __m256 exp_nonpositive8(__m256 x) { return exp_nonpositive<Lanes8>(x); }
 #ifdef TESSERA_SIMD_MATH_AVX512
