@@ -10,7 +10,7 @@
 #include "kernels/fused_attention.h"
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
-#include "kernels/row_shares.h"
+#include "kernels/query_shares.h"
 #include "tessera/threads.h"
 
 namespace tessera {
@@ -137,14 +137,7 @@ void attention_onednn(const AttentionArgs& p) {
     char* const base = reinterpret_cast<char*>(p.scratch);
     Operand* const keys = reinterpret_cast<Operand*>(base + at.keys);      // [h, n, d]
     Operand* const values = reinterpret_cast<Operand*>(base + at.values);  // [h, n, d]
-    // Shares of at least this many query rows a thread; fewer run on one.
-    constexpr int64_t min_share_rows = 16;
-    const int threads = omp_in_parallel() || h * n * n * d <= 65536
-                            ? 1
-                            : int(std::clamp<int64_t>(n / min_share_rows, 1, std::min(slots, threads_count())));
-    if (p.pace) p.pace->begin();
-    int team = 1;
-    const std::exception_ptr error = run_on_threads(threads, [&](int t, int nt) {
+    for_query_shares(p, [&](int t, int, int64_t first, int64_t last) {
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < n; ++j)
             for (int64_t hh = 0; hh < h; ++hh) {
@@ -160,8 +153,6 @@ void attention_onednn(const AttentionArgs& p) {
                                                               : reinterpret_cast<Operand*>(slot + at.probs);
         float* const head_out = reinterpret_cast<float*>(slot + at.head_out);  // [h, rows, d]
         float* const row_inv = reinterpret_cast<float*>(slot + at.row_inv);    // [h, rows]: 1 / sum of each score row
-        int64_t first = n * t / nt, last = n * (t + 1) / nt;
-        if (p.pace) p.pace->share(n, t, nt, first, last);
         const int64_t block = onednn_block_rows(h, n);
         for (int64_t r0 = first; r0 < last; r0 += block) {
             const int64_t rows = std::min(block, last - r0);
@@ -202,11 +193,7 @@ void attention_onednn(const AttentionArgs& p) {
                     }
                 }
         }
-        if (p.pace) p.pace->finish(t, last - first);
-        if (t == 0) team = nt;
     });
-    if (p.pace) p.pace->learn(team);
-    if (error) std::rethrow_exception(error);
 }
 
 }  // namespace

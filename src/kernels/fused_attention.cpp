@@ -1,13 +1,11 @@
 #include "kernels/fused_attention.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 #include <cstring>
 
 #include "kernels/elementwise.h"
-#include "kernels/row_shares.h"
+#include "kernels/query_shares.h"
 #include "kernels/simd_math.h"
 #include "tessera/error.h"
 #include "tessera/threads.h"
@@ -337,21 +335,10 @@ void attend_bf16(const AttentionArgs& p, const FusedScratch& at, float* slot, in
 
 void attention_fused(const AttentionArgs& p) {
     if (!attention_fused_available(p.tokens, p.head_dim, p.bf16)) fail("attention", "no fused form for these shapes");
-    const int64_t n = p.tokens, h = p.heads, d = p.head_dim;
-    const int slots = p.slots > 0 ? p.slots : threads_count();
-    const FusedScratch at = fused_scratch(n, d, p.bf16);
-    // Shares of at least this many query rows a thread; fewer run on one.
-    constexpr int64_t min_share_rows = 16;
-    const int threads = omp_in_parallel() || h * n * n * d <= 65536
-                            ? 1
-                            : int(std::clamp<int64_t>(n / min_share_rows, 1, std::min(slots, threads_count())));
-    if (p.pace) p.pace->begin();
-    int team = 1;
-    const std::exception_ptr error = run_on_threads(threads, [&](int t, int nt) {
+    const FusedScratch at = fused_scratch(p.tokens, p.head_dim, p.bf16);
+    for_query_shares(p, [&](int t, int, int64_t first, int64_t last) {
         float* const slot = p.scratch + t * at.slot_floats;
-        int64_t first = n * t / nt, last = n * (t + 1) / nt;
-        if (p.pace) p.pace->share(n, t, nt, first, last);
-        for (int64_t hh = 0; hh < h && first < last; ++hh) {
+        for (int64_t hh = 0; hh < p.heads && first < last; ++hh) {
 #ifdef __AVX512BF16__
             if (p.bf16) {
                 attend_bf16(p, at, slot, hh, first, last);
@@ -360,11 +347,7 @@ void attention_fused(const AttentionArgs& p) {
 #endif
             attend_f32(p, at, slot, hh, first, last);
         }
-        if (p.pace) p.pace->finish(t, last - first);
-        if (t == 0) team = nt;
     });
-    if (p.pace) p.pace->learn(team);
-    if (error) std::rethrow_exception(error);
 }
 
 #else  // no AVX-512 code in this build: the other forms run
