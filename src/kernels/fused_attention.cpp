@@ -87,6 +87,22 @@ inline void transpose16(__m512 r[16]) {
     for (int i = 0; i < 16; ++i) r[i] = out[i];
 }
 
+// 16 outputs of a head row: f32 into out, or rounded to bf16 into out16
+// where it is given.
+inline void store_output(float* out, uint16_t* out16, __m512 o) {
+    if (!out16) {
+        _mm512_storeu_ps(out, o);
+        return;
+    }
+#ifdef __AVX512BF16__
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out16), (__m256i)_mm512_cvtneps_pbh(o));
+#else
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, o);
+    scale_to_bf16(out16, lanes, 16, 1.0f);
+#endif
+}
+
 // s[i][16v + l] = q[i] . keys_t[:, 16v + l] for the tile's R query rows and
 // V vectors of 16 keys; q [R][d], keys_t and s with row strides nk.
 template <int R, int V>
@@ -107,10 +123,11 @@ void score_tile(const float* q, int64_t d, const float* keys_t, int64_t nk, floa
 }
 
 // out[i][:16U] = inv[i] * sum_j p[i][j] values[j][:16U] over the n keys, for
-// the tile's R rows; p row stride nk, values row stride ldv, out row stride ldo.
+// the tile's R rows (as store_output stores them); p row stride nk, values
+// row stride ldv, out and out16 row stride ldo.
 template <int R, int U>
 void value_tile(const float* p, int64_t nk, int64_t n, const float* values, int64_t ldv, const float* inv, float* out,
-                int64_t ldo) {
+                uint16_t* out16, int64_t ldo) {
     __m512 acc[R][U];
     for (int i = 0; i < R; ++i)
         for (int u = 0; u < U; ++u) acc[i][u] = _mm512_setzero_ps();
@@ -124,13 +141,15 @@ void value_tile(const float* p, int64_t nk, int64_t n, const float* values, int6
     }
     for (int i = 0; i < R; ++i) {
         const __m512 scale = _mm512_set1_ps(inv[i]);
-        for (int u = 0; u < U; ++u) _mm512_storeu_ps(out + i * ldo + 16 * u, _mm512_mul_ps(acc[i][u], scale));
+        for (int u = 0; u < U; ++u)
+            store_output(out + i * ldo + 16 * u, out16 ? out16 + i * ldo + 16 * u : nullptr, _mm512_mul_ps(acc[i][u], scale));
     }
 }
 
 // The tiles by row count (1..tile_rows) and vector count, chosen at run time.
 using ScoreTile = void (*)(const float*, int64_t, const float*, int64_t, float*);
-using ValueTile = void (*)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t);
+using ValueTile = void (*)(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*, uint16_t*,
+                           int64_t);
 
 template <int R>
 constexpr std::array<ScoreTile, score_vectors> score_tiles_of() {
@@ -179,8 +198,7 @@ void score_tile_bf16(const uint16_t* q, int64_t d, const uint16_t* keys2, int64_
 }
 
 // value_tile on bf16 operands: probabilities p [R][nk] (zero past the last
-// key), values in pairs of keys [nk/2][d][2]; the output rows in f32, or
-// rounded to bf16 into out16 where it is given.
+// key), values in pairs of keys [nk/2][d][2].
 template <int R, int U>
 void value_tile_bf16(const uint16_t* p, int64_t nk, int64_t pairs, const uint16_t* values2, int64_t d, const float* inv,
                      float* out, uint16_t* out16, int64_t ldo) {
@@ -197,11 +215,8 @@ void value_tile_bf16(const uint16_t* p, int64_t nk, int64_t pairs, const uint16_
     }
     for (int i = 0; i < R; ++i) {
         const __m512 scale = _mm512_set1_ps(inv[i]);
-        for (int u = 0; u < U; ++u) {
-            const __m512 o = _mm512_mul_ps(acc[i][u], scale);
-            if (out16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out16 + i * ldo + 16 * u), (__m256i)_mm512_cvtneps_pbh(o));
-            else _mm512_storeu_ps(out + i * ldo + 16 * u, o);
-        }
+        for (int u = 0; u < U; ++u)
+            store_output(out + i * ldo + 16 * u, out16 ? out16 + i * ldo + 16 * u : nullptr, _mm512_mul_ps(acc[i][u], scale));
     }
 }
 
@@ -276,7 +291,8 @@ void attend_f32(const AttentionArgs& p, const FusedScratch& at, float* slot, int
         for (int64_t i = 0; i < rows; ++i) row_inv[i] = 1.0f / softmax_row_unnormalized(scores + i * nk, n, p.key_bias);
         if (r0 == 0 && p.cls_probs)
             for (int64_t j = 0; j < n; ++j) p.cls_probs[hh * n + j] = scores[j] * row_inv[0];
-        value_tiles[size_t(rows - 1)][size_t(d / 16 - 1)](scores, nk, n, values, row, row_inv, p.out + r0 * c + hh * d, c);
+        value_tiles[size_t(rows - 1)][size_t(d / 16 - 1)](scores, nk, n, values, row, row_inv, p.out + r0 * c + hh * d,
+                                                           p.out_bf16 ? p.out_bf16 + r0 * c + hh * d : nullptr, c);
     }
 }
 
