@@ -14,8 +14,8 @@ class RecordingStage : public Stage {
 public:
     explicit RecordingStage(std::vector<std::string>* log, int cls_block = -1) : log_(log), cls_block_(cls_block) {}
     const std::string& name() const override { return name_; }
-    // Asks for the after-attention hook at every block: it logs each call.
-    Signals signals(int block) const override { return {block == cls_block_, true}; }
+    // Asks for the attention and after-attention hooks at every block: it logs each call.
+    Signals signals(int block) const override { return {block == cls_block_, true, true}; }
     bool encoder_attention(AttentionView& v) override {
         log_->push_back("attention " + std::to_string(v.block) + " tokens " + std::to_string(v.tokens) +
                         (v.cls_probs ? " cls" : ""));
@@ -89,11 +89,11 @@ TEST(StageHooks, SeenInOrderWithRequestedSignals) {
 // The after-attention hook runs only at blocks where a stage asks for it
 // (Signals::after_attention); the other blocks run projection and MLP as one
 // region, and the logits do not depend on which.
-TEST(StageHooks, AfterAttentionRunsOnlyWhereSignalled) {
+TEST(StageHooks, AttentionHooksRunOnlyWhereSignalled) {
     TinyModel m(1);
     struct OnlyAt : RecordingStage {
         using RecordingStage::RecordingStage;
-        Signals signals(int block) const override { return {false, block == 1}; }
+        Signals signals(int block) const override { return {false, block == 1, block != 1}; }
     };
     std::vector<std::string> log;
     OnlyAt recorder(&log);
@@ -101,8 +101,8 @@ TEST(StageHooks, AfterAttentionRunsOnlyWhereSignalled) {
     auto pixels = test::random_values(3 * 32 * 32, 3);
     std::vector<float> logits(10), plain(10);
     vit_forward(m.model, m.state, pixels.data(), 1, stages, 1, nullptr, logits.data());
-    std::vector<std::string> expected = {"attention 0 tokens 17", "attention 1 tokens 17", "after_attention 1",
-                                         "attention 2 tokens 17", "after_encoder tokens 17"};
+    std::vector<std::string> expected = {"attention 0 tokens 17", "after_attention 1", "attention 2 tokens 17",
+                                         "after_encoder tokens 17"};
     EXPECT_EQ(log, expected);
     vit_forward(m.model, m.state, pixels.data(), 1, nullptr, 0, nullptr, plain.data());
     EXPECT_LT(test::max_abs_diff(logits, plain), 1e-6f);

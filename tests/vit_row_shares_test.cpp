@@ -6,6 +6,7 @@
 // f32 after a bf16 attention), and with a stage between attention and MLP.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,78 @@ TEST(VitRowShares, LogitsDoNotDependOnHowTheRowsAreSplit) {
                         << dtype_name(dtype) << (stage ? ", EViT" : "") << ", skew " << skew << ", logit " << i;
             }
         }
+}
+
+// Asks for the attention hook at every block and computes nothing there:
+// every block then runs as separate regions, the hooks between them.
+class HookEveryBlock : public Stage {
+public:
+    const std::string& name() const override { return name_; }
+    Signals signals(int) const override {
+        Signals s;
+        s.attention = true;
+        return s;
+    }
+
+private:
+    std::string name_ = "hook";
+};
+
+TEST(VitRowShares, WholeBlockRegionsGiveWhatSeparateRegionsGive) {
+    // Blocks run as regions of whole blocks, the threads meeting once a
+    // block and qkv alternating between two buffers, a region ending after
+    // the projection of a block with after-attention hooks (EViT's) and the
+    // next one starting with its MLP. Logits and MACs must be exactly those
+    // of one region per sub-layer.
+    test::TinyVit spec{64, 8, 32, 3, 2, 10, 21};  // 65 tokens, head size 16 (the fused attention's)
+    const std::string dir = test::temp_dir() + "/regions";
+    test::write_tiny_vit(dir, spec);
+    YamlMap params(YAML::Load("{blocks: [1], keep_rate: 0.75}"), "test.yaml", "stages[0].evit");
+    EvitStage evit(params);
+    params.finish();
+    HookEveryBlock hook;
+    const int saved = threads_count();
+    for (DType dtype : {DType::f32, DType::bf16})
+        for (int threads : {2, 3})
+            for (int batch : {1, 3}) {
+                // EViT leaves 49 tokens after block 1: 24 rows a thread at batch 1 on 2 threads
+                if (49 * batch / threads < row_share_min_rows) continue;
+                threads_init(threads);
+                VitModel model;
+                vit_load(model, dir, dtype);
+                VitState state;
+                vit_state_init(state, model, batch);
+                evit.check(model.encoder_shape());
+                const std::vector<float> pixels = test::random_values(size_t(batch) * 3 * 64 * 64, 25);
+                auto run = [&](std::vector<Stage*> stages) {
+                    std::vector<float> logits(size_t(batch) * 10);
+                    Ledger ledger;
+                    vit_forward(model, state, pixels.data(), batch, stages.data(), int(stages.size()), &ledger,
+                                logits.data());
+                    logits.push_back(float(ledger.total()));
+                    return logits;
+                };
+                const std::string where = std::string(dtype_name(dtype)) + ", " + std::to_string(threads) +
+                                          " threads, batch " + std::to_string(batch);
+                for (bool pruned : {false, true}) {
+                    std::vector<Stage*> chain;
+                    if (pruned) chain.push_back(&evit);
+                    const std::vector<float> regions = run(chain);
+                    EXPECT_EQ(state.blocks_in_one_region, spec.depth) << where;
+                    chain.push_back(&hook);
+                    const std::vector<float> separate = run(chain);
+                    EXPECT_EQ(state.blocks_in_one_region, 0) << where;
+                    ASSERT_EQ(regions.size(), separate.size());
+                    EXPECT_EQ(0, std::memcmp(regions.data(), separate.data(), separate.size() * sizeof(float)))
+                        << where << (pruned ? ", EViT" : "") << ": differ by up to "
+                        << test::max_abs_diff(regions, separate);
+                }
+                // Paced shares keep separate regions.
+                state.paced_shares = true;
+                run({});
+                EXPECT_EQ(state.blocks_in_one_region, 0) << where;
+            }
+    threads_init(saved);
 }
 
 TEST(VitRowShares, LayerScaleIsApplied) {

@@ -24,6 +24,11 @@ struct Signals {
     // blocks where some stage of the chain sets this; elsewhere the block
     // runs its projection and MLP as one parallel region.
     bool after_attention = false;
+    // encoder_attention may compute this block's attention. It is called
+    // only at blocks where some stage of the chain sets this; elsewhere the
+    // block's own attention runs, and with no stage acting at all, the block
+    // runs as one parallel region.
+    bool attention = false;
 };
 
 // Hook 1, inside block `block`: the attention kernel. A stage that returns

@@ -198,6 +198,16 @@ void attention_onednn(const AttentionArgs& p) {
 
 }  // namespace
 
+bool attention_rows_available(const AttentionArgs& p) {
+    return p.onednn && p.fused && attention_fused_available(p.tokens, p.head_dim, p.bf16);
+}
+
+void attention_rows(Ledger* ledger, const AttentionArgs& p, int slot, int64_t first, int64_t last) {
+    if (!attention_rows_available(p)) fail("attention", "no form runs a share of the query rows for these shapes");
+    attention_fused_rows(p, slot, first, last);
+    if (ledger) ledger->add(uint64_t(2 * p.heads * (last - first) * p.tokens * p.head_dim));
+}
+
 void attention(Ledger* ledger, const AttentionArgs& p) {
     if (p.onednn) {
         if (p.fused && attention_fused_available(p.tokens, p.head_dim, p.bf16)) attention_fused(p);

@@ -56,4 +56,13 @@ int64_t attention_scratch_floats(int64_t heads, int64_t tokens, int64_t head_dim
 // Adds 2 * heads * tokens^2 * head_dim MACs (scores and value product).
 void attention(Ledger* ledger, const AttentionArgs& args);
 
+// One thread's query rows [first, last) of attention(), for a caller already
+// inside a parallel region whose threads take shares of the rows, with
+// scratch slot `slot` (< args.slots). Every row's keys and values must be
+// written before any thread starts. Only the fused form does this:
+// attention_rows_available() says whether it runs these args. Adds
+// 2 * heads * (last - first) * tokens * head_dim MACs.
+bool attention_rows_available(const AttentionArgs& args);
+void attention_rows(Ledger* ledger, const AttentionArgs& args, int slot, int64_t first, int64_t last);
+
 }  // namespace tessera

@@ -349,21 +349,24 @@ void attend_bf16(const AttentionArgs& p, const FusedScratch& at, float* slot, in
 
 }  // namespace
 
-void attention_fused(const AttentionArgs& p) {
+void attention_fused_rows(const AttentionArgs& p, int slot, int64_t first, int64_t last) {
     if (!attention_fused_available(p.tokens, p.head_dim, p.bf16)) fail("attention", "no fused form for these shapes");
     const FusedScratch at = fused_scratch(p.tokens, p.head_dim, p.bf16);
-    for_query_shares(p, [&](int t, int, int64_t first, int64_t last) {
-        float* const slot = p.scratch + t * at.slot_floats;
-        for (int64_t hh = 0; hh < p.heads && first < last; ++hh) {
+    float* const scratch = p.scratch + slot * at.slot_floats;
+    for (int64_t hh = 0; hh < p.heads && first < last; ++hh) {
 #ifdef __AVX512BF16__
-            if (p.bf16) {
-                attend_bf16(p, at, slot, hh, first, last);
-                continue;
-            }
-#endif
-            attend_f32(p, at, slot, hh, first, last);
+        if (p.bf16) {
+            attend_bf16(p, at, scratch, hh, first, last);
+            continue;
         }
-    });
+#endif
+        attend_f32(p, at, scratch, hh, first, last);
+    }
+}
+
+void attention_fused(const AttentionArgs& p) {
+    if (!attention_fused_available(p.tokens, p.head_dim, p.bf16)) fail("attention", "no fused form for these shapes");
+    for_query_shares(p, [&](int t, int, int64_t first, int64_t last) { attention_fused_rows(p, t, first, last); });
 }
 
 #else  // no AVX-512 code in this build: the other forms run
@@ -371,6 +374,9 @@ void attention_fused(const AttentionArgs& p) {
 bool attention_fused_available(int64_t, int64_t, bool) { return false; }
 
 void attention_fused(const AttentionArgs&) { fail("attention", "the fused form needs a build with AVX-512"); }
+void attention_fused_rows(const AttentionArgs&, int, int64_t, int64_t) {
+    fail("attention", "the fused form needs a build with AVX-512");
+}
 
 #endif
 

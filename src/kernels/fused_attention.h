@@ -28,4 +28,10 @@ int64_t attention_fused_scratch_floats(int64_t heads, int64_t tokens, int64_t he
 // same on any thread count or split.
 void attention_fused(const AttentionArgs& p);
 
+// One thread's part of it, for a caller that is already inside a parallel
+// region: the query rows [first, last) of every head, in scratch slot `slot`
+// (< p.slots). Every query row's keys and values must be written before any
+// thread starts. Counts no MACs either.
+void attention_fused_rows(const AttentionArgs& p, int slot, int64_t first, int64_t last);
+
 }  // namespace tessera

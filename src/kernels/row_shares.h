@@ -220,6 +220,49 @@ private:
     }
 };
 
+// The threads for_row_shares splits `rows` among, or 0 where it runs them
+// outside a region: fewer than two threads, already inside a region, shares
+// too small or too large, or too few `helpers` ledgers for a `ledger`.
+inline int row_share_threads(int64_t rows, const Ledger* ledger, const std::vector<Ledger>& helpers) {
+    const int threads = omp_get_max_threads();
+    if (threads < 2 || omp_in_parallel()) return 0;
+    const int64_t per_thread = rows / threads;
+    if (per_thread < row_share_min_rows || per_thread > row_share_max_rows) return 0;
+    if (ledger && helpers.size() + 1 < size_t(threads)) return 0;
+    return threads;
+}
+
+// The steps of one region (run_on_threads) whose threads meet at barriers
+// between them. A thread whose step throws must not leave the others waiting
+// at a barrier it never reaches: once a step has thrown, every thread skips
+// the steps still to come but meets every barrier, and rethrow() after the
+// region throws the first exception.
+class RegionSteps {
+public:
+    template <typename Fn>
+    void run(Fn&& fn) {
+        if (failed_.load(std::memory_order_relaxed)) return;
+        try {
+            fn();
+        } catch (...) {
+#pragma omp critical(tessera_region_steps)
+            if (!error_) error_ = std::current_exception();
+            failed_.store(true, std::memory_order_relaxed);
+        }
+    }
+    // Every thread of the region must call it the same number of times.
+    void barrier() {
+#pragma omp barrier
+    }
+    void rethrow() const {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    std::atomic<bool> failed_{false};
+    std::exception_ptr error_;
+};
+
 // Runs fn(first_row, rows_in_share, ledger) once per thread of one parallel
 // region, the shares contiguous and covering [0, rows), or once on all rows
 // outside one where shares would be too small or too large, or where a
@@ -231,10 +274,8 @@ private:
 // ended.
 template <typename Fn>
 void for_row_shares(int64_t rows, Ledger* ledger, std::vector<Ledger>& helpers, ThreadPace* pace, Fn&& fn) {
-    const int threads = omp_get_max_threads();
-    const int64_t per_thread = rows / (threads > 0 ? threads : 1);
-    if (threads < 2 || omp_in_parallel() || per_thread < row_share_min_rows || per_thread > row_share_max_rows ||
-        (ledger && helpers.size() + 1 < size_t(threads))) {
+    const int threads = row_share_threads(rows, ledger, helpers);
+    if (threads == 0) {
         fn(int64_t(0), rows, ledger);
         return;
     }

@@ -1,6 +1,7 @@
 #include "models/vit.h"
 
 #include <algorithm>
+#include <bitset>
 #include <cmath>
 #include <cstring>
 #include <regex>
@@ -168,7 +169,8 @@ VitHparams vit_hparams_from_timm(const TimmConfig& cfg) {
         bad("model_args.img_size " + std::to_string(hp.img_h) + "x" + std::to_string(hp.img_w) +
             " must be a multiple of patch_size " + std::to_string(hp.patch) + " and at most 4096");
     if (hp.dim < 1 || hp.dim > 16384) bad("model_args.embed_dim must be in 1..16384");
-    if (hp.depth < 1 || hp.depth > 256) bad("model_args.depth must be in 1..256");
+    if (hp.depth < 1 || hp.depth > max_vit_depth)
+        bad("model_args.depth must be in 1.." + std::to_string(max_vit_depth));
     if (hp.heads < 1 || hp.dim % hp.heads)
         bad("model_args.num_heads " + std::to_string(hp.heads) + " must divide embed_dim " + std::to_string(hp.dim));
     if (hp.mlp_hidden < 1 || hp.mlp_hidden > 16 * 16384) bad("model_args.mlp_ratio gives an invalid MLP width");
@@ -336,7 +338,9 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
         if (a.kind == BlockAttention::Kind::channel)
             channel_floats = std::max(channel_floats, channel_attention_scratch_floats(c, a.groups));
     }
-    const int64_t floats = b * n * c * 3 + b * n * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
+    // Whole-block regions take batches of at most row_share_max_rows a thread.
+    const int64_t spare_rows = std::min(b * n, row_share_max_rows * threads_count());
+    const int64_t floats = b * n * c * 3 + (b * n + spare_rows) * 3 * c + b * n * hp.mlp_hidden + b * grid * patch_len +
                            attention_scratch_floats(hp.heads, n, hp.head_dim(), threads_count()) + 2 * n + b * hp.heads * n + b * c +
                            s.stage_scratch_floats + channel_floats;
     memory_check(model.dir, "a batch of " + std::to_string(max_batch) + " images (activations)",
@@ -345,6 +349,8 @@ void vit_state_init(VitState& s, const VitModel& model, int max_batch) {
     s.x = s.arena.alloc<float>(size_t(b * n * c));
     s.xn = s.arena.alloc<float>(size_t(b * n * c));
     s.qkv = s.arena.alloc<float>(size_t(b * n * 3 * c));
+    s.qkv_spare = s.arena.alloc<float>(size_t(spare_rows * 3 * c));
+    s.qkv_spare_rows = spare_rows;
     s.attn = s.arena.alloc<float>(size_t(b * n * c));
     s.hidden = s.arena.alloc<float>(size_t(b * n * hp.mlp_hidden));
     s.patches = s.arena.alloc<float>(size_t(b * grid * patch_len));
@@ -452,202 +458,378 @@ void add_scaled(float* y, const float* t, const float* gamma, int64_t rows, int6
         for (int64_t i = 0; i < c; ++i) y[r * c + i] += (gamma ? gamma[i] : 1.0f) * t[r * c + i];
 }
 
+// One block's row-wise sub-layers, each over rows [r0, r0 + rows) of the
+// batch's sequences (images one after another at stride n) on one thread.
+struct BlockRows {
+    const VitHparams& hp;
+    const VitBlock& blk;
+    VitState& s;
+    // bf16 layers on oneDNN (CPUs with bf16 arithmetic): the layer norms and
+    // fc1 write bf16 for the products that read them, instead of f32 that
+    // oneDNN converts in a separate pass (7% of a ViT-S forward).
+    bool qkv16, mlp16;
+    // The attention's products in bf16 too, and its output written in bf16
+    // for the projection (into xn, free once qkv has read it).
+    bool attn16;
+
+    BlockRows(const VitModel& m, VitState& state, int l) : hp(m.hp), blk(m.blocks[size_t(l)]), s(state) {
+        auto on_onednn_bf16 = [](const PackedMatrix& w) { return w.dtype == DType::bf16 && w.onednn_layout; };
+        qkv16 = on_onednn_bf16(blk.qkv_w);
+        mlp16 = on_onednn_bf16(blk.fc1_w) && on_onednn_bf16(blk.fc2_w) && hp.act != "quick_gelu";
+        attn16 = qkv16 && on_onednn_bf16(blk.proj_w);
+    }
+    uint16_t* attn16_out() const { return reinterpret_cast<uint16_t*>(s.xn); }
+
+    // qkv = LN1(x) W_qkv + b
+    void normalize_qkv(float* qkv, int64_t r0, int64_t rows, Ledger* led) const {
+        const int64_t c = hp.dim;
+        Ledger::ComponentScope scope(led, Component::attention);
+        if (qkv16) {
+            auto* xn16 = reinterpret_cast<uint16_t*>(s.xn) + r0 * c;
+            layer_norm_bf16(xn16, s.x + r0 * c, blk.norm1_w, blk.norm1_b, rows, c, hp.norm_eps);
+            onednn_linear_bf16_io(led, qkv + r0 * 3 * c, DType::f32, xn16, blk.qkv_w, blk.qkv_b, rows, Epilogue::none);
+        } else {
+            layer_norm(s.xn + r0 * c, s.x + r0 * c, blk.norm1_w, blk.norm1_b, rows, c, hp.norm_eps);
+            linear_packed(led, qkv + r0 * 3 * c, s.xn + r0 * c, blk.qkv_w, blk.qkv_b, rows);
+        }
+    }
+
+    // The global attention of image b's n tokens (qkv at its rows), writing
+    // s.attn, or attn16_out() with attn16.
+    AttentionArgs attention_args(const float* qkv, int b, int64_t n, const float* key_bias, float* cls_probs) const {
+        const int64_t c = hp.dim, hd = hp.head_dim();
+        AttentionArgs args{qkv + b * n * 3 * c, s.attn + b * n * c, n, hp.heads, hd, 1.0f / std::sqrt(float(hd)),
+                           key_bias, cls_probs, s.scores, s.attention_slots};
+        // Attention follows the linear layers onto oneDNN where they run there.
+        args.onednn = blk.qkv_w.onednn_layout != nullptr;
+        args.bf16 = attn16;
+        args.out_bf16 = attn16 ? attn16_out() + b * n * c : nullptr;
+        return args;
+    }
+
+    // x += proj(attention output), scaled by ls1 where the block has it.
+    void project(int64_t r0, int64_t rows, Ledger* led) const {
+        const int64_t c = hp.dim;
+        Ledger::ComponentScope scope(led, Component::attention);
+        float* x = s.x + r0 * c;
+        if (attn16) {
+            float* y = blk.ls1 ? s.attn + r0 * c : x;
+            onednn_linear_bf16_io(led, y, DType::f32, attn16_out() + r0 * c, blk.proj_w, blk.proj_b, rows,
+                                  blk.ls1 ? Epilogue::none : Epilogue::residual);
+            if (blk.ls1) add_scaled(x, y, blk.ls1, rows, c);
+        } else if (blk.ls1) {
+            linear_packed(led, s.xn + r0 * c, s.attn + r0 * c, blk.proj_w, blk.proj_b, rows);
+            add_scaled(x, s.xn + r0 * c, blk.ls1, rows, c);
+        } else {
+            linear_packed(led, x, s.attn + r0 * c, blk.proj_w, blk.proj_b, rows, Epilogue::residual);
+        }
+    }
+
+    // x += MLP(LN2(x)), scaled by ls2 where the block has it.
+    void mlp(int64_t r0, int64_t rows, Ledger* led) const {
+        const int64_t c = hp.dim, hidden = hp.mlp_hidden;
+        Ledger::ComponentScope scope(led, Component::mlp);
+        float* x = s.x + r0 * c;
+        if (mlp16) {
+            // LN2 and fc1's GELU output written in bf16 for the next product.
+            auto* xn16 = reinterpret_cast<uint16_t*>(s.xn) + r0 * c;
+            auto* hidden16 = reinterpret_cast<uint16_t*>(s.hidden) + r0 * hidden;
+            layer_norm_bf16(xn16, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
+            onednn_linear_bf16_io(led, hidden16, DType::bf16, xn16, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
+            // Not into xn: its f32 rows overlap other threads' bf16 rows, still to be read.
+            float* y = blk.ls2 ? s.attn + r0 * c : x;
+            onednn_linear_bf16_io(led, y, DType::f32, hidden16, blk.fc2_w, blk.fc2_b, rows,
+                                  blk.ls2 ? Epilogue::none : Epilogue::residual);
+            if (blk.ls2) add_scaled(x, y, blk.ls2, rows, c);
+            return;
+        }
+        float* xn = s.xn + r0 * c;
+        float* h = s.hidden + r0 * hidden;
+        layer_norm(xn, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
+        if (hp.act == "quick_gelu") {
+            linear_packed(led, h, xn, blk.fc1_w, blk.fc1_b, rows);
+            quick_gelu(h, rows * hidden);
+        } else {
+            linear_packed(led, h, xn, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
+        }
+        if (blk.ls2) {
+            linear_packed(led, xn, h, blk.fc2_w, blk.fc2_b, rows);
+            add_scaled(x, xn, blk.ls2, rows, c);
+        } else {
+            linear_packed(led, x, h, blk.fc2_w, blk.fc2_b, rows, Epilogue::residual);
+        }
+    }
+};
+
+// What the stages of a chain ask of block l.
+Signals chain_signals(Stage* const* stages, int stage_count, int l) {
+    Signals all;
+    for (int i = 0; i < stage_count; ++i) {
+        const Signals one = stages[i]->signals(l);
+        all.cls_attention |= one.cls_attention;
+        all.after_attention |= one.after_attention;
+        all.attention |= one.attention;
+    }
+    return all;
+}
+
+// How block l can take part in a region of whole blocks (run_region).
+enum class InRegion {
+    no,      // it runs as separate regions, hooks between them (run_block_with_hooks)
+    whole,   // no stage acts in it
+    to_hook  // up to its projection; after-attention hooks, then its MLP, follow
+};
+
+// Block l joins a region of `threads` threads (0: it cannot) where its
+// attention is the global one and has a form that runs a share of the
+// query rows (the fused one), no stage computes the attention, the row
+// shares are neither too small nor too large (kernels/row_shares.h), shares
+// are not paced, and xn holds rows of one width through the block (see
+// BlockRows::mlp).
+InRegion block_in_region(const VitModel& m, VitState& s, int l, int batch, int64_t n, const Signals& signals,
+                         Ledger* ledger, int& threads) {
+    const VitHparams& hp = m.hp;
+    threads = 0;
+    if (signals.attention || s.paced_shares || batch * n > s.qkv_spare_rows) return InRegion::no;
+    if (l < int(hp.block_attention.size()) && hp.block_attention[size_t(l)].kind != BlockAttention::Kind::global)
+        return InRegion::no;
+    for (int b = 0; b < batch && batch > 1; ++b)
+        if (s.tokens[size_t(b)].proportional_attention) return InRegion::no;  // one key-bias row serves one image
+    const BlockRows block(m, s, l);
+    if (block.qkv16 != block.attn16 || block.attn16 != block.mlp16) return InRegion::no;
+    if (!attention_rows_available(block.attention_args(s.qkv, 0, n, nullptr, nullptr))) return InRegion::no;
+    threads = row_share_threads(batch * n, ledger, s.share_ledgers);
+    if (threads == 0 || threads > s.attention_slots) return threads = 0, InRegion::no;
+    return signals.after_attention ? InRegion::to_hook : InRegion::whole;
+}
+
+// A region of whole blocks: the MLP of the block before first (whose
+// after-attention hooks have run) where mlp_first, blocks [first, end), then
+// up to the projection of block `end` where hook_last.
+struct RegionPlan {
+    int first = 0, end = 0;
+    bool mlp_first = false, hook_last = false;
+    int threads = 0;
+};
+
+// One parallel region for a plan: each thread takes the same rows of the
+// batch through every sub-layer, LN1 and qkv, attention queries, projection
+// and MLP. The threads meet once a block, after qkv, as attention reads
+// every row's keys and values; instead of three or four fork-joins a block,
+// whose ends left the faster thread waiting (docs/performance.md). qkv
+// alternates between two buffers from block to block, so that a thread
+// writing the next block's qkv rows never overwrites keys another thread is
+// still reading. Returns the qkv of the last block.
+float* run_region(const VitModel& m, VitState& s, const RegionPlan& plan, int batch, int64_t n,
+                  Stage* const* stages, int stage_count, Ledger* ledger) {
+    const int64_t rows = batch * n;
+    const int heads = m.hp.heads, last = plan.hook_last ? plan.end : plan.end - 1;
+    std::bitset<max_vit_depth> want_cls;  // the threads read it; signals() stay on this one
+    for (int l = plan.first; l <= last; ++l) want_cls[size_t(l)] = chain_signals(stages, stage_count, l).cls_attention;
+    if (batch == 1 && s.tokens[0].proportional_attention)
+        for (int64_t j = 0; j < n; ++j) s.key_bias[j] = std::log(s.tokens[0].size[size_t(j)]);
+    const float* key_bias = batch == 1 && s.tokens[0].proportional_attention ? s.key_bias : nullptr;
+    auto qkv_of = [&](int l) { return (l - plan.first) % 2 ? s.qkv_spare : s.qkv; };
+    if (ledger)
+        for (int t = 1; t < plan.threads; ++t) s.share_ledgers[size_t(t - 1)].book_as(*ledger);
+    RegionSteps steps;
+    const std::exception_ptr error = run_on_threads(plan.threads, [&](int t, int nt) {
+        Ledger* led = !ledger ? nullptr : t == 0 ? ledger : &s.share_ledgers[size_t(t - 1)];
+        const int64_t first = rows * t / nt, count = rows * (t + 1) / nt - first;
+        if (plan.mlp_first) steps.run([&] { BlockRows(m, s, plan.first - 1).mlp(first, count, led); });
+        for (int l = plan.first; l <= last; ++l) {
+            const BlockRows block(m, s, l);
+            float* const qkv = qkv_of(l);
+            steps.run([&] { block.normalize_qkv(qkv, first, count, led); });
+            steps.barrier();
+            steps.run([&] {
+                Ledger::ComponentScope scope(led, Component::attention);
+                for (int b = 0; b < batch; ++b) {  // this thread's queries of each image
+                    const int64_t q0 = std::max(first, b * n), q1 = std::min(first + count, (b + 1) * n);
+                    if (q0 >= q1) continue;
+                    float* cls = want_cls[size_t(l)] ? s.cls_probs + b * heads * n : nullptr;
+                    attention_rows(led, block.attention_args(qkv, b, n, key_bias, cls), t, q0 - b * n, q1 - b * n);
+                }
+                block.project(first, count, led);
+                if (l < plan.end) block.mlp(first, count, led);
+            });
+        }
+    });
+    if (ledger)
+        for (int t = 1; t < plan.threads; ++t) ledger->absorb(s.share_ledgers[size_t(t - 1)]);
+    if (error) std::rethrow_exception(error);
+    steps.rethrow();
+    return qkv_of(last);
+}
+
+// The stages' after-attention hooks of block l on each image (qkv: the
+// block's), which may shorten the sequences; returns the token count after
+// them.
+int64_t run_after_attention_hooks(const VitModel& m, VitState& s, int l, int batch, int64_t n, const float* qkv,
+                                  Stage* const* stages, int stage_count, bool want_cls, Ledger* ledger) {
+    const int64_t c = m.hp.dim, heads = m.hp.heads;
+    int64_t new_n = -1;
+    for (int b = 0; b < batch; ++b) {
+        BlockView view;
+        view.block = l, view.ledger = ledger, view.dim = int(c), view.heads = int(heads);
+        view.x = s.x + b * n * c;
+        view.qkv = qkv + b * n * 3 * c;
+        view.cls_attention = want_cls ? s.cls_probs + b * heads * n : nullptr;
+        view.state = &s.tokens[size_t(b)];
+        view.scratch = s.stage_scratch, view.scratch_floats = s.stage_scratch_floats;
+        for (int i = 0; i < stage_count; ++i) {
+            const int before = view.state->count;
+            {
+                Ledger::StageScope stage_scope(ledger, stages[i]->name());
+                stages[i]->encoder_after_attention(view);
+            }
+            const TokenState& ts = *view.state;
+            if (ts.count != before) {
+                view.qkv = nullptr;  // stale for later stages in this block
+                if (want_cls) carry_cls_row(s.cls_probs + b * heads * n, int(heads), ts, s.cls_remap);
+            }
+            if (s.record_trace && ts.count != before)
+                s.trace[size_t(b)].push_back({l, stages[i]->name(), ts.count, ts.patch_owner,
+                                              std::vector<TokenKind>(ts.kind.begin(), ts.kind.begin() + ts.count)});
+        }
+        const int64_t count = view.state->count;
+        if (new_n >= 0 && count != new_n)
+            fail("stage chain", "images of one batch left block " + std::to_string(l) + " with different token counts");
+        new_n = count;
+        // Images sit at stride n; pack them at the new stride.
+        if (count != n && b > 0) std::memmove(s.x + b * count * c, view.x, size_t(count * c) * sizeof(float));
+    }
+    return new_n;
+}
+
+// Block l with the stages' hooks: LN1 and qkv, attention (a stage's, the
+// block's trained form, or global), the projection, the after-attention
+// hooks and the MLP, row-wise sub-layers each as one region of row shares.
+// Returns the token count per image after the block.
+int64_t run_block_with_hooks(const VitModel& m, VitState& s, int l, int batch, int64_t n, Stage* const* stages,
+                             int stage_count, const Signals& signals, Ledger* ledger) {
+    const VitHparams& hp = m.hp;
+    const int64_t c = hp.dim, heads = hp.heads;
+    auto pace = [&](ThreadPace& p) { return s.paced_shares ? &p : nullptr; };
+    const BlockRows block(m, s, l);
+    const bool want_cls = signals.cls_attention;
+
+    // y = x + Attn(LN1(x))
+    for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.qkv),
+                   [&](int64_t r0, int64_t rows, Ledger* led) { block.normalize_qkv(s.qkv, r0, rows, led); });
+    {
+        Ledger::ComponentScope scope(ledger, Component::attention);
+        for (int b = 0; b < batch; ++b) {
+            const TokenState& ts = s.tokens[size_t(b)];
+            if (ts.proportional_attention)
+                for (int64_t j = 0; j < n; ++j) s.key_bias[j] = std::log(ts.size[size_t(j)]);
+            AttentionArgs args = block.attention_args(s.qkv, b, n, ts.proportional_attention ? s.key_bias : nullptr,
+                                                      want_cls ? s.cls_probs + b * heads * n : nullptr);
+            AttentionView view;
+            view.block = l, view.ledger = ledger, view.state = &ts;
+            view.qkv = args.qkv, view.out = args.out;
+            view.tokens = int(n), view.heads = int(heads), view.head_dim = int(args.head_dim);
+            view.scale = args.scale, view.key_bias = args.key_bias, view.cls_probs = args.cls_probs;
+            bool handled = false;
+            for (int i = 0; i < stage_count && !handled && signals.attention; ++i) {
+                Ledger::StageScope stage_scope(ledger, stages[i]->name());
+                handled = stages[i]->encoder_attention(view);
+                if (handled && l < int(hp.block_attention.size()) &&
+                    hp.block_attention[size_t(l)].kind != BlockAttention::Kind::global)
+                    fail(stages[i]->name(), "block " + std::to_string(l) + " was trained with " +
+                                                block_attention_name(hp.block_attention[size_t(l)].kind) +
+                                                " attention; a stage cannot replace it");
+            }
+            if (!handled) handled = trained_attention(m, s, l, view, ledger);
+            if (!handled) {
+                args.pace = pace(s.paces.attention);
+                attention(ledger, args);
+            } else if (block.attn16) {  // a stage's or the block's own attention wrote f32
+                scale_to_bf16(args.out_bf16, view.out, n * c, 1.0f);
+            }
+        }
+    }
+    // No stage acting between the projection and the MLP: one region for
+    // both, where both read and write xn in the same width (in bf16 with
+    // quick_gelu the projection reads bf16 rows there and LN2 writes f32
+    // ones, which would cover rows another thread is still reading).
+    if (!signals.after_attention && block.attn16 == block.mlp16) {
+        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project_mlp),
+                       [&](int64_t r0, int64_t rows, Ledger* led) {
+                           block.project(r0, rows, led);
+                           block.mlp(r0, rows, led);
+                       });
+        return n;
+    }
+    for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project),
+                   [&](int64_t r0, int64_t rows, Ledger* led) { block.project(r0, rows, led); });
+    if (signals.after_attention)
+        n = run_after_attention_hooks(m, s, l, batch, n, s.qkv, stages, stage_count, want_cls, ledger);
+    // x = y + MLP(LN2(y))
+    for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.mlp),
+                   [&](int64_t r0, int64_t rows, Ledger* led) { block.mlp(r0, rows, led); });
+    return n;
+}
+
 }  // namespace
 
 int64_t vit_encode(const VitModel& m, VitState& s, const float* pixels, int batch, Stage* const* stages,
                    int stage_count, Ledger* ledger, int blocks) {
     const VitHparams& hp = m.hp;
-    const int64_t c = hp.dim, hd = hp.head_dim(), heads = hp.heads, hidden = hp.mlp_hidden;
-    auto pace = [&](ThreadPace& p) { return s.paced_shares ? &p : nullptr; };
     if (batch < 1 || batch > s.max_batch) fail("vit", "batch " + std::to_string(batch) + " outside 1.." + std::to_string(s.max_batch));
     for (int b = 0; b < batch; ++b) s.tokens[size_t(b)].init(hp.prefix(), hp.grid_h(), hp.grid_w());
     if (s.record_trace) s.trace.assign(size_t(batch), {});
 
     patch_embed(m, s, pixels, batch, ledger);
     int64_t n = hp.tokens();
-    if (m.norm_pre_w) layer_norm(s.x, s.x, m.norm_pre_w, m.norm_pre_b, batch * n, c, hp.norm_eps);
+    if (m.norm_pre_w) layer_norm(s.x, s.x, m.norm_pre_w, m.norm_pre_b, batch * n, hp.dim, hp.norm_eps);
 
     if (blocks < 0 || blocks > hp.depth) fail("vit", "cannot run " + std::to_string(blocks) + " blocks");
-    for (int l = 0; l < blocks; ++l) {
-        const VitBlock& blk = m.blocks[size_t(l)];
-        s.tokens_entering_block[size_t(l)] = int(n);
-        // bf16 layers on oneDNN (CPUs with bf16 arithmetic): the layer norms
-        // and fc1 write bf16 for the products that read them, instead of f32
-        // that oneDNN converts in a separate pass (7% of a ViT-S forward).
-        auto on_onednn_bf16 = [](const PackedMatrix& w) { return w.dtype == DType::bf16 && w.onednn_layout; };
-        const bool qkv16 = on_onednn_bf16(blk.qkv_w);
-        const bool mlp16 = on_onednn_bf16(blk.fc1_w) && on_onednn_bf16(blk.fc2_w) && hp.act != "quick_gelu";
-        // The attention's products in bf16 too, and its output written in bf16
-        // for the projection (into xn, free once qkv has read it).
-        const bool attn16 = qkv16 && on_onednn_bf16(blk.proj_w);
-        auto* const attn16_out = reinterpret_cast<uint16_t*>(s.xn);
-        bool want_cls = false, stage_after_attention = false;
-        for (int i = 0; i < stage_count; ++i) {
-            const Signals signals = stages[i]->signals(l);
-            want_cls |= signals.cls_attention;
-            stage_after_attention |= signals.after_attention;
+    s.blocks_in_one_region = 0;
+    // Blocks run in regions of whole blocks where they can (run_region), a
+    // region ending at a block with after-attention hooks, whose MLP then
+    // opens the next region; the others with hooks between their regions.
+    bool mlp_pending = false;  // the MLP of block l - 1, after its hooks
+    auto flush_mlp = [&](int l) {
+        const BlockRows block(m, s, l - 1);
+        for_row_shares(batch * n, ledger, s.share_ledgers, s.paced_shares ? &s.paces.mlp : nullptr,
+                       [&](int64_t r0, int64_t rows, Ledger* led) { block.mlp(r0, rows, led); });
+        mlp_pending = false;
+    };
+    for (int l = 0; l < blocks;) {
+        RegionPlan plan;
+        plan.first = plan.end = l;
+        plan.mlp_first = mlp_pending;
+        Signals signals = chain_signals(stages, stage_count, l);
+        int threads = 0;
+        InRegion join = block_in_region(m, s, l, batch, n, signals, ledger, threads);
+        plan.threads = threads;
+        while (join == InRegion::whole && threads == plan.threads) {
+            s.tokens_entering_block[size_t(plan.end)] = int(n);
+            if (++plan.end == blocks) break;
+            signals = chain_signals(stages, stage_count, plan.end);
+            join = block_in_region(m, s, plan.end, batch, n, signals, ledger, threads);
         }
-
-        // Row-wise sub-layers run on each thread's share of the rows
-        // (kernels/row_shares.h); attention, over the whole sequence, and
-        // the stages' hooks run between them.
-        auto normalize_qkv = [&](int64_t r0, int64_t rows, Ledger* led) {
-            Ledger::ComponentScope scope(led, Component::attention);
-            if (qkv16) {
-                auto* xn16 = reinterpret_cast<uint16_t*>(s.xn) + r0 * c;
-                layer_norm_bf16(xn16, s.x + r0 * c, blk.norm1_w, blk.norm1_b, rows, c, hp.norm_eps);
-                onednn_linear_bf16_io(led, s.qkv + r0 * 3 * c, DType::f32, xn16, blk.qkv_w, blk.qkv_b, rows,
-                                      Epilogue::none);
-            } else {
-                layer_norm(s.xn + r0 * c, s.x + r0 * c, blk.norm1_w, blk.norm1_b, rows, c, hp.norm_eps);
-                linear_packed(led, s.qkv + r0 * 3 * c, s.xn + r0 * c, blk.qkv_w, blk.qkv_b, rows);
-            }
-        };
-        // x += proj(attention output), scaled by ls1 where the block has it.
-        auto project = [&](int64_t r0, int64_t rows, Ledger* led) {
-            Ledger::ComponentScope scope(led, Component::attention);
-            float* x = s.x + r0 * c;
-            if (attn16) {
-                float* y = blk.ls1 ? s.attn + r0 * c : x;
-                onednn_linear_bf16_io(led, y, DType::f32, attn16_out + r0 * c, blk.proj_w, blk.proj_b, rows,
-                                      blk.ls1 ? Epilogue::none : Epilogue::residual);
-                if (blk.ls1) add_scaled(x, y, blk.ls1, rows, c);
-            } else if (blk.ls1) {
-                linear_packed(led, s.xn + r0 * c, s.attn + r0 * c, blk.proj_w, blk.proj_b, rows);
-                add_scaled(x, s.xn + r0 * c, blk.ls1, rows, c);
-            } else {
-                linear_packed(led, x, s.attn + r0 * c, blk.proj_w, blk.proj_b, rows, Epilogue::residual);
-            }
-        };
-        // x += MLP(LN2(x)), scaled by ls2 where the block has it.
-        auto mlp = [&](int64_t r0, int64_t rows, Ledger* led) {
-            Ledger::ComponentScope scope(led, Component::mlp);
-            float* x = s.x + r0 * c;
-            if (mlp16) {
-                // LN2 and fc1's GELU output written in bf16 for the next product.
-                auto* xn16 = reinterpret_cast<uint16_t*>(s.xn) + r0 * c;
-                auto* hidden16 = reinterpret_cast<uint16_t*>(s.hidden) + r0 * hidden;
-                layer_norm_bf16(xn16, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
-                onednn_linear_bf16_io(led, hidden16, DType::bf16, xn16, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
-                // Not into xn: its f32 rows overlap other threads' bf16 rows, still to be read.
-                float* y = blk.ls2 ? s.attn + r0 * c : x;
-                onednn_linear_bf16_io(led, y, DType::f32, hidden16, blk.fc2_w, blk.fc2_b, rows,
-                                      blk.ls2 ? Epilogue::none : Epilogue::residual);
-                if (blk.ls2) add_scaled(x, y, blk.ls2, rows, c);
-                return;
-            }
-            float* xn = s.xn + r0 * c;
-            float* h = s.hidden + r0 * hidden;
-            layer_norm(xn, x, blk.norm2_w, blk.norm2_b, rows, c, hp.norm_eps);
-            if (hp.act == "quick_gelu") {
-                linear_packed(led, h, xn, blk.fc1_w, blk.fc1_b, rows);
-                quick_gelu(h, rows * hidden);
-            } else {
-                linear_packed(led, h, xn, blk.fc1_w, blk.fc1_b, rows, Epilogue::gelu_erf);
-            }
-            if (blk.ls2) {
-                linear_packed(led, xn, h, blk.fc2_w, blk.fc2_b, rows);
-                add_scaled(x, xn, blk.ls2, rows, c);
-            } else {
-                linear_packed(led, x, h, blk.fc2_w, blk.fc2_b, rows, Epilogue::residual);
-            }
-        };
-
-        // y = x + Attn(LN1(x))
-        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.qkv), normalize_qkv);
-        {
-            Ledger::ComponentScope scope(ledger, Component::attention);
-            for (int b = 0; b < batch; ++b) {
-                const TokenState& ts = s.tokens[size_t(b)];
-                if (ts.proportional_attention)
-                    for (int64_t j = 0; j < n; ++j) s.key_bias[j] = std::log(ts.size[size_t(j)]);
-                AttentionView view;
-                view.block = l, view.ledger = ledger, view.state = &ts;
-                view.qkv = s.qkv + b * n * 3 * c, view.out = s.attn + b * n * c;
-                view.tokens = int(n), view.heads = int(heads), view.head_dim = int(hd);
-                view.scale = 1.0f / std::sqrt(float(hd));
-                view.key_bias = ts.proportional_attention ? s.key_bias : nullptr;
-                view.cls_probs = want_cls ? s.cls_probs + b * heads * n : nullptr;
-                bool handled = false;
-                for (int i = 0; i < stage_count && !handled; ++i) {
-                    Ledger::StageScope stage_scope(ledger, stages[i]->name());
-                    handled = stages[i]->encoder_attention(view);
-                    if (handled && l < int(hp.block_attention.size()) &&
-                        hp.block_attention[size_t(l)].kind != BlockAttention::Kind::global)
-                        fail(stages[i]->name(), "block " + std::to_string(l) + " was trained with " +
-                                                    block_attention_name(hp.block_attention[size_t(l)].kind) +
-                                                    " attention; a stage cannot replace it");
-                }
-                if (!handled) handled = trained_attention(m, s, l, view, ledger);
-                if (!handled) {
-                    AttentionArgs args{view.qkv,        view.out, n,        heads, hd, view.scale, view.key_bias,
-                                       view.cls_probs,  s.scores, s.attention_slots};
-                    // Attention follows the linear layers onto oneDNN where they run there.
-                    args.onednn = blk.qkv_w.onednn_layout != nullptr;
-                    args.bf16 = attn16;
-                    args.out_bf16 = attn16 ? attn16_out + b * n * c : nullptr;
-                    args.pace = pace(s.paces.attention);
-                    attention(ledger, args);
-                } else if (attn16) {  // a stage's or the block's own attention wrote f32
-                    scale_to_bf16(attn16_out + b * n * c, view.out, n * c, 1.0f);
-                }
-            }
-        }
-        // No stage acting between the projection and the MLP: one region for
-        // both, where both read and write xn in the same width (in bf16 with
-        // quick_gelu the projection reads bf16 rows there and LN2 writes f32
-        // ones, which would cover rows another thread is still reading).
-        if (!stage_after_attention && attn16 == mlp16) {
-            auto project_mlp = [&](int64_t r0, int64_t rows, Ledger* led) {
-                project(r0, rows, led);
-                mlp(r0, rows, led);
-            };
-            for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project_mlp), project_mlp);
+        plan.hook_last = plan.end < blocks && join == InRegion::to_hook && threads == plan.threads;
+        if (plan.end == l && !plan.hook_last) {  // block l cannot join a region
+            if (mlp_pending) flush_mlp(l);
+            s.tokens_entering_block[size_t(l)] = int(n);
+            n = run_block_with_hooks(m, s, l, batch, n, stages, stage_count, signals, ledger);
+            ++l;
             continue;
         }
-        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.project), project);
-
-        // Stages between MHSA and FFN may shorten each image's sequence.
-        if (stage_after_attention) {
-            int64_t new_n = -1;
-            for (int b = 0; b < batch; ++b) {
-                BlockView view;
-                view.block = l, view.ledger = ledger, view.dim = int(c), view.heads = int(heads);
-                view.x = s.x + b * n * c;
-                view.qkv = s.qkv + b * n * 3 * c;
-                view.cls_attention = want_cls ? s.cls_probs + b * heads * n : nullptr;
-                view.state = &s.tokens[size_t(b)];
-                view.scratch = s.stage_scratch, view.scratch_floats = s.stage_scratch_floats;
-                for (int i = 0; i < stage_count; ++i) {
-                    const int before = view.state->count;
-                    {
-                        Ledger::StageScope stage_scope(ledger, stages[i]->name());
-                        stages[i]->encoder_after_attention(view);
-                    }
-                    const TokenState& ts = *view.state;
-                    if (ts.count != before) {
-                        view.qkv = nullptr;  // stale for later stages in this block
-                        if (want_cls) carry_cls_row(s.cls_probs + b * heads * n, int(heads), ts, s.cls_remap);
-                    }
-                    if (s.record_trace && ts.count != before)
-                        s.trace[size_t(b)].push_back({l, stages[i]->name(), ts.count, ts.patch_owner,
-                                                      std::vector<TokenKind>(ts.kind.begin(), ts.kind.begin() + ts.count)});
-                }
-                const int64_t count = view.state->count;
-                if (new_n >= 0 && count != new_n)
-                    fail("stage chain", "images of one batch left block " + std::to_string(l) +
-                                            " with different token counts");
-                new_n = count;
-                // Images sit at stride n; pack them at the new stride.
-                if (count != n && b > 0) std::memmove(s.x + b * count * c, view.x, size_t(count * c) * sizeof(float));
-            }
-            n = new_n;
+        const float* qkv = run_region(m, s, plan, batch, n, stages, stage_count, ledger);
+        s.blocks_in_one_region += plan.end - l + (plan.hook_last ? 1 : 0);
+        mlp_pending = false;
+        l = plan.end;
+        if (plan.hook_last) {
+            s.tokens_entering_block[size_t(l)] = int(n);
+            n = run_after_attention_hooks(m, s, l, batch, n, qkv, stages, stage_count, signals.cls_attention, ledger);
+            mlp_pending = true;
+            ++l;
         }
-
-        // x = y + MLP(LN2(y))
-        for_row_shares(batch * n, ledger, s.share_ledgers, pace(s.paces.mlp), mlp);
     }
-
+    if (mlp_pending) flush_mlp(blocks);
     return n;
 }
 

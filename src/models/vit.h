@@ -34,6 +34,8 @@ struct BlockAttention {
 };
 const char* block_attention_name(BlockAttention::Kind kind);
 
+constexpr int max_vit_depth = 256;
+
 // One variant = one row of dimensions and flags.
 struct VitHparams {
     int img_h = 224, img_w = 224, patch = 16;
@@ -133,6 +135,11 @@ struct VitState {
     float* x;         // [batch, tokens, dim] residual stream
     float* xn;        // [batch, tokens, dim] normalized input of a sub-layer
     float* qkv;       // [batch, tokens, 3 dim]
+    // Every other block's qkv where blocks run as one region
+    // (vit_encode): [qkv_spare_rows, 3 dim], rows enough for the batches a
+    // region takes.
+    float* qkv_spare;
+    int64_t qkv_spare_rows = 0;
     float* attn;      // [batch, tokens, dim] attention output before proj
     float* hidden;    // [batch, tokens, mlp_hidden]
     float* patches;   // [batch, grid, 3 patch^2]
@@ -154,11 +161,12 @@ struct VitState {
     // equally (ThreadPace, kernels/row_shares.h; TESSERA_SHARES=paced at
     // set-up), with the speeds kept per kind of region of a block: a thread
     // may be late in one kind (e.g. waking up after serial work) and not in
-    // another.
+    // another. Paced shares run each block as separate regions.
     bool paced_shares = false;
     struct {
         ThreadPace qkv, attention, project_mlp, project, mlp;
     } paces;
+    int blocks_in_one_region = 0;             // of the last forward: blocks run as whole-block regions
     bool record_trace = false;                // off: the forward pass allocates nothing
     std::vector<std::vector<TokenTrace>> trace;  // per image, from the last forward
 };

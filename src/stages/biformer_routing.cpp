@@ -46,6 +46,14 @@ void BiformerRoutingStage::check(const EncoderShape& shape) const {
     buffers_.attention.init(shape.prefix, shape.grid_h, shape.grid_w, shape.dim, regions_, topk_);
 }
 
+Signals BiformerRoutingStage::signals(int block) const {
+    Signals s;
+    // Before check() sized the plan: called anyway, to fail saying so.
+    const std::vector<bool>& acts = buffers_.routed;
+    s.attention = acts.empty() || (block >= 0 && block < int(acts.size()) && acts[size_t(block)]);
+    return s;
+}
+
 bool BiformerRoutingStage::encoder_attention(AttentionView& view) {
     Buffers& b = buffers_;
     if (b.routed.empty()) fail(params_.file(), "biformer_routing: check() was not called before the forward pass");

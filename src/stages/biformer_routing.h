@@ -62,6 +62,7 @@ public:
     explicit BiformerRoutingStage(YamlMap& params);
     const std::string& name() const override { return name_; }
     void check(const EncoderShape& shape) const override;
+    Signals signals(int block) const override;
     bool encoder_attention(AttentionView& view) override;
 
     // The routing plan of the last block this stage ran, [regions^2, topk].

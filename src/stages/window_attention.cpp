@@ -36,6 +36,14 @@ void WindowAttentionStage::check(const EncoderShape& shape) const {
     b.attention.init(shape.prefix, shape.grid_h, shape.grid_w, window_);
 }
 
+Signals WindowAttentionStage::signals(int block) const {
+    Signals s;
+    // Before check() sized the plan: called anyway, to fail saying so.
+    const std::vector<bool>& acts = buffers_.windowed;
+    s.attention = acts.empty() || (block >= 0 && block < int(acts.size()) && acts[size_t(block)]);
+    return s;
+}
+
 bool WindowAttentionStage::encoder_attention(AttentionView& view) {
     Buffers& b = buffers_;
     if (b.windowed.empty()) fail(params_.file(), "window_attention: check() was not called before the forward pass");

@@ -46,6 +46,7 @@ public:
     explicit WindowAttentionStage(YamlMap& params);
     const std::string& name() const override { return name_; }
     void check(const EncoderShape& shape) const override;
+    Signals signals(int block) const override;
     bool encoder_attention(AttentionView& view) override;
 
 private:
