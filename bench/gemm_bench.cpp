@@ -61,7 +61,7 @@
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/token_lanes.h"
-#include "serve.h"
+#include "cli/serve.h"
 #include "tessera/arena.h"
 #include "tessera/threads.h"
 

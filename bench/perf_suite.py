@@ -11,7 +11,10 @@ Sections (--sections, default all):
              fraction of oneDNN's matmul rate.
   pruned     Tessera alone: plain model vs pruning pipelines (EViT keep 0.7,
              VTC-CLS keep 64) in alternating rounds: speed-up, MAC ratio and
-             the fraction of the promised speed-up (speed-up x MAC ratio).
+             the fraction of the promised speed-up (speed-up x MAC ratio);
+             then the same processes as `tessera bench --serve` in
+             bench/paired.py's alternating blocks (--paired-blocks), with
+             the host probe: the paired speed-up and fraction.
   bf16       Tessera f32 vs bf16 on a ViT when `tessera bench` has --dtype;
              otherwise "not available".
   paired     the --paired-config models (the suite: ViT-Tiny and ViT-S at
@@ -218,8 +221,51 @@ def section_pruned(a, env, models, pipelines):
             else:
                 r["fraction_of_promised"] = r["speedup"] / r["promised_speedup"]
                 r["meets_90"] = r["fraction_of_promised"] >= PROMISE
+        if a.paired_blocks > 0 and not a.tessera_unavailable:
+            pruned_paired(a, env, label, model_dir, pipelines, rows)
         out.append({"model": label, "model_dir": model_dir, "rows": rows})
     return out
+
+
+def pruned_paired(a, env, label, model_dir, pipelines, rows):
+    """The plain model and each pipeline as long-lived `tessera bench --serve`
+    processes in bench/paired.py's short alternating blocks, with the host
+    probe: each pipeline's speed-up is the median over the blocks of plain /
+    pipeline, two measurements a few hundred milliseconds apart, where the
+    rounds above compare processes that may have met the host in different
+    phases. Adds rows[name]["paired"]."""
+    q = shlex.quote
+    base = (f"{q(a.tessera)} bench --model {q(model_dir)} --batch 1 --threads {a.threads} "
+            f"--warmup {a.warmup} --serve")
+    safe = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in label)
+    cmd = [sys.executable, os.path.join(a.root, "bench", "paired.py"), "--ref", "plain", "--probe", "host",
+           "--blocks", str(a.paired_blocks), "--iters", "5",
+           "--raw", os.path.join(a.cache, f"pruned-{safe}.raw.json"), "--engine", f"plain={base}"]
+    for name, y in pipelines:
+        if rows[name].get("available") and rows[name].get("fraction_of_promised") is not None:
+            cmd += ["--engine", f"{name}={base} --pipeline {q(y)}"]
+    cmd += ["--engine", f"host={q(a.gemm_bench)} --peak --serve --threads {a.threads}"]
+    print(f"[pruned, paired] {label}: {a.paired_blocks} blocks", file=sys.stderr)
+    try:
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+        failure = None if run.returncode == 0 else (run.stderr.strip().splitlines() or ["failed"])[-1][-300:]
+    except subprocess.TimeoutExpired:
+        failure = f"timed out after {a.timeout} s"
+    for name, _ in pipelines:
+        r = rows[name]
+        if r.get("fraction_of_promised") is None:
+            continue
+        if failure:
+            r["paired"] = {"available": False, "reason": failure}
+            continue
+        result = json.loads(run.stdout)
+        ratio = result["engines"][name]["ratio_to_ref"]  # pipeline / plain per block
+        speedup = 1.0 / ratio["median"]
+        r["paired"] = {"available": True, "blocks": ratio["blocks"], "speedup": speedup,
+                       "speedup_quartiles": [1.0 / ratio["q75"], 1.0 / ratio["q25"]],
+                       "fraction_of_promised": speedup / r["promised_speedup"],
+                       "meets_90": speedup / r["promised_speedup"] >= PROMISE,
+                       "host_gflops": result["engines"]["host"].get("host_gflops")}
 
 
 def section_paired(a, env, configs):
@@ -396,23 +442,32 @@ def report(results):
     pruned = results.get("pruned")
     if pruned is not None:
         head = ["model", "pipeline", "Tessera ms", "GMACs/image", "speed-up", "MAC ratio",
-                "fraction of promised speed-up", ">= 90%"]
+                "fraction of promised speed-up", ">= 90%", "paired speed-up (quartiles)", "paired fraction",
+                "paired >= 90%"]
         rows, notes = [], []
         for m in pruned:
             for key, r in m["rows"].items():
                 if not r["available"]:
-                    rows.append([m["model"], key, unavailable(r), "-", "-", "-", "-", "-"])
+                    rows.append([m["model"], key, unavailable(r)] + ["-"] * 8)
                     continue
                 if key == "plain":
                     rows.append([m["model"], "plain", fmt_spread(r), f"{r['gmacs']:.3f}", "1.00x",
-                                 "1.000", "-", "-"])
+                                 "1.000"] + ["-"] * 5)
                     continue
                 sp, fr = r.get("speedup"), r.get("fraction_of_promised")
+                pr = r.get("paired", {"available": False, "reason": "not run"})
+                paired_cells = ["-", "-", "-"]
+                if pr["available"]:
+                    lo, hi = pr["speedup_quartiles"]
+                    paired_cells = [f"{pr['speedup']:.3f}x ({lo:.3f}-{hi:.3f})", f"{pr['fraction_of_promised']:.1%}",
+                                    "yes" if pr["meets_90"] else "no"]
+                elif fr is not None:
+                    paired_cells = [unavailable(pr), "-", "-"]
                 rows.append([m["model"], key, fmt_spread(r), f"{r['gmacs']:.3f}",
                              f"{sp:.2f}x" if sp else "-",
                              f"{r['mac_ratio']:.3f}" if sp else "-",
                              f"{fr:.1%}" if fr is not None else ("n/a (*)" if r.get("note") else "-"),
-                             ("yes" if r["meets_90"] else "no") if fr is not None else "-"])
+                             ("yes" if r["meets_90"] else "no") if fr is not None else "-"] + paired_cells)
                 if r.get("note") and r["note"] not in notes:
                     notes.append(r["note"])
         lines += ["", "## 4. Pruned pipelines (Tessera alone; fraction = speed-up / (1 / MAC ratio))",

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "models/vit.h"
-#include "serve.h"
+#include "cli/serve.h"
 #include "tessera/error.h"
 #include "tessera/flops.h"
 #include "tessera/memory.h"

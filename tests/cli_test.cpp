@@ -130,6 +130,25 @@ TEST_F(CliFixture, BenchAndInspectReportJson) {
         EXPECT_EQ(json::parse(r.out)["linear"], path);
     }
 
+    // --serve (bench/paired.py's protocol): the facts, then one reply a request.
+    r = test::run_command("printf '0 2\\n1 3\\n' | " + bin() + " bench --model " + model +
+                          " --threads 1 --warmup 0 --serve");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::istringstream lines(r.out);
+    std::string line;
+    std::vector<json> replies;
+    while (std::getline(lines, line)) replies.push_back(json::parse(line));
+    ASSERT_EQ(replies.size(), 3u) << r.out;
+    EXPECT_GT(replies[0]["gmacs"].get<double>(), 0.0);
+    EXPECT_FALSE(replies[0].contains("ms_p50"));
+    EXPECT_EQ(replies[1]["ms"].size(), 2u);
+    EXPECT_EQ(replies[2]["ms"].size(), 3u);
+    for (const json& ms : {replies[1]["ms"], replies[2]["ms"]})
+        for (const json& t : ms) EXPECT_GT(t.get<double>(), 0.0);
+    expect_error(test::run_command("echo 'two runs' | " + bin() + " bench --model " + model +
+                                   " --threads 1 --warmup 0 --serve"),
+                 "--serve: expected \"W N\" (untimed and timed runs), got 'two runs'");
+
     r = tessera("inspect --model " + model + " --format json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     j = json::parse(r.out);

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/serve.h"
 #include "io/labels.h"
 #include "io/tokenizer.h"
 #include "io/safetensors.h"
@@ -127,6 +128,7 @@ void add_bench(CLI::App& app) {
     struct Opts {
         std::string model, pipeline, format = "text", dtype;
         int batch = 1, iters = 50, warmup = 5, threads = 0;
+        bool serve = false;
     };
     auto o = std::make_shared<Opts>();
     CLI::App* cmd = app.add_subcommand("bench", "Latency of the forward pass on a fixed synthetic input");
@@ -138,23 +140,31 @@ void add_bench(CLI::App& app) {
     cmd->add_option("--threads", o->threads, "Threads")->check(CLI::Range(0, 1024));
     cmd->add_option("--dtype", o->dtype, dtype_help);
     cmd->add_option("--format", o->format, "text or json");
+    cmd->add_flag("--serve", o->serve,
+                  "After the warm-up print the facts as JSON, then answer bench/paired.py: for each stdin line "
+                  "'W N', run W untimed and N timed forward passes and print {\"ms\": [N times]}");
     cmd->callback([o] {
         check_format(o->format, {"text", "json"});
         if (o->model.empty() && o->pipeline.empty()) fail("bench", "give --model (or a --pipeline with a 'model' key)");
         Classifier clf({o->model, o->pipeline, o->threads, o->batch, o->dtype});
         std::vector<float> pixels = synthetic_pixels(size_t(clf.input_floats()) * size_t(o->batch));
-        std::vector<double> ms;
         uint64_t macs = 0;
-        for (int i = 0; i < o->warmup + o->iters; ++i) {
-            auto start = std::chrono::steady_clock::now();
-            std::vector<Classification> r = clf.classify(pixels.data(), o->batch, 1);
-            double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-            if (i >= o->warmup) ms.push_back(t);
-            macs = r[0].macs;
+        auto forward = [&] { macs = clf.classify(pixels.data(), o->batch, 1)[0].macs; };
+        auto facts = [&] {
+            return json{{"gmacs", double(macs) * 1e-9}, {"batch", o->batch},      {"threads", clf.threads()},
+                        {"model", clf.model_dir()},    {"dtype", clf.dtype()},    {"linear", clf.linear_path()},
+                        {"pipeline", o->pipeline}};
+        };
+        if (o->serve) {
+            time_calls(std::max(o->warmup, 1), 0, forward);
+            std::cout << facts().dump() << "\n";
+            serve_paired_blocks(forward);
+            return;
         }
-        json out = {{"ms_p50", percentile(ms, 50)}, {"ms_p90", percentile(ms, 90)}, {"gmacs", double(macs) * 1e-9},
-                    {"batch", o->batch}, {"threads", clf.threads()}, {"iters", o->iters}, {"model", clf.model_dir()},
-                    {"dtype", clf.dtype()}, {"linear", clf.linear_path()}, {"peak_rss_mib", peak_rss_mib()}};
+        const std::vector<double> ms = time_calls(o->warmup, o->iters, forward);
+        json out = facts();
+        out.update({{"ms_p50", percentile(ms, 50)}, {"ms_p90", percentile(ms, 90)}, {"iters", o->iters},
+                    {"peak_rss_mib", peak_rss_mib()}});
         if (o->format == "json") {
             std::cout << out.dump() << "\n";
         } else {

@@ -1,5 +1,5 @@
-// Timing for the C++ benchmarks, and the engine's side of bench/paired.py's
-// protocol.
+// Timing for the benchmarks (tessera bench, bench/*.cpp), and the engine's
+// side of bench/paired.py's protocol.
 #pragma once
 
 #include <chrono>
