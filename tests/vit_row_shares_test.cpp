@@ -153,7 +153,11 @@ TEST(VitRowShares, WholeBlockRegionsGiveWhatSeparateRegionsGive) {
                 for (bool pruned : {false, true}) {
                     std::vector<Stage*> chain;
                     if (pruned) chain.push_back(&evit);
+                    // One thread held back before each step: the others run ahead
+                    // into the next block as far as the region lets them.
+                    state.region_lag_us = 2000;
                     const std::vector<float> regions = run(chain);
+                    state.region_lag_us = 0;
                     EXPECT_EQ(state.blocks_in_one_region, spec.depth) << where;
                     chain.push_back(&hook);
                     const std::vector<float> separate = run(chain);

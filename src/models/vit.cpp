@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <bitset>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "io/safetensors.h"
 #include "kernels/attention.h"
@@ -636,12 +638,17 @@ float* run_region(const VitModel& m, VitState& s, const RegionPlan& plan, int ba
     const std::exception_ptr error = run_on_threads(plan.threads, [&](int t, int nt) {
         Ledger* led = !ledger ? nullptr : t == 0 ? ledger : &s.share_ledgers[size_t(t - 1)];
         const int64_t first = rows * t / nt, count = rows * (t + 1) / nt - first;
+        auto lag = [&] {
+            if (s.region_lag_us && t == nt - 1) std::this_thread::sleep_for(std::chrono::microseconds(s.region_lag_us));
+        };
         if (plan.mlp_first) steps.run([&] { BlockRows(m, s, plan.first - 1).mlp(first, count, led); });
         for (int l = plan.first; l <= last; ++l) {
             const BlockRows block(m, s, l);
             float* const qkv = qkv_of(l);
+            lag();
             steps.run([&] { block.normalize_qkv(qkv, first, count, led); });
             steps.barrier();
+            lag();
             steps.run([&] {
                 Ledger::ComponentScope scope(led, Component::attention);
                 for (int b = 0; b < batch; ++b) {  // this thread's queries of each image

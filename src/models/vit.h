@@ -167,6 +167,10 @@ struct VitState {
         ThreadPace qkv, attention, project_mlp, project, mlp;
     } paces;
     int blocks_in_one_region = 0;             // of the last forward: blocks run as whole-block regions
+    // Tests: the last thread of a whole-block region sleeps this long before
+    // each of its steps, so that the others run ahead as far as the region
+    // lets them (a missing barrier or a shared qkv buffer then shows).
+    int region_lag_us = 0;
     bool record_trace = false;                // off: the forward pass allocates nothing
     std::vector<std::vector<TokenTrace>> trace;  // per image, from the last forward
 };
