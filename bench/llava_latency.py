@@ -38,12 +38,11 @@ Decode bound: one decode step reads every decoder matrix once (bf16: 2 bytes
 a weight, read in place; the embedding table only one row) plus the f32 KV
 cache of every layer, so tokens/s <= bandwidth / (weight bytes + KV bytes).
 The bandwidth comes from --bandwidth-gbps, or from running the --membw
-program (bench/membw.cpp) at the same thread count between the requests: a
-virtual machine's bandwidth drifts by tens of percent within a minute, so
-the requests reach the process one at a time through a FIFO, a probe runs
-before the first and after each, and each request's decode rate is compared
-with the mean of the two probes around it (seconds apart); the fraction
-reported is the median over the requests.
+program (bench/membw.cpp) at the same thread count right before and right
+after every caption run: a virtual machine's bandwidth drifts by tens of
+percent over minutes (a run lasts one or two), so each run's decode rate is
+compared with the mean of the two probes around it, and the fraction
+reported is the median over the runs.
 
 With --membw the same program also reads the model's own safetensors files,
 mapped as Tessera maps them, right before every run: the memory the weights
@@ -54,7 +53,6 @@ decoder's GEMV reads those pages in another pattern and has beaten it, so it
 is no bound.
 """
 import argparse
-import errno
 import json
 import os
 import statistics
@@ -62,7 +60,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = [
@@ -109,28 +106,6 @@ def decoder_read_bytes(model_dir):
         if name.endswith("self_attn.k_proj.weight"):
             kv_width[name] = shape[0]
     return weights, list(kv_width.values())
-
-
-# Seconds between an answer and the probe after it: the caption process's
-# OpenMP threads spin ~0.1 s after their last region before they sleep.
-PROBE_GAP_S = 0.3
-
-
-def open_feed(fifo, proc):
-    """The FIFO opened for writing once `proc` (its model loaded) opens it to
-    read; exits if the process ends first."""
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as e:
-            if e.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-            if proc.poll() is not None:
-                sys.exit(f"tessera caption exited with {proc.returncode} before reading its requests")
-            time.sleep(0.05)
-            continue
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "w")
 
 
 def measure_bandwidth(membw, threads, files=()):
@@ -184,7 +159,7 @@ def main():
     # The requests file sits beside --out, or in a fresh temporary folder (not in the repository).
     scratch = None if args.out else tempfile.TemporaryDirectory(prefix="tessera-llava-")
     requests_dir = scratch.name if scratch else os.path.dirname(os.path.abspath(args.out))
-    requests = os.path.join(requests_dir, "llava_requests.fifo")
+    requests = os.path.join(requests_dir, "llava_requests.jsonl")
     # Each process's schedule: the pipeline of each of its requests, in order.
     names = [n for n, _ in pipelines]
     schedules = []
@@ -203,56 +178,30 @@ def main():
     runs = {name: [] for name in names}
     steady = {name: [] for name in names}
     cycles = []
-    every_request = []  # in order, for the JSON output
-    probe = lambda: measure_bandwidth(args.membw, args.threads) if args.membw and not bandwidth else 0.0  # noqa: E731
-    for process, schedule in enumerate(schedules):
-        lines = []
-        for i, name in enumerate(schedule):
-            line = {"image": os.path.abspath(args.image), "id": i}
-            if known[name]:
-                line["pipeline"] = os.path.join(ROOT, known[name])
-            lines.append(json.dumps(line))
+    for schedule in schedules:
+        with open(requests, "w") as f:
+            for i, name in enumerate(schedule):
+                line = {"image": os.path.abspath(args.image), "id": i}
+                if known[name]:
+                    line["pipeline"] = os.path.join(ROOT, known[name])
+                f.write(json.dumps(line) + "\n")
+        cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
+               "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
+               "--requests", requests]
+        probe = lambda: measure_bandwidth(args.membw, args.threads) if args.membw and not bandwidth else 0.0  # noqa: E731
+        before = probe()
         weights_bandwidth = measure_bandwidth(args.membw, args.threads, weight_files) if args.membw else 0.0
-        # The requests go through a FIFO one at a time, with the bandwidth
-        # probe between them: each request's decode is compared with probes
-        # taken seconds before and after it (this VM's bandwidth moved from
-        # 43 to 74 GB/s within a minute), not around a process of a minute or two.
-        if os.path.lexists(requests):
-            os.unlink(requests)
-        os.mkfifo(requests)
-        try:
-            cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
-                   "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
-                   "--requests", requests]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-            probes, answers = [probe()], []
-            with open_feed(requests, proc) as feed:
-                for line in lines:
-                    feed.write(line + "\n")
-                    feed.flush()
-                    answer = proc.stdout.readline()
-                    if not answer.strip():
-                        break
-                    answers.append(json.loads(answer))
-                    time.sleep(PROBE_GAP_S)
-                    probes.append(probe())
-            if proc.wait() != 0:
-                sys.exit(f"{schedule[0]}: tessera caption exited with {proc.returncode}")
-        finally:
-            os.unlink(requests)
+        lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+        after = probe()
+        run_bandwidth = bandwidth or (before + after) / 2
+        answers = [json.loads(line) for line in lines if line.strip()]
         if len(answers) != len(schedule):
             sys.exit(f"{schedule[0]}: {len(answers)} answers to {len(schedule)} requests")
-        for k, out in enumerate(answers):
-            before, after = probes[k], probes[k + 1]
-            out["bandwidth_gbps"] = bandwidth or (before + after) / 2
+        for out in answers:
+            out["bandwidth_gbps"] = run_bandwidth
             out["bandwidth_gbps_before_after"] = [before, after]
             out["weights_bandwidth_gbps"] = weights_bandwidth
         runs[schedule[0]].append(answers[0])
-        for k, (name, out) in enumerate(zip(schedule, answers)):
-            steps = max(len(out["token_ids"]) - 1, 1)
-            every_request.append({"process": process, "request": k, "pipeline": name, "prefill_s": out["ms"]["prefill"] / 1000,
-                                  "decode_s_per_token": out["ms"]["decode"] / steps / 1000,
-                                  "bandwidth_gbps_before_after": out["bandwidth_gbps_before_after"]})
         if len(answers) == 1:
             steady[schedule[0]].append(answers[0])
         for name, out in zip(schedule[1:], answers[1:]):
@@ -319,11 +268,11 @@ def main():
             bw = med(lambda r: r["bandwidth_gbps"])
             row["bandwidth_gbps"] = bw
             row["bandwidth_gbps_spread"] = spread(lambda r: r["bandwidth_gbps"])
-            if not bandwidth:  # how far the probes around one request disagreed, at most
+            if not bandwidth:  # how far the probes around one run disagreed, at most
                 row["bandwidth_before_after_max_change"] = max(
                     abs(b - a) / min(b, a) for b, a in (r["bandwidth_gbps_before_after"] for r in rs))
             row["bound_tokens_per_s"] = bw * 1e9 / (weight_bytes + kv_bytes)
-            # Each request against the bandwidth measured around it.
+            # Each run against the bandwidth measured around it.
             row["decode_fraction_of_bound"] = med(
                 lambda r: (1.0 / per_token(r)) / (r["bandwidth_gbps"] * 1e9 / (weight_bytes + kv_bytes)))
         if rs[0].get("weights_bandwidth_gbps"):
@@ -354,13 +303,13 @@ def main():
               f"{r['decode_tokens_per_s']:.2f} | {fmt(r, 'bound_tokens_per_s', '.2f')} | "
               f"{r['peak_rss_mib'] / 1024:.1f} |")
     if rows[0].get("bandwidth_gbps"):
-        source = "given" if bandwidth else "median over the requests of the mean of the probes before and after each"
+        source = "given" if bandwidth else "median over the runs of the mean of the probes before and after each"
         print(f"\nDecode bound: {rows[0]['bandwidth_gbps']:.2f} GB/s ({source}) / "
               f"{(weight_bytes + rows[0]['decode_kv_bytes']) / 1e9:.2f} GB read per token (weights "
               f"{weight_bytes / 1e9:.2f} GB + KV cache) = {rows[0]['bound_tokens_per_s']:.2f} tokens/s; measured "
               f"{rows[0]['decode_tokens_per_s']:.2f} ({rows[0]['decode_fraction_of_bound']:.0%} of the bound, "
-              f"median of requests each against its own bandwidth)" +
-              (f"; the probes around one request differed by up to {rows[0]['bandwidth_before_after_max_change']:.0%}."
+              f"median of runs each against its own bandwidth)" +
+              (f"; the probes around one run differed by up to {rows[0]['bandwidth_before_after_max_change']:.0%}."
                if "bandwidth_before_after_max_change" in rows[0] else "."))
     if rows[0].get("weights_bandwidth_gbps"):
         print(f"Reading the model's own files (membw --file): {rows[0]['weights_bandwidth_gbps']:.2f} GB/s; "
@@ -370,7 +319,7 @@ def main():
             json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat, "mode": args.mode,
                        "requests_per_run": args.requests_per_run, "max_new_tokens": args.max_new_tokens, "bandwidth_gbps": bandwidth or None,
                        "membw": args.membw or None,
-                       "decode_weight_bytes": weight_bytes, "rows": rows, "requests": every_request}, f, indent=1)
+                       "decode_weight_bytes": weight_bytes, "rows": rows}, f, indent=1)
             f.write("\n")
 
 

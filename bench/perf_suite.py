@@ -537,7 +537,7 @@ def llava_table(llava):
     head = ["pipeline", "visual tokens", "TTFT s", "prefill s", "cold prefill s", "prefill speed-up",
             "prefill MAC ratio", "fraction of promised", "paired speed-up", "paired fraction (spread)",
             "cold fraction", "decode tokens/s",
-            "weights+KV GB/token", "bandwidth GB/s (around each request)", "bandwidth bound tokens/s", "decode / bound",
+            "weights+KV GB/token", "bandwidth GB/s (around the runs)", "bandwidth bound tokens/s", "decode / bound",
             "model files read GB/s", "decode / files' rate", "peak memory GiB"]
     rows = []
     for r in llava["rows"]:
