@@ -400,6 +400,54 @@ TEST(ThreadedKernels, RowSharesCoverTheRowsAndBookEveryMacOnce) {
     threads_init(saved);
 }
 
+TEST(ThreadedKernels, RegionStepsMeetAtBarriersAndSurviveAThrowingStep) {
+    const int saved = threads_count();
+    for (int threads : {1, 2, 3}) {
+        threads_init(threads);
+        // Each thread writes its slot, meets the others, then reads all of
+        // them: every write before the barrier is seen after it.
+        std::vector<int> slots(size_t(threads), 0), seen(size_t(threads), 0);
+        RegionSteps steps;
+        int team = 0;
+        std::exception_ptr error = run_on_threads(threads, [&](int t, int nt) {
+            if (t == 0) team = nt;
+            steps.run([&] { slots[size_t(t)] = t + 1; });
+            steps.barrier();
+            steps.run([&] {
+                for (int v : slots) seen[size_t(t)] += v;
+            });
+        });
+        EXPECT_FALSE(error);
+        steps.rethrow();
+        for (int t = 0; t < team; ++t) EXPECT_EQ(seen[size_t(t)], team * (team + 1) / 2) << "thread " << t;
+
+        // The last thread's first step throws: no thread runs a later step,
+        // every thread still meets both barriers (no deadlock), and the
+        // exception comes out of rethrow() once the region has ended.
+        RegionSteps failing;
+        std::atomic<int> later{0}, past_barriers{0};
+        error = run_on_threads(threads, [&](int t, int nt) {
+            failing.run([&] {
+                if (t == nt - 1) throw std::runtime_error("step failed");
+            });
+            failing.barrier();
+            failing.run([&] { ++later; });
+            failing.barrier();
+            ++past_barriers;
+        });
+        EXPECT_FALSE(error);
+        EXPECT_EQ(later.load(), 0);
+        EXPECT_EQ(past_barriers.load(), team);
+        try {
+            failing.rethrow();
+            ADD_FAILURE() << "no exception";
+        } catch (const std::runtime_error& e) {
+            EXPECT_STREQ(e.what(), "step failed");
+        }
+    }
+    threads_init(saved);
+}
+
 TEST(ThreadedKernels, ThreadPaceSharesRowsByWeightAndLearnsFromTimes) {
     auto shares_of = [](const ThreadPace& pace, int64_t rows, int nt) {
         std::vector<int64_t> bounds;
