@@ -10,7 +10,6 @@
 #include <functional>
 #include <numeric>
 
-#include "io/yaml_map.h"
 #include "models/vit.h"
 #include "pipeline/config.h"
 #include "stages/biformer_routing.h"
@@ -312,21 +311,6 @@ TEST(BiformerRouting, AfterATokenReducingStageIsARuntimeError) {
     Stage* ok[] = {stages[0].get(), &late};
     EXPECT_EQ(error_of([&] { vit_forward(m.model, m.state, pixels.data(), 1, ok, 2, nullptr, logits.data()); }),
               "(no error)");
-}
-
-TEST(BiformerRouting, WithoutCheckTheForwardPassSaysSo) {
-    // Its blocks are known only once check() has seen the encoder: until
-    // then the stage asks for every block's attention hook, which fails
-    // naming the file instead of leaving the blocks dense unnoticed.
-    TinyModel m;
-    YamlMap params(YAML::Load("{regions: 2, topk: 1}"), "p.yaml", "stages[0].biformer_routing");
-    BiformerRoutingStage stage(params);
-    params.finish();
-    Stage* chain[] = {&stage};
-    auto pixels = test::random_values(3 * 32 * 32, 8);
-    std::vector<float> logits(10);
-    EXPECT_EQ(error_of([&] { vit_forward(m.model, m.state, pixels.data(), 1, chain, 1, nullptr, logits.data()); }),
-              "p.yaml: biformer_routing: check() was not called before the forward pass");
 }
 
 TEST(BiformerRouting, BadSettingsNameTheKey) {

@@ -4,7 +4,10 @@
 
 #include <cmath>
 
+#include "io/yaml_map.h"
 #include "models/vit.h"
+#include "stages/biformer_routing.h"
+#include "stages/window_attention.h"
 #include "test_support.h"
 
 namespace tessera {
@@ -106,6 +109,27 @@ TEST(StageHooks, AttentionHooksRunOnlyWhereSignalled) {
     EXPECT_EQ(log, expected);
     vit_forward(m.model, m.state, pixels.data(), 1, nullptr, 0, nullptr, plain.data());
     EXPECT_LT(test::max_abs_diff(logits, plain), 1e-6f);
+}
+
+TEST(StageHooks, GridAttentionStagesWithoutCheckFailTheForwardPass) {
+    // A routing or window stage knows its blocks only once check() has seen
+    // the encoder: until then it asks for every block's attention hook,
+    // which fails naming its file instead of leaving the blocks dense.
+    TinyModel m(1);
+    auto pixels = test::random_values(3 * 32 * 32, 8);
+    std::vector<float> logits(10);
+    auto forward_error = [&](Stage& stage) {
+        Stage* chain[] = {&stage};
+        return test::error_of([&] { vit_forward(m.model, m.state, pixels.data(), 1, chain, 1, nullptr, logits.data()); });
+    };
+    YamlMap routing_params(YAML::Load("{regions: 2, topk: 1}"), "p.yaml", "stages[0].biformer_routing");
+    BiformerRoutingStage routing(routing_params);
+    routing_params.finish();
+    EXPECT_EQ(forward_error(routing), "p.yaml: biformer_routing: check() was not called before the forward pass");
+    YamlMap window_params(YAML::Load("{window: 2}"), "p.yaml", "stages[0].window_attention");
+    WindowAttentionStage window(window_params);
+    window_params.finish();
+    EXPECT_EQ(forward_error(window), "p.yaml: window_attention: check() was not called before the forward pass");
 }
 
 TEST(StageHooks, TwoStagesRunInListOrderAtEachHook) {

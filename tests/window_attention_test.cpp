@@ -9,7 +9,6 @@
 #include <cmath>
 #include <functional>
 
-#include "io/yaml_map.h"
 #include "models/vit.h"
 #include "pipeline/config.h"
 #include "stages/window_attention.h"
@@ -219,21 +218,6 @@ TEST(WindowAttention, AfterAReorganizingStageIsARuntimeError) {
     EXPECT_EQ(error_of([&] { vit_forward(m.model, m.state, pixels.data(), 1, chain, 2, nullptr, logits.data()); }),
               file + ": block 1: the sequence (17 tokens) is no longer the intact 4x4 patch grid; "
                      "window_attention must come before token-reducing stages at that block");
-}
-
-TEST(WindowAttention, WithoutCheckTheForwardPassSaysSo) {
-    // Its blocks are known only once check() has seen the encoder: until
-    // then the stage asks for every block's attention hook, which fails
-    // naming the file instead of leaving the blocks dense unnoticed.
-    TinyModel m;
-    YamlMap params(YAML::Load("{window: 2}"), "p.yaml", "stages[0].window_attention");
-    WindowAttentionStage stage(params);
-    params.finish();
-    Stage* chain[] = {&stage};
-    auto pixels = test::random_values(3 * 32 * 32, 8);
-    std::vector<float> logits(10);
-    EXPECT_EQ(error_of([&] { vit_forward(m.model, m.state, pixels.data(), 1, chain, 1, nullptr, logits.data()); }),
-              "p.yaml: window_attention: check() was not called before the forward pass");
 }
 
 TEST(WindowAttention, BadSettingsNameTheKey) {
