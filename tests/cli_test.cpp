@@ -238,7 +238,7 @@ TEST_F(CliFixture, Bf16RunsTheSameModelWithRoundedWeights) {
     ASSERT_EQ(onednn.size(), f32.size());
     for (size_t i = 0; i < f32.size(); ++i) EXPECT_NEAR(onednn[i], f32[i], 1e-4 * (1.0 + std::abs(f32[i]))) << i;
     expect_error(tessera("classify --model " + model + " " + img, "TESSERA_LINEAR=fast"),
-                 "TESSERA_LINEAR: expected packed or onednn, got 'fast'");
+                 "TESSERA_LINEAR: expected packed, onednn or onednn-f32, got 'fast'");
 
     test::write_file(dir + "/p.yaml", "model: tiny\ndtype: bf16\n");
     auto r = tessera("bench --pipeline " + dir + "/p.yaml --iters 2 --warmup 0 --threads 1 --format json");

@@ -130,10 +130,7 @@ TEST(PackedLinear, MatchesNaiveForEveryEpilogueWidthAndChunking) {
 // reorder on any x86 CPU; bf16 falls back to panels where oneDNN has no bf16
 // matmul (AVX2), and then must still be right.
 TEST(PackedLinear, OnednnLayoutMatchesNaiveForEveryEpilogue) {
-    struct Env {
-        Env() { setenv("TESSERA_LINEAR", "onednn", 1); }
-        ~Env() { unsetenv("TESSERA_LINEAR"); }
-    } env;
+    const test::ScopedEnv onednn("TESSERA_LINEAR", "onednn");
     const int64_t in = 200, out = 40;
     const int saved_threads = threads_count();
     // Row counts and threads that oneDNN splits differently (13 rows on one
@@ -179,6 +176,48 @@ TEST(PackedLinear, OnednnLayoutMatchesNaiveForEveryEpilogue) {
         }
     }
     threads_init(saved_threads);
+}
+
+// Where oneDNN runs f32 but its bf16 products do not pay (forced here with
+// TESSERA_LINEAR=onednn-f32), bf16 weights are rounded at load and stored in
+// the f32 layout: products of unrounded x with the rounded weights. With
+// =onednn the same request keeps bf16 products on CPUs that have them.
+TEST(PackedLinear, Bf16WeightsRunAsF32ProductsWhereBf16ProductsDoNotPay) {
+    const int64_t in = 200, out = 40, rows = 13;
+    const auto x = random_values(size_t(rows * in), 51), w = random_values(size_t(out * in), 52, 0.1f);
+    {
+        const test::ScopedEnv f32_products("TESSERA_LINEAR", "onednn-f32");
+        EXPECT_FALSE(onednn_bf16_products_pay());
+        const WeightPlan plan = plan_weights(out, in, DType::bf16);
+        ASSERT_NE(plan.onednn_layout, nullptr);
+        EXPECT_EQ(plan.dtype, DType::f32);
+        EXPECT_TRUE(plan.rounded_to_bf16);
+        EXPECT_EQ(plan.bytes, onednn_weights_layout(out, in, DType::f32).bytes);
+        Arena arena(plan.bytes + 64);
+        const PackedMatrix m = pack_weights(plan, w.data(), arena.alloc_bytes(plan.bytes));
+        EXPECT_EQ(m.dtype, DType::f32);
+        std::vector<float> y(size_t(rows * out));
+        linear_packed(nullptr, y.data(), x.data(), m, nullptr, rows, Epilogue::none);
+        double from_rounded = 0.0, from_unrounded = 0.0;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t o = 0; o < out; ++o) {
+                double rounded = 0.0, exact = 0.0;
+                for (int64_t i = 0; i < in; ++i) {
+                    const float wi = w[size_t(o * in + i)], xi = x[size_t(r * in + i)];
+                    rounded += double(xi) * bf16_to_f32(f32_to_bf16(wi));
+                    exact += double(xi) * wi;
+                }
+                from_rounded = std::max(from_rounded, std::abs(rounded - y[size_t(r * out + o)]));
+                from_unrounded = std::max(from_unrounded, std::abs(exact - y[size_t(r * out + o)]));
+            }
+        EXPECT_LT(from_rounded, 1e-5) << "f32 products of unrounded x with the rounded weights";
+        EXPECT_GT(from_unrounded, 1e-4) << "the weights were rounded to bf16";
+    }
+    const test::ScopedEnv bf16_products("TESSERA_LINEAR", "onednn");
+    EXPECT_TRUE(onednn_bf16_products_pay());
+    const WeightPlan plan = plan_weights(out, in, DType::bf16);
+    EXPECT_FALSE(plan.rounded_to_bf16);
+    EXPECT_EQ(plan.dtype, DType::bf16);
 }
 
 // bf16 packing rounds to nearest, ties to even, and keeps every column in its
@@ -239,10 +278,7 @@ TEST(Gemm, PrimitivesAreCachedPerShape) {
 // dropped (and whose address a newer one may now have, with other shapes
 // bound to it) is remade and still right.
 TEST(Gemm, PrimitiveCachesStayBoundedAndRemakeWhatTheyDropped) {
-    struct Env {
-        Env() { setenv("TESSERA_LINEAR", "onednn", 1); }
-        ~Env() { unsetenv("TESSERA_LINEAR"); }
-    } env;
+    const test::ScopedEnv onednn("TESSERA_LINEAR", "onednn");
     const int64_t in = 24, out = 20, most = int64_t(onednn_primitive_cache_capacity) + 40;
     const auto x = random_values(size_t(most * in), 41), w = random_values(size_t(out * in), 42),
                b = random_values(size_t(out), 43);
@@ -319,6 +355,7 @@ TEST(LayerNorm, Bf16OutputIsTheF32OutputRounded) {
 // ViT runs on CPUs with bf16 arithmetic. Elsewhere oneDNN has no bf16 matmul.
 TEST(PackedLinear, OnednnBf16ActivationsMatchNaive) {
     if (!onednn_linear_chosen(DType::bf16)) GTEST_SKIP() << "this CPU has no bf16 arithmetic for oneDNN";
+    const test::ScopedEnv bf16_products("TESSERA_LINEAR", "onednn");  // whether or not they pay here
     const int64_t in = 200, out = 40;
     const int saved_threads = threads_count();
     for (const auto& [rows, threads] : {std::pair<int64_t, int>{13, 2}, {97, 3}, {197, 2}}) {

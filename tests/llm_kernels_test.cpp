@@ -164,8 +164,17 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         {1050, 1000, 520, DType::bf16, true, Epilogue::residual}, {1050, 1000, 40, DType::f16, true, Epilogue::gelu_erf},
         {1, 100, 603, DType::bf16, true, Epilogue::residual},   {3, 64, 1001, DType::f16, false, Epilogue::gelu_erf},
     };
+    // Both forms of bf16 products of more than 128 rows where the CPU has
+    // bf16 arithmetic: as chosen here, and oneDNN's bf16 matmul forced
+    // (onednn_bf16_products_pay decides between it and f32 products).
+    std::vector<std::pair<LinearWCase, const char*>> runs;
     for (const LinearWCase& c : cases) {
-        SCOPED_TRACE(describe(c));
+        runs.push_back({c, ""});
+        if (c.dtype == DType::bf16 && c.rows > 128 && onednn_linear_chosen(DType::bf16)) runs.push_back({c, "onednn"});
+    }
+    for (const auto& [c, linear] : runs) {
+        const test::ScopedEnv forced("TESSERA_LINEAR", *linear ? linear : std::getenv("TESSERA_LINEAR"));
+        SCOPED_TRACE(describe(c) + (*linear ? " TESSERA_LINEAR=onednn" : ""));
         auto x = random_values(size_t(c.rows * c.in), 6);
         auto w32 = random_values(size_t(c.out * c.in), 7);
         auto b = random_values(size_t(c.out), 8);
@@ -181,10 +190,12 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
             w16[i] = c.dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
             w[i] = c.dtype == DType::f16 ? f16_to_f32(w16[i]) : bf16_to_f32(w16[i]);
         }
-        // On CPUs with bf16 arithmetic, bf16 products of 8+ rows run in bf16
-        // (token lanes or oneDNN's bf16 matmul), which rounds x to bf16 too.
+        // On CPUs with bf16 arithmetic, bf16 products of 8 to 128 rows run in
+        // bf16 (token lanes, or oneDNN's bf16 matmul on AMX), which rounds x
+        // to bf16 too; longer ones only where bf16 products pay, else f32.
         auto xr = x;
-        if (c.dtype == DType::bf16 && c.rows >= 8 && onednn_linear_chosen(DType::bf16))
+        if (c.dtype == DType::bf16 && c.rows >= 8 && onednn_linear_chosen(DType::bf16) &&
+            (c.rows <= 128 || onednn_bf16_products_pay()))
             for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
         std::vector<float> ref(y.size());
         for (int64_t r = 0; r < c.rows; ++r)

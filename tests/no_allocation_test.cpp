@@ -107,10 +107,7 @@ struct VitCase {
 class VitForwardAllocates : public ::testing::TestWithParam<VitCase> {};
 
 TEST_P(VitForwardAllocates, NothingOnceWarmWithOrWithoutStages) {
-    struct Env {
-        explicit Env(bool onednn) { if (onednn) setenv("TESSERA_LINEAR", "onednn", 1); }
-        ~Env() { unsetenv("TESSERA_LINEAR"); }
-    } env(GetParam().onednn);
+    const test::ScopedEnv onednn("TESSERA_LINEAR", GetParam().onednn ? "onednn" : std::getenv("TESSERA_LINEAR"));
     const std::string dir = test::temp_dir() + "/noalloc-vit";
     test::write_tiny_vit(dir, test::TinyVit{64, 8, 32, 4, 2, 10, 11});
     VitModel model;

@@ -286,3 +286,18 @@ std::string bmp_header_only(uint32_t width, uint32_t height) {
 }
 
 }  // namespace tessera::test
+
+namespace tessera::test {
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* previous = std::getenv(name)) had_previous_ = true, previous_ = previous;
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+}
+
+ScopedEnv::~ScopedEnv() {
+    if (had_previous_) setenv(name_.c_str(), previous_.c_str(), 1);
+    else unsetenv(name_.c_str());
+}
+
+}  // namespace tessera::test

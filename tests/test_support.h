@@ -35,6 +35,20 @@ CommandResult run_command(const std::string& command);
 // The Debian python3 with numpy and Pillow, or "" when not available.
 std::string reference_python();
 
+// Sets (value) or removes (null) an environment variable for a scope, then
+// puts back what was there (e.g. TESSERA_LINEAR to force a kernel path).
+class ScopedEnv {
+public:
+    ScopedEnv(const char* name, const char* value);
+    ~ScopedEnv();
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+private:
+    std::string name_, previous_;
+    bool had_previous_ = false;
+};
+
 // Renders held-out ShapeScenes scenes 0..count-1 with tools/shapescenes.py
 // into a fresh temporary folder (images/heldout-NNNNNN.png, scenes.jsonl).
 std::string render_heldout(int count);

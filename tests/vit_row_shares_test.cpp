@@ -1,7 +1,8 @@
 // A ViT block's row-wise sub-layers run on per-thread row shares
 // (kernels/row_shares.h): the logits must not depend on how many threads
 // share the rows, in f32 and bf16 (where bf16 runs on oneDNN, the layer norms
-// and fc1 write bf16 rows into buffers the threads share), with layer scale,
+// and fc1 write bf16 rows into buffers the threads share; forced with
+// TESSERA_LINEAR=onednn where this CPU's bf16 products would not pay), with layer scale,
 // whose products write f32 rows next to them, with quick_gelu (its MLP in
 // f32 after a bf16 attention), and with a stage between attention and MLP.
 #include <gtest/gtest.h>
@@ -44,6 +45,7 @@ std::vector<float> logits_on(int threads, const std::string& dir, DType dtype, i
 }
 
 TEST(VitRowShares, LogitsDoNotDependOnTheThreadCount) {
+    const test::ScopedEnv bf16_products("TESSERA_LINEAR", "onednn");  // bf16 below on oneDNN's bf16 form
     for (int variant = 0; variant < 3; ++variant) {
         test::TinyVit spec{64, 8, 32, 3, 2, 10, 21};
         const bool layer_scale = variant == 1;
@@ -75,6 +77,7 @@ TEST(VitRowShares, LogitsDoNotDependOnTheThreadCount) {
 }
 
 TEST(VitRowShares, LogitsDoNotDependOnHowTheRowsAreSplit) {
+    const test::ScopedEnv bf16_products("TESSERA_LINEAR", "onednn");  // bf16 below on oneDNN's bf16 form
     // Shares that follow the threads' speeds (ThreadPace) put rows on other
     // threads, in other product sizes: 1 : 3 and 3 : 1 against equal shares.
     test::TinyVit spec{64, 8, 32, 3, 2, 10, 21};
@@ -115,6 +118,7 @@ private:
 };
 
 TEST(VitRowShares, WholeBlockRegionsGiveWhatSeparateRegionsGive) {
+    const test::ScopedEnv bf16_products("TESSERA_LINEAR", "onednn");  // bf16 below on oneDNN's bf16 form
     // Blocks run as regions of whole blocks, the threads meeting once a
     // block and qkv alternating between two buffers, a region ending after
     // the projection of a block with after-attention hooks (EViT's) and the

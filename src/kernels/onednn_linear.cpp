@@ -1,6 +1,7 @@
 #include "kernels/onednn_linear.h"
 
 #include <cassert>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -134,8 +135,8 @@ bool onednn_linear_chosen(DType dtype) {
     if (const char* force = std::getenv("TESSERA_LINEAR")) {
         const std::string f = force;
         if (f == "packed") return false;
-        if (f == "onednn") return true;
-        if (!f.empty()) fail("TESSERA_LINEAR", "expected packed or onednn, got '" + f + "'");
+        if (f == "onednn" || f == "onednn-f32") return true;
+        if (!f.empty()) fail("TESSERA_LINEAR", "expected packed, onednn or onednn-f32, got '" + f + "'");
     }
     using isa = dnnl::cpu_isa;
     const isa best = dnnl::get_effective_cpu_isa();
@@ -143,6 +144,78 @@ bool onednn_linear_chosen(DType dtype) {
                         best == isa::avx512_core_amx;
     const bool bf16 = best == isa::avx512_core_bf16 || best == isa::avx512_core_amx;
     return dtype == DType::bf16 ? bf16 : avx512;
+}
+
+namespace {
+
+// The fastest of 6 runs each of oneDNN's f32 and bf16 matmuls (inputs in
+// that type, f32 output) on a ViT-B layer's shape [256 x 768] x [768 x 768],
+// alternating, in milliseconds; 1e30 both where oneDNN has no such matmul.
+struct BothMatmuls {
+    double f32_ms = 1e30, bf16_ms = 1e30;
+};
+BothMatmuls time_both_matmuls() {
+    constexpr int64_t rows = 256, in = 768, out = 768;
+    constexpr int runs = 6;
+    struct One {
+        OnednnLayout layout;
+        std::vector<uint8_t> storage, src;
+        void* weights = nullptr;  // in storage, 64-byte aligned
+        std::shared_ptr<const Product> product;
+    } one[2];
+    std::vector<float> w(size_t(out * in)), x(size_t(rows * in)), y(size_t(rows * out));
+    for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i % 13) - 6) * 0.01f;
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i % 7) - 3) * 0.1f;
+    for (int d = 0; d < 2; ++d) {
+        const DType dtype = d == 0 ? DType::f32 : DType::bf16;
+        One& o = one[d];
+        o.layout = onednn_weights_layout(out, in, dtype);
+        if (!o.layout.desc) return {};
+        o.storage.resize(o.layout.bytes + 64);
+        o.weights = o.storage.data() + (64 - reinterpret_cast<uintptr_t>(o.storage.data()) % 64) % 64;
+        onednn_reorder_weights(w.data(), out, in, o.layout, o.weights);
+        o.product = product_for(rows, in, out, dtype, static_cast<const memory::desc*>(o.layout.desc), false,
+                                Epilogue::none, dtype, DType::f32);
+        o.src.resize(size_t(rows * in) * (dtype == DType::f32 ? 4 : 2));
+        if (dtype == DType::f32) std::memcpy(o.src.data(), x.data(), o.src.size());
+        else
+            for (size_t i = 0; i < x.size(); ++i) reinterpret_cast<uint16_t*>(o.src.data())[i] = f32_to_bf16(x[i]);
+    }
+    BothMatmuls best;
+    for (int r = 0; r <= runs; ++r)
+        for (int d = 0; d < 2; ++d) {
+            const One& o = one[d];
+            const auto start = std::chrono::steady_clock::now();
+            onednn_execute(o.product->matmul, {{DNNL_ARG_SRC, &o.product->src, o.src.data()},
+                                               {DNNL_ARG_WEIGHTS, &o.product->weights, o.weights},
+                                               {DNNL_ARG_DST, &o.product->dst, y.data()}});
+            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+            if (r == 0) continue;  // the first run of each creates its kernels
+            double& kept = d == 0 ? best.f32_ms : best.bf16_ms;
+            kept = std::min(kept, ms);
+        }
+    return best;
+}
+
+}  // namespace
+
+bool onednn_bf16_products_pay() {
+    if (const char* force = std::getenv("TESSERA_LINEAR")) {
+        const std::string f = force;
+        if (f == "onednn") return true;
+        if (f == "onednn-f32" || f == "packed") return false;
+    }
+    if (!onednn_linear_chosen(DType::bf16)) return false;
+    if (onednn_bf16_on_amx()) return true;
+    static const bool pays = [] {
+        try {
+            const BothMatmuls t = time_both_matmuls();
+            return t.bf16_ms < onednn_bf16_pays_below * t.f32_ms;
+        } catch (const dnnl::error&) {
+            return false;  // no bf16 matmul after all
+        }
+    }();
+    return pays;
 }
 
 bool onednn_bf16_on_amx() { return dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx512_core_amx; }

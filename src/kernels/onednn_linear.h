@@ -20,10 +20,22 @@ struct PackedMatrix;
 // Whether weights in `dtype` should be reordered for oneDNN on this CPU:
 // f32 when oneDNN's best ISA is AVX-512 or better, bf16 when it has bf16
 // arithmetic (AVX512-BF16, AMX), and only if oneDNN creates a matmul for
-// them. TESSERA_LINEAR=packed or =onednn overrides the choice (tests and
-// benchmarks); a forced oneDNN path still falls back to the packed kernel
+// them. TESSERA_LINEAR=packed, =onednn or =onednn-f32 overrides the choice
+// (tests and benchmarks; onednn-f32: see onednn_bf16_products_pay); a forced oneDNN path still falls back to the packed kernel
 // where oneDNN has no matmul for the dtype.
 bool onednn_linear_chosen(DType dtype);
+
+// Whether a bf16 run's products should be oneDNN's bf16 matmul rather than
+// its f32 one over weights rounded to bf16 at load. Yes on AMX. Without AMX
+// it depends on the CPU: AVX512-BF16's dot products doubled the f32 rate on
+// a 2-core Zen 5, but on a 2-core Sapphire Rapids VM (no AMX) oneDNN's bf16
+// matmul ran 0.7x as fast as its f32 one. So it is measured, once per
+// process: the faster of 6 alternated runs of each on a ViT-B layer's shape
+// (about 20 ms), bf16 chosen only if it takes under onednn_bf16_pays_below
+// of the f32 time; the margin keeps a noisy host from flipping the choice.
+// TESSERA_LINEAR=onednn forces yes, =onednn-f32 and =packed no.
+constexpr double onednn_bf16_pays_below = 0.85;
+bool onednn_bf16_products_pay();
 
 // Whether oneDNN's bf16 products run on AMX tiles here (Sapphire Rapids and
 // later), several times the rate of AVX512-BF16 code.

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/onednn_linear.h"
 #include "kernels/simd_math.h"
@@ -200,6 +201,15 @@ void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst) {
 
 WeightPlan plan_weights(int64_t out, int64_t in, DType dtype) {
     WeightPlan plan{out, in, dtype, nullptr, size_t(packed_matrix_floats(out, in)) * dtype_size(dtype)};
+    if (dtype == DType::bf16 && onednn_linear_chosen(DType::f32) &&
+        !(onednn_linear_chosen(DType::bf16) && onednn_bf16_products_pay())) {
+        const OnednnLayout layout = onednn_weights_layout(out, in, DType::f32);
+        if (layout.desc) {
+            plan.dtype = DType::f32, plan.rounded_to_bf16 = true;
+            plan.onednn_layout = layout.desc, plan.bytes = layout.bytes;
+            return plan;
+        }
+    }
     if (onednn_linear_chosen(dtype)) {
         const OnednnLayout layout = onednn_weights_layout(out, in, dtype);
         if (layout.desc) plan.onednn_layout = layout.desc, plan.bytes = layout.bytes;
@@ -208,6 +218,12 @@ WeightPlan plan_weights(int64_t out, int64_t in, DType dtype) {
 }
 
 PackedMatrix pack_weights(const WeightPlan& plan, const float* w, void* dst) {
+    std::vector<float> rounded;
+    if (plan.rounded_to_bf16) {
+        rounded.resize(size_t(plan.out * plan.in));
+        for (size_t i = 0; i < rounded.size(); ++i) rounded[i] = bf16_to_f32(f32_to_bf16(w[i]));
+        w = rounded.data();
+    }
     if (plan.onednn_layout)
         onednn_reorder_weights(w, plan.out, plan.in, {plan.onednn_layout, plan.bytes}, dst);
     else if (plan.dtype == DType::bf16)

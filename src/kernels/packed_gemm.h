@@ -47,12 +47,16 @@ void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst);
 
 // How a model's weight matrix will be stored: oneDNN's reordered layout
 // where onednn_linear_chosen(dtype) and oneDNN has a fast matmul for it,
-// else panels of `dtype`. bytes: what pack_weights writes.
+// else panels of `dtype`. bf16 asked for where oneDNN runs f32 but its bf16
+// products do not pay (onednn_bf16_products_pay): the weights rounded to
+// bf16 and stored in oneDNN's f32 layout (dtype f32, rounded_to_bf16).
+// bytes: what pack_weights writes.
 struct WeightPlan {
     int64_t out = 0, in = 0;
     DType dtype = DType::f32;
     const void* onednn_layout = nullptr;
     size_t bytes = 0;
+    bool rounded_to_bf16 = false;
 };
 WeightPlan plan_weights(int64_t out, int64_t in, DType dtype);
 

@@ -246,7 +246,9 @@ DType vit_matrix_dtype(const std::string& option, const std::string& where) {
 }
 
 const char* vit_linear_path(const VitModel& model) {
-    return !model.blocks.empty() && model.blocks[0].qkv_w.onednn_layout ? "onednn" : "packed";
+    if (model.blocks.empty() || !model.blocks[0].qkv_w.onednn_layout) return "packed";
+    // bf16 weights whose products run in f32 (onednn_bf16_products_pay)
+    return model.matrix_dtype == DType::bf16 && model.blocks[0].qkv_w.dtype == DType::f32 ? "onednn-f32" : "onednn";
 }
 
 void vit_load(VitModel& model, const std::string& dir, DType matrices) {

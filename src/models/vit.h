@@ -115,8 +115,10 @@ void vit_load(VitModel& model, const std::string& dir, DType matrices = DType::f
 DType vit_matrix_dtype(const std::string& option, const std::string& where);
 
 // How a loaded model's linear layers run on this CPU: "onednn" (weights in
-// oneDNN's reordered layout: AVX-512/AMX hosts, or TESSERA_LINEAR=onednn)
-// or "packed" (the AVX2 panels). Benchmarks print it beside their figures.
+// oneDNN's reordered layout: AVX-512/AMX hosts, or TESSERA_LINEAR=onednn),
+// "onednn-f32" (bf16 weights run as f32 products there, where bf16 products
+// do not pay: onednn_bf16_products_pay) or "packed" (the AVX2 panels).
+// Benchmarks print it beside their figures.
 const char* vit_linear_path(const VitModel& model);
 
 // A stage's reorganization of one image, kept for visualizations.
