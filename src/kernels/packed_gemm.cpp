@@ -201,8 +201,8 @@ void pack_matrix_bf16(const float* w, int64_t out, int64_t in, uint16_t* dst) {
 
 WeightPlan plan_weights(int64_t out, int64_t in, DType dtype) {
     WeightPlan plan{out, in, dtype, nullptr, size_t(packed_matrix_floats(out, in)) * dtype_size(dtype)};
-    if (dtype == DType::bf16 && onednn_linear_chosen(DType::f32) &&
-        !(onednn_linear_chosen(DType::bf16) && onednn_bf16_products_pay())) {
+    // (onednn_bf16_products_pay is false wherever oneDNN has no bf16 arithmetic.)
+    if (dtype == DType::bf16 && onednn_linear_chosen(DType::f32) && !onednn_bf16_products_pay()) {
         const OnednnLayout layout = onednn_weights_layout(out, in, DType::f32);
         if (layout.desc) {
             plan.dtype = DType::f32, plan.rounded_to_bf16 = true;
