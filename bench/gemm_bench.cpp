@@ -23,12 +23,13 @@
 //
 // --prefill-bf16 times linear_w on bf16 weights read in place (the LLaVA
 // decoder's prefill with `--dtype bf16`) as this CPU runs it ("chosen")
-// against its two f32 paths called directly: each 512-row panel converted
-// and multiplied by oneDNN ("converted", linear_w_converted) and panels
-// packed on the fly in cache ("on_the_fly", linear_packing_on_the_fly), the
-// three alternating. One JSON object per shape: {name, rows, in, out,
-// chosen_ms, converted_ms, on_the_fly_ms, and the same as _gflops,
-// chosen_rel_diff, on_the_fly_rel_diff (largest difference from the
+// against each form it can take, called directly: each 512-row panel
+// converted and multiplied by oneDNN ("converted", linear_w_converted), AVX2
+// panels packed on the fly in cache ("on_the_fly"), and where the build has
+// them bf16 token lanes ("token_lanes") and 512-bit wide panels
+// ("wide_panels", up to 512 rows), all alternating. One JSON object per
+// shape: {name, rows, in, out, in_bf16 (linear_w_in_bf16), and per form
+// FORM_ms, FORM_gflops, FORM_rel_diff (largest difference from the
 // converted panels relative to their largest output)}.
 //
 // --dtype bf16 packs Tessera's weights in bf16 (a `--dtype bf16` run's
@@ -49,6 +50,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -61,6 +63,7 @@
 #include "kernels/gemm.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/token_lanes.h"
+#include "kernels/wide_panels.h"
 #include "cli/serve.h"
 #include "tessera/arena.h"
 #include "tessera/threads.h"
@@ -193,8 +196,8 @@ int gemv_bandwidth(int64_t in, int64_t out, int64_t count, int passes) {
     return y[0] == y[0] ? 0 : 1;
 }
 
-// linear_w on bf16 weights as this CPU runs it, against its converted-panel
-// and packed-on-the-fly paths, alternating.
+// linear_w on bf16 weights as this CPU runs it, against each form it can
+// take, called directly, all alternating.
 int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -205,43 +208,61 @@ int prefill_bf16(const std::vector<Shape>& shapes, int iters, int warmup) {
         for (float& v : b) v = dist(rng);
         for (uint16_t& v : w) v = tessera::f32_to_bf16(dist(rng) * 0.05f);
         const tessera::WeightRef ref{w.data(), tessera::DType::bf16, s.out, s.in};
-        std::vector<float> y1(size_t(s.rows * s.out)), y2(y1.size()), y3(y1.size()), y4(y1.size()),
-            scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
-        std::vector<double> t1, t2, t3, t4;
-        for (int i = 0; i < iters + warmup; ++i) {
-            const auto a = std::chrono::steady_clock::now();
-            tessera::linear_w(nullptr, y1.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
-            const auto m = std::chrono::steady_clock::now();
-            tessera::linear_w_converted(nullptr, y2.data(), x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
-            const auto e = std::chrono::steady_clock::now();
-            tessera::linear_packing_on_the_fly(nullptr, y3.data(), x.data(), w.data(), tessera::DType::bf16, s.out, s.in,
-                                               b.data(), s.rows, s.epilogue);
-            const auto f = std::chrono::steady_clock::now();
-            tessera::linear_bf16_token_lanes(y4.data(), x.data(), w.data(), s.out, s.in, b.data(), s.rows, s.epilogue);
-            const auto g = std::chrono::steady_clock::now();
-            if (i >= warmup) {
-                t4.push_back(std::chrono::duration<double, std::milli>(g - f).count());
-                t1.push_back(std::chrono::duration<double, std::milli>(m - a).count());
-                t2.push_back(std::chrono::duration<double, std::milli>(e - m).count());
-                t3.push_back(std::chrono::duration<double, std::milli>(f - e).count());
-            }
-        }
-        // Largest difference from the converted panels, relative to their largest output.
-        const auto rel_diff = [&](const std::vector<float>& y) {
-            double worst = 0.0, scale = 0.0;
-            for (size_t i = 0; i < y.size(); ++i) {
-                worst = std::max(worst, double(std::abs(y[i] - y2[i])));
-                scale = std::max(scale, double(std::abs(y2[i])));
-            }
-            return worst / std::max(scale, 1e-30);
+        std::vector<float> scratch(size_t(tessera::linear_w_scratch_floats(s.in)));
+        std::vector<float> x_packed(size_t(s.rows * s.in));
+        struct Form {
+            const char* name;
+            std::function<void(float*)> run;
+            std::vector<float> y;
+            std::vector<double> ms;
         };
-        const double flop = flop_of(s), c = median(t1), p = median(t2), q = median(t3), l = median(t4);
-        std::printf("{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"chosen_ms\":%.4f,\"converted_ms\":%.4f,"
-                    "\"on_the_fly_ms\":%.4f,\"token_lanes_ms\":%.4f,\"chosen_gflops\":%.2f,\"converted_gflops\":%.2f,"
-                    "\"on_the_fly_gflops\":%.2f,\"token_lanes_gflops\":%.2f,\"chosen_rel_diff\":%.3g,"
-                    "\"on_the_fly_rel_diff\":%.3g,\"token_lanes_rel_diff\":%.3g}\n",
-                    s.name.c_str(), (long long)s.rows, (long long)s.in, (long long)s.out, c, p, q, l, flop / c / 1e6,
-                    flop / p / 1e6, flop / q / 1e6, flop / l / 1e6, rel_diff(y1), rel_diff(y3), rel_diff(y4));
+        const auto bf16 = tessera::DType::bf16;
+        std::vector<Form> forms;
+        const auto add = [&](const char* name, std::function<void(float*)> run) {
+            forms.push_back(Form{name, std::move(run), std::vector<float>(size_t(s.rows * s.out)), {}});
+        };
+        add("chosen", [&](float* y) {
+            tessera::linear_w(nullptr, y, x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
+        });
+        add("converted", [&](float* y) {
+            tessera::linear_w_converted(nullptr, y, x.data(), ref, b.data(), s.rows, s.epilogue, scratch.data());
+        });
+        add("on_the_fly", [&](float* y) {
+            tessera::linear_packing_on_the_fly(nullptr, y, x.data(), w.data(), bf16, s.out, s.in, b.data(), s.rows,
+                                               s.epilogue);
+        });
+        if (tessera::token_lanes_available())
+            add("token_lanes", [&](float* y) {
+                tessera::linear_bf16_token_lanes(y, x.data(), w.data(), s.out, s.in, b.data(), s.rows, s.epilogue);
+            });
+        if (tessera::wide_panels_available() && s.rows <= tessera::linear_w_panel_rows)
+            add("wide_panels", [&](float* y) {
+                tessera::linear_wide_panels(y, x.data(), w.data(), bf16, s.out, s.in, b.data(), s.rows, s.epilogue,
+                                            x_packed.data());
+            });
+        for (int i = 0; i < iters + warmup; ++i)
+            for (Form& f : forms) {
+                const auto a = std::chrono::steady_clock::now();
+                f.run(f.y.data());
+                const auto e = std::chrono::steady_clock::now();
+                if (i >= warmup) f.ms.push_back(std::chrono::duration<double, std::milli>(e - a).count());
+            }
+        // Largest difference from the converted panels, relative to their largest output.
+        const std::vector<float>& converted = forms[1].y;
+        std::printf("{\"name\":\"%s\",\"rows\":%lld,\"in\":%lld,\"out\":%lld,\"in_bf16\":%s", s.name.c_str(),
+                    (long long)s.rows, (long long)s.in, (long long)s.out,
+                    tessera::linear_w_in_bf16(bf16, s.rows) ? "true" : "false");
+        for (const Form& f : forms) {
+            double worst = 0.0, scale = 0.0;
+            for (size_t i = 0; i < f.y.size(); ++i) {
+                worst = std::max(worst, double(std::abs(f.y[i] - converted[i])));
+                scale = std::max(scale, double(std::abs(converted[i])));
+            }
+            const double ms = median(f.ms);
+            std::printf(",\"%s_ms\":%.4f,\"%s_gflops\":%.2f,\"%s_rel_diff\":%.3g", f.name, ms, f.name,
+                        flop_of(s) / ms / 1e6, f.name, worst / std::max(scale, 1e-30));
+        }
+        std::printf("}\n");
     }
     return 0;
 }

@@ -11,6 +11,7 @@
 #include "kernels/gemm.h"
 #include "kernels/onednn_linear.h"
 #include "kernels/token_lanes.h"
+#include "kernels/wide_panels.h"
 #include "tessera/tensor.h"
 #include "tessera/threads.h"
 #include "test_support.h"
@@ -142,12 +143,13 @@ std::string describe(const LinearWCase& c) {
 }
 
 TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
-    // rows < 8 run the GEMV loop. On a CPU with bf16 arithmetic, bf16 with
+    // rows < 8 run the GEMV loop. On a CPU whose bf16 products pay, bf16 with
     // rows >= 8 runs the token-lanes kernel (up to 128 rows, no AMX) or
-    // oneDNN's bf16 matmul; otherwise rows >= 8 panels packed on the fly while x
-    // is at most 4 MiB (in 1100: three k-chunks, the last not a multiple of
-    // 8), beyond that converted 512-row panels (out 520: two, the second
-    // partial). out 13, 33, 37 and 40 leave partial output blocks and panels;
+    // oneDNN's bf16 matmul; otherwise rows >= 8 run the wide panels where the
+    // build has them (1050 and 600 rows: blocks of at most 512; in 1100: five
+    // k-chunks, the last not a multiple of 8), else AVX2 panels packed on the
+    // fly while x is at most 4 MiB (in 1100: three k-chunks), beyond that
+    // converted 512-row panels (out 520: two, the second partial). out 13, 33, 37 and 40 leave partial output blocks and panels;
     // out 603 and 1001 leave rows past the GEMV's spaced blocks while its
     // loop runs in parallel.
     const std::vector<LinearWCase> cases = {
@@ -163,6 +165,7 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         {20, 1100, 33, DType::f16, true, Epilogue::residual}, {75, 1100, 48, DType::f16, false, Epilogue::none},
         {1050, 1000, 520, DType::bf16, true, Epilogue::residual}, {1050, 1000, 40, DType::f16, true, Epilogue::gelu_erf},
         {1, 100, 603, DType::bf16, true, Epilogue::residual},   {3, 64, 1001, DType::f16, false, Epilogue::gelu_erf},
+        {600, 300, 70, DType::bf16, true, Epilogue::residual},  {16, 1100, 40, DType::bf16, true, Epilogue::none},
     };
     // Both forms of bf16 products of more than 128 rows where the CPU has
     // bf16 arithmetic: as chosen here, and oneDNN's bf16 matmul forced
@@ -190,12 +193,9 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
             w16[i] = c.dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
             w[i] = c.dtype == DType::f16 ? f16_to_f32(w16[i]) : bf16_to_f32(w16[i]);
         }
-        // On CPUs with bf16 arithmetic, bf16 products of 8 to 128 rows run in
-        // bf16 (token lanes, or oneDNN's bf16 matmul on AMX), which rounds x
-        // to bf16 too; longer ones only where bf16 products pay, else f32.
+        // Products in bf16 round x to bf16 too.
         auto xr = x;
-        if (c.dtype == DType::bf16 && c.rows >= 8 && onednn_linear_chosen(DType::bf16) &&
-            (c.rows <= 128 || onednn_bf16_products_pay()))
+        if (linear_w_in_bf16(c.dtype, c.rows))
             for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
         std::vector<float> ref(y.size());
         for (int64_t r = 0; r < c.rows; ++r)
@@ -263,6 +263,52 @@ TEST(LlmKernels, TokenLanesMatchesNaiveBf16Product) {
     std::vector<uint16_t> w(3 * 5, f32_to_bf16(1.0f));
     EXPECT_FALSE(linear_bf16_token_lanes(y.data(), x.data(), w.data(), 3, 5, nullptr, 8, Epilogue::none));
     EXPECT_EQ(y, std::vector<float>(8 * 3, 7.0f));
+}
+
+TEST(LlmKernels, WidePanelsMatchNaiveProduct) {
+    if (!wide_panels_available()) GTEST_SKIP() << "this build has no AVX-512 code (wide_panels.h)";
+    // Every tile height (rows 1-12) and splits into equal tiles (13: 7 + 6,
+    // 25: three, 76: seven of 10-11); out 5, 37 and 70 leave partial 32-column
+    // panels (37: a second panel of 5 columns, 70: a claim of 3 panels) and
+    // 300 several claims; in 13 (shorter than one 8-element transpose), 300
+    // (k-chunks of 256 and 44: partial sums carried in y) and 520.
+    struct Case {
+        int64_t rows, in, out;
+        DType dtype;
+        bool bias;
+        Epilogue epilogue;
+    };
+    std::vector<Case> cases;
+    for (int64_t rows = 1; rows <= 13; ++rows)
+        cases.push_back({rows, 300, 37, rows % 2 ? DType::bf16 : DType::f16, rows % 3 != 0, Epilogue(rows % 3)});
+    cases.push_back({25, 13, 5, DType::bf16, true, Epilogue::gelu_erf});
+    cases.push_back({76, 520, 70, DType::f16, true, Epilogue::residual});
+    cases.push_back({30, 300, 300, DType::bf16, false, Epilogue::none});
+    for (const Case& c : cases) {
+        SCOPED_TRACE(describe({c.rows, c.in, c.out, c.dtype, c.bias, c.epilogue}));
+        auto x = random_values(size_t(c.rows * c.in), 26);
+        auto w32 = random_values(size_t(c.out * c.in), 27);
+        auto b = random_values(size_t(c.out), 28);
+        auto y = random_values(size_t(c.rows * c.out), 29);
+        std::vector<uint16_t> w(w32.size());
+        for (size_t i = 0; i < w.size(); ++i) w[i] = c.dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
+        std::vector<float> ref(y.size());
+        for (int64_t r = 0; r < c.rows; ++r)
+            for (int64_t o = 0; o < c.out; ++o) {
+                double acc = c.bias ? b[size_t(o)] : 0.0;
+                for (int64_t i = 0; i < c.in; ++i) {
+                    const uint16_t wi = w[size_t(o * c.in + i)];
+                    acc += double(x[size_t(r * c.in + i)]) * (c.dtype == DType::f16 ? f16_to_f32(wi) : bf16_to_f32(wi));
+                }
+                if (c.epilogue == Epilogue::gelu_erf) acc = gelu_ref(acc);
+                if (c.epilogue == Epilogue::residual) acc += y[size_t(r * c.out + o)];
+                ref[size_t(r * c.out + o)] = float(acc);
+            }
+        std::vector<float> x_packed(x.size());
+        ASSERT_TRUE(linear_wide_panels(y.data(), x.data(), w.data(), c.dtype, c.out, c.in, c.bias ? b.data() : nullptr,
+                                       c.rows, c.epilogue, x_packed.data()));
+        EXPECT_LT(max_abs_diff(y, ref), 1e-5f * std::sqrt(float(c.in)));
+    }
 }
 
 // ---- causal attention ---------------------------------------------------------

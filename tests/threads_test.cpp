@@ -29,6 +29,7 @@
 #include "kernels/packed_gemm.h"
 #include "kernels/row_shares.h"
 #include "kernels/token_lanes.h"
+#include "kernels/wide_panels.h"
 #include "tessera/tensor.h"
 #include "tessera/threads.h"
 #include "test_support.h"
@@ -290,6 +291,26 @@ TEST(ThreadedKernels, PanelsPackedOnTheFlyAreIdenticalOnAnyThreadCount) {
             std::vector<float> y(size_t(rows * out));
             linear_packing_on_the_fly(nullptr, y.data(), x.data(), w16.data(), dtype, out, in, b.data(), rows,
                                       Epilogue::gelu_erf);
+            return y;
+        }));
+    }
+}
+
+TEST(ThreadedKernels, WidePanelsAreIdenticalOnAnyThreadCount) {
+    if (!wide_panels_available()) GTEST_SKIP() << "this build has no AVX-512 code (wide_panels.h)";
+    // out 1160: 36 full panels and one of 8 columns, in claims of 4 the
+    // threads take in any order; in 1100: k-chunks of 256 and a last of 76.
+    const int64_t in = 1100, out = 1160, rows = 23;
+    const std::vector<float> w = random_values(size_t(out * in), 19, 0.05f), b = random_values(size_t(out), 20);
+    const std::vector<float> x = random_values(size_t(rows * in), 21);
+    for (DType dtype : {DType::bf16, DType::f16}) {
+        SCOPED_TRACE(dtype_name(dtype));
+        std::vector<uint16_t> w16(w.size());
+        for (size_t i = 0; i < w.size(); ++i) w16[i] = dtype == DType::f16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+        expect_identical(on_thread_counts([&] {
+            std::vector<float> y = random_values(size_t(rows * out), 22), x_packed(x.size());
+            EXPECT_TRUE(linear_wide_panels(y.data(), x.data(), w16.data(), dtype, out, in, b.data(), rows,
+                                           Epilogue::residual, x_packed.data()));
             return y;
         }));
     }

@@ -20,6 +20,7 @@
 #include "kernels/packed_gemm.h"
 #include "kernels/simd_math.h"
 #include "kernels/token_lanes.h"
+#include "kernels/wide_panels.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define TESSERA_GEMM_AVX2 1
@@ -399,21 +400,49 @@ constexpr int64_t linear_w_gemv_max_rows = 7;
 // lanes): 16 rows 241 -> 337, 40 rows 413 -> 541, 64 rows 492 -> 668, 76 rows
 // about 1.2x, 128 rows 595 -> 646, 160 rows level, 588 rows 0.9x.
 constexpr int64_t linear_w_token_lanes_max_rows = 128;
-// Above it, while x is at most this large, through panels packed on the fly
-// (linear_packing_on_the_fly re-reads all of x for every 16 output columns,
-// so x should stay in cache); larger products through converted 512-row
-// panels and oneDNN, whose own blocking wins there. LLaVA-7B shapes on the
-// AVX2 reference machine: 1.2-1.6x at 16-40 rows, 1.1-1.3x at 76 rows (a
-// 64-token VTC-CLS prefill), level at 128-256 rows of 4096, 0.8-0.9x at 587.
+// Otherwise f32 products: without the wide panels, and while x is at most
+// this large, through AVX2 panels packed on the fly in cache (linear_packing_on_the_fly re-reads
+// all of x for every 16 output columns, so x should stay in cache); larger
+// products through converted 512-row panels and oneDNN, whose own blocking
+// wins there. LLaVA-7B shapes on the AVX2 reference machine: 1.2-1.6x at
+// 16-40 rows, 1.1-1.3x at 76 rows (a 64-token VTC-CLS prefill), level at
+// 128-256 rows of 4096, 0.8-0.9x at 587.
 #ifdef TESSERA_GEMM_AVX2
 constexpr int64_t linear_w_packing_max_x_bytes = 4 << 20;
 #else
 constexpr int64_t linear_w_packing_max_x_bytes = 0;  // scalar tiles in this build: oneDNN always wins
 #endif
 
+// The wide-panel kernel over blocks of at most linear_w_panel_rows rows (x
+// packed into scratch, linear_w_scratch_floats(in) floats); each block reads
+// the weights once.
+bool linear_w_wide(float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows, Epilogue epilogue,
+                   float* scratch) {
+    const int64_t blocks = (rows + linear_w_panel_rows - 1) / linear_w_panel_rows;
+    for (int64_t b = 0, r0 = 0; b < blocks; ++b) {
+        const int64_t n = rows / blocks + (b < rows % blocks ? 1 : 0);
+        if (!linear_wide_panels(y + r0 * w.out, x + r0 * w.in, static_cast<const uint16_t*>(w.data), w.dtype, w.out,
+                                w.in, bias, n, epilogue, scratch))
+            return false;
+        r0 += n;
+    }
+    return true;
+}
+
 }  // namespace
 
 int64_t linear_w_scratch_floats(int64_t in) { return linear_w_panel_rows * in; }
+
+bool linear_w_in_bf16(DType dtype, int64_t rows) {
+    if (dtype != DType::bf16 || rows <= linear_w_gemv_max_rows || !onednn_linear_chosen(DType::bf16)) return false;
+    // On AMX one oneDNN product, which repacks the weights (several times
+    // the rate of f32 tiles); where bf16 products pay without AMX the
+    // token-lanes kernel up to 128 rows, then oneDNN. Where they do not, f32
+    // tiles win from 8 rows (a Sapphire Rapids VM without AMX, LLaVA-7B's
+    // 4096x12288, GFLOP/s, token lanes -> wide panels: 8 rows 73 -> 94, 16
+    // rows 130 -> 116, 17 rows 78 -> 140, 76 rows 130 -> 181).
+    return onednn_bf16_on_amx() || onednn_bf16_products_pay();
+}
 
 void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
               Epilogue epilogue, float* scratch) {
@@ -425,31 +454,31 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
             linear(ledger, y, x, static_cast<const float*>(w.data), bias, rows, w.in, w.out, epilogue);
         return;
     }
+    if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
     const auto* w16 = static_cast<const uint16_t*>(w.data);
-    // bf16 on a CPU with bf16 arithmetic: up to 128 rows without AMX, the
-    // token-lanes kernel, which reads the weights as stored; otherwise one
-    // oneDNN product, which repacks them (AMX: several times the rate of
-    // widened f32 panels), where its bf16 products pay; else f32 products
-    // below (a Sapphire Rapids VM without AMX: 576 rows of LLaVA-7B's
-    // 4096-wide matrices 1.3-1.5x as fast converted to f32).
-    if (rows > linear_w_gemv_max_rows && w.dtype == DType::bf16 && onednn_linear_chosen(DType::bf16) &&
-        ((rows <= linear_w_token_lanes_max_rows && !onednn_bf16_on_amx() &&
-          linear_bf16_token_lanes(y, x, w16, w.out, w.in, bias, rows, epilogue)) ||
-         (onednn_bf16_products_pay() && onednn_linear_bf16_in_place(y, x, w16, w.out, w.in, bias, rows, epilogue)))) {
-        if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
+    if (rows <= linear_w_gemv_max_rows) {
+        if (rows <= 0) return;
+        if (w.dtype == DType::f16) gemv<DType::f16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
+        else gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
         return;
     }
-    if (rows <= linear_w_gemv_max_rows) {
-        if (rows > 0) {
-            if (w.dtype == DType::f16) gemv<DType::f16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
-            else gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue);
-        }
-    } else if (rows * w.in * int64_t(sizeof(float)) <= linear_w_packing_max_x_bytes) {
-        linear_packing_on_the_fly(nullptr, y, x, w16, w.dtype, w.out, w.in, bias, rows, epilogue);
-    } else {
-        linear_w_converted(nullptr, y, x, w, bias, rows, epilogue, scratch);
+    if (linear_w_in_bf16(w.dtype, rows)) {
+        if (!onednn_bf16_on_amx() && rows <= linear_w_token_lanes_max_rows &&
+            linear_bf16_token_lanes(y, x, w16, w.out, w.in, bias, rows, epilogue))
+            return;
+        if (onednn_linear_bf16_in_place(y, x, w16, w.out, w.in, bias, rows, epilogue)) return;
     }
-    if (ledger) ledger->add(uint64_t(rows * w.in * w.out));
+    // Otherwise f32 products on weights widened in cache: the 512-bit tiles
+    // where the build has them, else AVX2 panels while x stays in cache,
+    // else converted panels and oneDNN.
+    if (wide_panels_available()) {
+        assert(scratch && "linear_w needs linear_w_scratch_floats(in) floats of scratch for larger products");
+        if (linear_w_wide(y, x, w, bias, rows, epilogue, scratch)) return;
+    }
+    if (rows * w.in * int64_t(sizeof(float)) <= linear_w_packing_max_x_bytes)
+        linear_packing_on_the_fly(nullptr, y, x, w16, w.dtype, w.out, w.in, bias, rows, epilogue);
+    else
+        linear_w_converted(nullptr, y, x, w, bias, rows, epilogue, scratch);
 }
 
 void linear_w_converted(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,

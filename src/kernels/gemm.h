@@ -67,23 +67,31 @@ struct WeightRef {
 
 // Output rows of a 16-bit weight converted to f32 at a time by linear_w.
 constexpr int64_t linear_w_panel_rows = 512;
-// linear_w's scratch for 16-bit weights and rows >= 8: one converted panel.
+// linear_w's scratch for 16-bit weights and rows >= 8: one converted panel,
+// or 512 rows of x packed for the wide panels.
 int64_t linear_w_scratch_floats(int64_t in);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, epilogue as linear(); y must
-// not alias x. f32 runs linear(). 16-bit weights: with rows >= 8, bf16 on a
-// CPU with bf16 arithmetic (onednn_linear_chosen(DType::bf16)) runs in bf16
-// on the weights as stored (x rounded to bf16, f32 accumulation): up to 128
-// rows without AMX the token-lanes kernel (token_lanes.h), else one oneDNN
-// bf16 product; otherwise, while x is at most 4 MiB (and the build has the
-// AVX2 tiles), panels packed on the fly in cache (linear_packing_on_the_fly),
-// and beyond that each 512-row panel is converted into scratch
-// (linear_w_scratch_floats(w.in) floats) and multiplied by oneDNN in f32;
-// with rows < 8 a GEMV-style loop reads the weights once and converts in
-// registers. Scratch is used only for the converted panels (may be null
-// otherwise). Adds rows * in * out MACs.
+// not alias x. f32 runs linear(). 16-bit weights are read as stored:
+// - rows < 8: a GEMV-style loop reads the weights once and converts in
+//   registers;
+// - where linear_w_in_bf16: bf16 products (x rounded to bf16, f32
+//   accumulation): up to 128 rows without AMX the token-lanes kernel
+//   (token_lanes.h), else one oneDNN bf16 product;
+// - otherwise f32 products: the 512-bit wide panels where the build has them
+//   (wide_panels.h, x packed into scratch, 512 rows at a time); else, while x
+//   is at most 4 MiB (and the build has the AVX2 tiles), panels packed on the
+//   fly in cache (linear_packing_on_the_fly), and beyond that each 512-row
+//   panel converted into scratch and multiplied by oneDNN in f32.
+// Scratch: linear_w_scratch_floats(w.in) floats, used with rows >= 8 (may be
+// null below). Adds rows * in * out MACs.
 void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
               Epilogue epilogue = Epilogue::none, float* scratch = nullptr);
+
+// Whether linear_w runs this product in bf16 (rounding x to bf16): bf16
+// weights, rows >= 8, a CPU with bf16 arithmetic (onednn_linear_chosen)
+// whose bf16 products pay (AMX, or onednn_bf16_products_pay).
+bool linear_w_in_bf16(DType dtype, int64_t rows);
 
 // linear_w's path for large products on 16-bit weights, callable for any
 // size (benchmarks compare it with linear_packing_on_the_fly): each 512-row

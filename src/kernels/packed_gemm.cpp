@@ -313,11 +313,13 @@ constexpr int panel_column(int j) {
     return std::is_same_v<W, F16> ? j : bf16_panel_order[j];
 }
 
-// panel[kc x 16] <- elements [k0, k0 + kc) of the weight rows w[0, cols)
-// (row stride in), transposed into panel rows in W's element order; columns
-// past cols are zero.
-template <typename W>
-void pack_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, int64_t kc, W* panel) {
+// Elements [k0, k0 + kc) of the 16-bit weight rows w[0, cols) (row stride
+// in; rows past cols read as zero) transposed into panel rows: row(k, v)
+// takes panel row k as one vector of 16 values, position j holding column
+// column_of(j), scalar(k, j, bits) one value at a time.
+template <typename Row, typename Scalar>
+void transpose_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, int64_t kc,
+                           const int (&column_of)[packed_panel_cols], Row row, Scalar scalar) {
     int64_t k = 0;
 #ifdef TESSERA_SIMD_MATH_AVX2
     if (cols == packed_panel_cols) {
@@ -326,7 +328,7 @@ void pack_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, i
         // 16-, 32- and 64-bit interleaves leave element i of every position
         // in r[i], one panel row.
         const uint16_t* src[packed_panel_cols];
-        for (int j = 0; j < int(packed_panel_cols); ++j) src[j] = w + panel_column<W>(j) * in + k0;
+        for (int j = 0; j < int(packed_panel_cols); ++j) src[j] = w + column_of[j] * in + k0;
         for (; k + 8 <= kc; k += 8) {
             __m256i a[8], t[8], u[8];
             for (int j = 0; j < 8; ++j) {
@@ -345,19 +347,70 @@ void pack_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, i
                 u[j + 3] = _mm256_unpackhi_epi32(t[j + 1], t[j + 3]);
             }
             for (int i = 0; i < 4; ++i) {
-                auto* row = reinterpret_cast<__m256i*>(panel + (k + 2 * i) * packed_panel_cols);
-                _mm256_storeu_si256(row, _mm256_unpacklo_epi64(u[i], u[i + 4]));
-                _mm256_storeu_si256(row + 1, _mm256_unpackhi_epi64(u[i], u[i + 4]));
+                row(k + 2 * i, _mm256_unpacklo_epi64(u[i], u[i + 4]));
+                row(k + 2 * i + 1, _mm256_unpackhi_epi64(u[i], u[i + 4]));
             }
         }
     }
 #endif
     for (; k < kc; ++k)
         for (int j = 0; j < int(packed_panel_cols); ++j) {
-            const int c = panel_column<W>(j);
-            panel[k * packed_panel_cols + j] = W{c < cols ? w[c * in + k0 + k] : uint16_t(0)};
+            const int c = column_of[j];
+            scalar(k, j, c < cols ? w[c * in + k0 + k] : uint16_t(0));
         }
 }
+
+constexpr int natural_order[packed_panel_cols] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+// panel[kc x 16] <- the chunk's panel rows in W's element order (F16:
+// natural; bf16: bf16_panel_order, its own inverse).
+template <typename W>
+void pack_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, int64_t kc, W* panel) {
+    transpose_chunk_16bit(
+        w, in, cols, k0, kc, std::is_same_v<W, F16> ? natural_order : bf16_panel_order,
+#ifdef TESSERA_SIMD_MATH_AVX2
+        [&](int64_t k, __m256i v) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(panel + k * packed_panel_cols), v);
+        },
+#else
+        [](int64_t, int) {},
+#endif
+        [&](int64_t k, int j, uint16_t bits) { panel[k * packed_panel_cols + j] = W{bits}; });
+}
+
+}  // namespace
+
+void pack_16bit_columns_f32(const uint16_t* w, DType dtype, int64_t in, int64_t cols, int64_t k0, int64_t kc,
+                            float* panel, int64_t ld) {
+    const bool f16 = dtype == DType::f16;
+    transpose_chunk_16bit(
+        w, in, cols, k0, kc, natural_order,
+#ifdef TESSERA_SIMD_MATH_AVX2
+        [&](int64_t k, __m256i v) {
+            const __m128i low = _mm256_castsi256_si128(v), high = _mm256_extracti128_si256(v, 1);
+            float* row = panel + k * ld;
+            if (!f16) {  // bf16 is the top half of an f32
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), _mm256_slli_epi32(_mm256_cvtepu16_epi32(low), 16));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + 8),
+                                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(high), 16));
+                return;
+            }
+#ifdef __F16C__
+            _mm256_storeu_ps(row, _mm256_cvtph_ps(low));
+            _mm256_storeu_ps(row + 8, _mm256_cvtph_ps(high));
+#else
+            alignas(32) uint16_t bits[packed_panel_cols];
+            _mm256_store_si256(reinterpret_cast<__m256i*>(bits), v);
+            for (int j = 0; j < int(packed_panel_cols); ++j) row[j] = f16_to_f32(bits[j]);
+#endif
+        },
+#else
+        [](int64_t, int) {},
+#endif
+        [&](int64_t k, int j, uint16_t bits) { panel[k * ld + j] = f16 ? f16_to_f32(bits) : bf16_to_f32(bits); });
+}
+
+namespace {
 
 // Panels per unit of work handed to a thread by linear_packing_on_the_fly.
 constexpr int64_t panels_per_group = 4;
