@@ -383,21 +383,23 @@ void pack_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, i
 void pack_16bit_columns_f32(const uint16_t* w, DType dtype, int64_t in, int64_t cols, int64_t k0, int64_t kc,
                             float* panel, int64_t ld) {
     const bool f16 = dtype == DType::f16;
+    // bf16 rows come out of the transpose in bf16_panel_order, so that
+    // interleaving with zero (one instruction per 8 values) widens them to
+    // columns 0-7 and 8-15; f16 rows in natural order for vcvtph2ps.
     transpose_chunk_16bit(
-        w, in, cols, k0, kc, natural_order,
+        w, in, cols, k0, kc, f16 ? natural_order : bf16_panel_order,
 #ifdef TESSERA_SIMD_MATH_AVX2
         [&](int64_t k, __m256i v) {
-            const __m128i low = _mm256_castsi256_si128(v), high = _mm256_extracti128_si256(v, 1);
             float* row = panel + k * ld;
-            if (!f16) {  // bf16 is the top half of an f32
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), _mm256_slli_epi32(_mm256_cvtepu16_epi32(low), 16));
-                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + 8),
-                                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(high), 16));
+            if (!f16) {
+                const __m256i zero = _mm256_setzero_si256();
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row), _mm256_unpacklo_epi16(zero, v));
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(row + 8), _mm256_unpackhi_epi16(zero, v));
                 return;
             }
 #ifdef __F16C__
-            _mm256_storeu_ps(row, _mm256_cvtph_ps(low));
-            _mm256_storeu_ps(row + 8, _mm256_cvtph_ps(high));
+            _mm256_storeu_ps(row, _mm256_cvtph_ps(_mm256_castsi256_si128(v)));
+            _mm256_storeu_ps(row + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1)));
 #else
             alignas(32) uint16_t bits[packed_panel_cols];
             _mm256_store_si256(reinterpret_cast<__m256i*>(bits), v);
@@ -407,7 +409,11 @@ void pack_16bit_columns_f32(const uint16_t* w, DType dtype, int64_t in, int64_t 
 #else
         [](int64_t, int) {},
 #endif
-        [&](int64_t k, int j, uint16_t bits) { panel[k * ld + j] = f16 ? f16_to_f32(bits) : bf16_to_f32(bits); });
+        [&](int64_t k, int j, uint16_t bits) {
+            // Position j holds column j of an f16 row, bf16_panel_order[j] of a bf16 one.
+            if (f16) panel[k * ld + j] = f16_to_f32(bits);
+            else panel[k * ld + bf16_panel_order[j]] = bf16_to_f32(bits);
+        });
 }
 
 namespace {
