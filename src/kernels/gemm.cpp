@@ -439,8 +439,9 @@ bool linear_w_in_bf16(DType dtype, int64_t rows) {
     // the rate of f32 tiles); where bf16 products pay without AMX the
     // token-lanes kernel up to 128 rows, then oneDNN. Where they do not, f32
     // tiles win from 8 rows (a Sapphire Rapids VM without AMX, LLaVA-7B's
-    // 4096x12288, GFLOP/s, token lanes -> wide panels: 8 rows 73 -> 94, 16
-    // rows 130 -> 116, 17 rows 78 -> 140, 76 rows 130 -> 181).
+    // 4096x12288, GFLOP/s, token lanes -> wide panels: 8 rows 73 -> 94 and
+    // 17 rows 78 -> 140 with a first form of the wide panels; 16 rows
+    // 136-156 -> 148-160 and 76 rows 149-150 -> 237-248 with this one).
     return onednn_bf16_on_amx() || onednn_bf16_products_pay();
 }
 

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <array>
 #include <utility>
-#include <vector>
 
 #include "kernels/packed_gemm.h"
 #include "kernels/simd_math.h"
@@ -19,8 +18,8 @@ namespace {
 constexpr int64_t wide_cols = 32;          // output columns per panel: two zmm
 constexpr int max_tile_rows = 12;          // 24 accumulators + 2 panel vectors + 1 broadcast <= 32 zmm
 constexpr int64_t wide_k_chunk = 256;      // a widened chunk is 32 KiB: L1 with the tile's rows of x
-// Panels a thread claims at a time: each k-chunk of x is packed once per
-// claim and read from L2 by every panel of it.
+// Panels a thread claims at a time: the claim's panels run one k-chunk after
+// another, so that chunk of x (76 rows: 76 KiB) serves all of them from L2.
 constexpr int64_t wide_panels_a_claim = 4;
 
 struct WideOut {
