@@ -290,8 +290,7 @@ TEST(LlmKernels, WidePanelsMatchNaiveProduct) {
         auto w32 = random_values(size_t(c.out * c.in), 27);
         auto b = random_values(size_t(c.out), 28);
         auto y = random_values(size_t(c.rows * c.out), 29);
-        std::vector<uint16_t> w(w32.size());
-        for (size_t i = 0; i < w.size(); ++i) w[i] = c.dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
+        const std::vector<uint16_t> w = test::sixteen_bit(w32, c.dtype);
         std::vector<float> ref(y.size());
         for (int64_t r = 0; r < c.rows; ++r)
             for (int64_t o = 0; o < c.out; ++o) {

@@ -140,6 +140,13 @@ std::vector<float> random_values(size_t n, uint32_t seed, float scale) {
     return v;
 }
 
+std::vector<uint16_t> sixteen_bit(const std::vector<float>& values, DType dtype) {
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i)
+        bits[i] = dtype == DType::f16 ? f32_to_f16(values[i]) : f32_to_bf16(values[i]);
+    return bits;
+}
+
 std::string safetensors_bytes(const std::vector<NamedTensor>& tensors) {
     nlohmann::json header = nlohmann::json::object();
     std::string data;

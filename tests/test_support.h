@@ -2,6 +2,7 @@
 // temporary files.
 #pragma once
 #include "tessera/stage.h"
+#include "tessera/tensor.h"
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -129,6 +130,9 @@ private:
 
 // Deterministic uniform values in [-scale, scale].
 std::vector<float> random_values(size_t n, uint32_t seed, float scale = 1.0f);
+
+// The values rounded to f16 or bf16 (dtype), as bits.
+std::vector<uint16_t> sixteen_bit(const std::vector<float>& values, DType dtype);
 
 // Hostile image headers (tests/image_test.cpp, tests/errors_doc_test.cpp).
 void append_be32(std::string& s, uint32_t v);

@@ -209,8 +209,7 @@ TEST(ThreadedKernels, DecodeGemvAndTokenLanesAreIdenticalOnAnyThreadCount) {
     const int64_t in = 8200, out = 1031;
     const std::vector<float> w = random_values(size_t(out * in), 61, 0.05f), b = random_values(size_t(out), 62);
     for (DType dtype : {DType::bf16, DType::f16}) {
-        std::vector<uint16_t> w16(w.size());
-        for (size_t i = 0; i < w.size(); ++i) w16[i] = dtype == DType::f16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+        const std::vector<uint16_t> w16 = test::sixteen_bit(w, dtype);
         for (int64_t rows = 1; rows <= 7; ++rows) {
             SCOPED_TRACE(std::string(dtype_name(dtype)) + ", " + std::to_string(rows) + " rows");
             const std::vector<float> x = random_values(size_t(rows * in), 63);
@@ -277,36 +276,24 @@ TEST(ThreadedKernels, SharedChunksTakeEveryItemOnceAndLetAFastThreadHelp) {
     }
 }
 
-TEST(ThreadedKernels, PanelsPackedOnTheFlyAreIdenticalOnAnyThreadCount) {
-    // out 1160: 72 full panels and one of 8 columns; in 1100: k-chunks of
-    // 512, 512 and 76 (not a multiple of 8).
+TEST(ThreadedKernels, PanelsPackedInCacheAreIdenticalOnAnyThreadCount) {
+    // out 1160: 72 full 16-column panels and one of 8 columns (AVX2 panels
+    // packed on the fly), or 36 full 32-column panels and one of 8 in claims
+    // of 4 the threads take in any order (wide panels); in 1100: k-chunks of
+    // 512, 512 and 76, or of 256 and a last of 76 (not a multiple of 8).
     const int64_t in = 1100, out = 1160, rows = 23;
     const std::vector<float> w = random_values(size_t(out * in), 16, 0.05f), b = random_values(size_t(out), 17);
     const std::vector<float> x = random_values(size_t(rows * in), 18);
     for (DType dtype : {DType::bf16, DType::f16}) {
         SCOPED_TRACE(dtype_name(dtype));
-        std::vector<uint16_t> w16(w.size());
-        for (size_t i = 0; i < w.size(); ++i) w16[i] = dtype == DType::f16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+        const std::vector<uint16_t> w16 = test::sixteen_bit(w, dtype);
         expect_identical(on_thread_counts([&] {
             std::vector<float> y(size_t(rows * out));
             linear_packing_on_the_fly(nullptr, y.data(), x.data(), w16.data(), dtype, out, in, b.data(), rows,
                                       Epilogue::gelu_erf);
             return y;
         }));
-    }
-}
-
-TEST(ThreadedKernels, WidePanelsAreIdenticalOnAnyThreadCount) {
-    if (!wide_panels_available()) GTEST_SKIP() << "this build has no AVX-512 code (wide_panels.h)";
-    // out 1160: 36 full panels and one of 8 columns, in claims of 4 the
-    // threads take in any order; in 1100: k-chunks of 256 and a last of 76.
-    const int64_t in = 1100, out = 1160, rows = 23;
-    const std::vector<float> w = random_values(size_t(out * in), 19, 0.05f), b = random_values(size_t(out), 20);
-    const std::vector<float> x = random_values(size_t(rows * in), 21);
-    for (DType dtype : {DType::bf16, DType::f16}) {
-        SCOPED_TRACE(dtype_name(dtype));
-        std::vector<uint16_t> w16(w.size());
-        for (size_t i = 0; i < w.size(); ++i) w16[i] = dtype == DType::f16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+        if (!wide_panels_available()) continue;  // this build has no AVX-512 code (wide_panels.h)
         expect_identical(on_thread_counts([&] {
             std::vector<float> y = random_values(size_t(rows * out), 22), x_packed(x.size());
             EXPECT_TRUE(linear_wide_panels(y.data(), x.data(), w16.data(), dtype, out, in, b.data(), rows,
