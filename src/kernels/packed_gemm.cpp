@@ -307,16 +307,10 @@ void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix&
 
 namespace {
 
-// Column held by position j of a panel row (bf16_panel_order is its own inverse).
-template <typename W>
-constexpr int panel_column(int j) {
-    return std::is_same_v<W, F16> ? j : bf16_panel_order[j];
-}
-
 // Elements [k0, k0 + kc) of the 16-bit weight rows w[0, cols) (row stride
 // in; rows past cols read as zero) transposed into panel rows: row(k, v)
 // takes panel row k as one vector of 16 values, position j holding column
-// column_of(j), scalar(k, j, bits) one value at a time.
+// column_of[j], scalar(k, j, bits) one value at a time.
 template <typename Row, typename Scalar>
 void transpose_chunk_16bit(const uint16_t* w, int64_t in, int64_t cols, int64_t k0, int64_t kc,
                            const int (&column_of)[packed_panel_cols], Row row, Scalar scalar) {

@@ -83,13 +83,6 @@ void linear_packed_rows(float* y, int64_t ldy, const float* x, int64_t ldx, cons
 void linear_packed(Ledger* ledger, float* y, const float* x, const PackedMatrix& w, const float* bias, int64_t rows,
                    Epilogue epilogue = Epilogue::none);
 
-// panel[kc x 16] (row stride ld floats) <- elements [k0, k0 + kc) of the
-// f16 or bf16 weight rows w[0, cols) (row stride in), transposed into panel
-// rows with columns in natural order and widened to f32; columns past cols
-// (at most 16) are zero. For kernels in other files (wide_panels.cpp);
-// single-threaded.
-void pack_16bit_columns_f32(const uint16_t* w, DType dtype, int64_t in, int64_t cols, int64_t k0, int64_t kc,
-                            float* panel, int64_t ld);
 // The same for a 16-bit (f16 or bf16) [out, in] matrix as stored, not
 // packed at load (the LLaVA decoder's weights, read in place): each thread
 // packs one panel's k-chunk at a time into an L1-sized buffer and runs every
@@ -98,5 +91,13 @@ void pack_16bit_columns_f32(const uint16_t* w, DType dtype, int64_t in, int64_t 
 // results do not depend on the thread count. Adds rows * in * out MACs.
 void linear_packing_on_the_fly(Ledger* ledger, float* y, const float* x, const uint16_t* w, DType dtype, int64_t out,
                                int64_t in, const float* bias, int64_t rows, Epilogue epilogue = Epilogue::none);
+
+// panel[kc x 16] (row stride ld floats) <- elements [k0, k0 + kc) of the
+// f16 or bf16 weight rows w[0, cols) (row stride in), transposed into panel
+// rows with columns in natural order and widened to f32; columns past cols
+// (at most 16) are zero. For kernels in other files (wide_panels.cpp);
+// single-threaded.
+void pack_16bit_columns_f32(const uint16_t* w, DType dtype, int64_t in, int64_t cols, int64_t k0, int64_t kc,
+                            float* panel, int64_t ld);
 
 }  // namespace tessera
