@@ -13,6 +13,7 @@
 #include "kernels/onednn_engine.h"
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
+#include "kernels/simd_math.h"
 #include "tessera/arena.h"
 #include "tessera/error.h"
 #include "tessera/threads.h"
@@ -412,6 +413,28 @@ TEST(Gelu, IsExactErfForm) {
     for (float v : many) ref.push_back(float(gelu_ref(v)));
     gelu_erf(many.data(), int64_t(many.size()));
     EXPECT_LT(max_abs_diff(many, ref), 1e-6f);
+}
+
+// The 512-bit GELU (wide panels' epilogue) runs the 256-bit one's operations
+// lane for lane: the same bits, from -9 to 9 and at the signs' edges.
+TEST(Gelu, SixteenLanesMatchEightLanesBitForBit) {
+#ifdef TESSERA_SIMD_MATH_AVX512
+    std::vector<float> x(1024);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = -9.0f + 18.0f * float(i) / float(x.size() - 1);
+    x[0] = -0.0f, x[1] = 0.0f, x[2] = 1e-30f, x[3] = -1e-30f;
+    for (size_t i = 0; i < x.size(); i += 16) {
+        alignas(64) float wide[16], narrow[16];
+        _mm512_store_ps(wide, simd::gelu_erf16(_mm512_loadu_ps(x.data() + i)));
+        _mm256_store_ps(narrow, simd::gelu_erf8(_mm256_loadu_ps(x.data() + i)));
+        _mm256_store_ps(narrow + 8, simd::gelu_erf8(_mm256_loadu_ps(x.data() + i + 8)));
+        for (int j = 0; j < 16; ++j) {
+            EXPECT_EQ(std::bit_cast<uint32_t>(wide[j]), std::bit_cast<uint32_t>(narrow[j])) << "x = " << x[i + size_t(j)];
+            EXPECT_NEAR(wide[j], gelu_ref(x[i + size_t(j)]), 1e-6);
+        }
+    }
+#else
+    GTEST_SKIP() << "this build has no AVX-512 code (simd_math.h)";
+#endif
 }
 
 TEST(Softmax, RowsSumToOneAndMatchNaiveWithBias) {

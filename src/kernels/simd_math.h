@@ -24,6 +24,11 @@ struct Lanes8 {
     static V add(V a, V b) { return _mm256_add_ps(a, b); }
     static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
     static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm256_div_ps(a, b); }
+    static V abs(V a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+    static V copy_sign(V magnitude, V from) {
+        return _mm256_or_ps(magnitude, _mm256_and_ps(from, _mm256_set1_ps(-0.0f)));
+    }
     static V max(V a, V b) { return _mm256_max_ps(a, b); }
     static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
@@ -64,6 +69,12 @@ struct Lanes16 {
     static V add(V a, V b) { return _mm512_add_ps(a, b); }
     static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
     static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    static V div(V a, V b) { return _mm512_div_ps(a, b); }
+    static V abs(V a) { return _mm512_abs_ps(a); }
+    static V copy_sign(V magnitude, V from) {
+        return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(magnitude), _mm512_castps_si512(from),
+                                                             _mm512_set1_epi32(int(0x80000000u)), 0xd8));  // mask ? from : magnitude
+    }
     static V max(V a, V b) { return _mm512_max_ps(a, b); }
     static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
     static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
@@ -102,22 +113,26 @@ inline __m512 exp_nonpositive16(__m512 x) { return exp_nonpositive<Lanes16>(x); 
 
 // GELU with the exact erf, 0.5 x (1 + erf(x / sqrt 2)); erf by Abramowitz and
 // Stegun 7.1.26 (absolute error below 1.5e-7, as oneDNN's gelu_erf).
-inline __m256 gelu_erf8(__m256 x) {
-    const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
-    const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0f));
-    const __m256 az = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
-    const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(az, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
-    __m256 p = _mm256_set1_ps(1.061405429f);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
-    p = _mm256_mul_ps(p, t);
-    const __m256 e = exp_nonpositive8(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), az), az));
-    const __m256 erf_abs = _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.0f));
-    const __m256 erf = _mm256_or_ps(erf_abs, sign);
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+template <typename L>
+typename L::V gelu_erf(typename L::V x) {
+    using V = typename L::V;
+    const V z = L::mul(x, L::set1(0.70710678f));
+    const V az = L::abs(z);
+    const V t = L::div(L::set1(1.0f), L::fmadd(az, L::set1(0.3275911f), L::set1(1.0f)));
+    V p = L::set1(1.061405429f);
+    p = L::fmadd(p, t, L::set1(-1.453152027f));
+    p = L::fmadd(p, t, L::set1(1.421413741f));
+    p = L::fmadd(p, t, L::set1(-0.284496736f));
+    p = L::fmadd(p, t, L::set1(0.254829592f));
+    p = L::mul(p, t);
+    const V e = exp_nonpositive<L>(L::mul(L::sub(L::zero(), az), az));
+    const V erf = L::copy_sign(L::fnmadd(p, e, L::set1(1.0f)), z);
+    return L::mul(L::mul(L::set1(0.5f), x), L::add(L::set1(1.0f), erf));
 }
+inline __m256 gelu_erf8(__m256 x) { return gelu_erf<Lanes8>(x); }
+#ifdef TESSERA_SIMD_MATH_AVX512
+inline __m512 gelu_erf16(__m512 x) { return gelu_erf<Lanes16>(x); }
+#endif
 
 // Lanes [0, count) of 8 set (all bits), count in [0, 8]: the mask of a
 // row's last, partial vector.

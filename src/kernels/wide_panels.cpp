@@ -31,17 +31,11 @@ struct WideOut {
 // Lanes [0, count) of 16 for count anywhere (clamped to [0, 16]).
 inline __mmask16 lanes_of(int64_t count) { return simd::first_lanes16(std::clamp<int64_t>(count, 0, 16)); }
 
-inline __m512 gelu_erf16(__m512 v) {
-    const __m256 low = simd::gelu_erf8(_mm512_castps512_ps256(v));
-    const __m256 high = simd::gelu_erf8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    return _mm512_insertf32x8(_mm512_castps256_ps512(low), high, 1);
-}
-
 // Writes 16 (masked) outputs: sums (+ y's current value) (+ bias), then GELU.
 inline void finish16(float* y, __m512 v, __mmask16 m, const float* bias, const WideOut& o) {
     if (o.add_previous) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, y));
     if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
-    if (o.gelu) v = gelu_erf16(v);
+    if (o.gelu) v = simd::gelu_erf16(v);
     _mm512_mask_storeu_ps(y, m, v);
 }
 
