@@ -199,6 +199,36 @@ TEST(SafeTensors, MapsEveryPageWhenOpened) {
     EXPECT_GE(mapped_kib(path), int64_t(st.file_size() / 1024) - 4);
 }
 
+// Read into memory (--no-mmap): the same header and bytes as mapped, and the
+// same checks; more than the memory available is refused before reading.
+TEST(SafeTensors, ReadsIntoMemoryAsMapped) {
+    Builder b = two_tensors();
+    b.add("big", "F32", {1024, 1024}, std::string(size_t(4) << 20, '\3'));
+    const std::string path = b.write();
+    const SafeTensors mapped(path), read(path, true);
+    EXPECT_EQ(read.file_size(), mapped.file_size());
+    ASSERT_EQ(read.tensors().size(), 3u);
+    for (const TensorInfo& t : mapped.tensors()) {
+        const TensorInfo& r = read.get(t.name);
+        EXPECT_EQ(r.shape, t.shape);
+        EXPECT_EQ(r.dtype, t.dtype);
+        EXPECT_EQ(std::memcmp(read.data(r), mapped.data(t), size_t(t.end - t.begin)), 0) << t.name;
+    }
+    std::vector<float> a(6);
+    read.read_f32("a", {2, 3}, a.data());
+    EXPECT_EQ(a, (std::vector<float>{1, 2, 3, 4, 5, 6}));
+
+    Builder truncated = two_tensors();
+    truncated.data.resize(28);
+    const std::string bad = truncated.write();
+    expect_error([&] { SafeTensors st(bad, true); }, bad, "run past the end of the data section");
+
+    test::ScopedEnv limit("TESSERA_MEMORY_LIMIT", "1M");
+    expect_error([&] { SafeTensors st(path, true); }, path,
+                 "reading the weights into memory (--no-mmap) needs 4 MiB of memory, but only 1 MiB is "
+                 "available; map the file instead");
+}
+
 TEST(SafeTensorsMalformed, FileTooShort) {
     for (const std::string& bytes : {std::string("abc"), std::string()}) {
         const std::string path = write_file(temp_dir() + "/short.safetensors", bytes);

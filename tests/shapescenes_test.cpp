@@ -40,6 +40,20 @@ TEST(ShapeScenesModel, GreedyTokensMatchTheTrainingCodeOn50HeldOutScenes) {
     std::printf("[ measured ] identical greedy outputs on %d/50 held-out scenes\n", identical);
 }
 
+// --no-mmap reads the weights into memory: the same model, so the same tokens.
+TEST(ShapeScenesModel, WeightsReadIntoMemoryCaptionAsMapped) {
+    const std::string model = source_path("models/shapescenes-llava");
+    Captioner mapped({.model = model, .pipeline = "", .threads = 2});
+    Captioner in_memory({.model = model, .pipeline = "", .threads = 2, .no_mmap = true});
+    GenerateOptions g;
+    g.max_new_tokens = 24, g.stop_at_eos = false;
+    const std::string image = source_path("models/samples/shapescene-heldout-44.png");
+    const Caption a = mapped.caption_file(image, g), b = in_memory.caption_file(image, g);
+    EXPECT_EQ(a.token_ids.size(), 24u);
+    EXPECT_EQ(b.token_ids, a.token_ids);
+    EXPECT_EQ(b.text, a.text);
+}
+
 }  // namespace
 }  // namespace tessera
 

@@ -27,6 +27,11 @@ struct CaptionOptions {
     std::string pipeline;  // pipeline YAML whose stages act on the vision tower and the decoder, or ""
     int threads = 0;       // 0: the pipeline's setting, else OMP_NUM_THREADS, else all cores
     std::string dtype = "";  // decoder matrices: auto | f32 | bf16 | f16; "": the pipeline's dtype, else auto
+    // Read the weight files into this process's memory instead of mapping
+    // them (llama.cpp's --no-mmap): slower to load, not shared with other
+    // processes through the page cache, faster decode where file-backed
+    // pages read slowly (docs/performance.md).
+    bool no_mmap = false;
 };
 
 struct GenerateOptions {
@@ -58,7 +63,7 @@ class Captioner {
 public:
     explicit Captioner(const CaptionOptions& options);
     // From an already-read pipeline (e.g. one pipeline of a report).
-    Captioner(const PipelineSpec& spec, int threads, const std::string& dtype = "");
+    Captioner(const PipelineSpec& spec, int threads, const std::string& dtype = "", bool no_mmap = false);
     ~Captioner();
     Captioner(Captioner&&) noexcept;
     Captioner& operator=(Captioner&&) noexcept;

@@ -374,6 +374,7 @@ void add_caption(CLI::App& app) {
         float temperature = 0.0f, top_p = 1.0f;
         uint64_t seed = 0;
         bool ignore_eos = false;
+        bool no_mmap = false;
         std::string image, requests;
     };
     auto o = std::make_shared<Opts>();
@@ -393,6 +394,9 @@ void add_caption(CLI::App& app) {
     cmd->add_option("--dtype", o->dtype,
                     "Decoder weights while running: auto, f32, bf16, f16 (default: the pipeline's dtype, else auto)");
     cmd->add_option("--threads", o->threads, "Threads (default: OMP_NUM_THREADS or all cores)")->check(CLI::Range(0, 1024));
+    cmd->add_flag("--no-mmap", o->no_mmap,
+                  "Read the weights into memory instead of mapping the files: slower to load, faster decode where "
+                  "mapped pages read slowly");
     cmd->add_option("--requests", o->requests,
                     "JSONL of {\"image\", \"prompt\", \"id\", \"pipeline\"} (files relative to it): one JSON "
                     "line out per request, one model load; a request's pipeline YAML replaces --pipeline's stages");
@@ -400,7 +404,7 @@ void add_caption(CLI::App& app) {
     cmd->callback([o] {
         check_format(o->format, {"text", "json"});
         if (o->image.empty() == o->requests.empty()) fail("caption", "give one IMAGE, or --requests FILE.jsonl");
-        Captioner cap({o->model, o->pipeline, o->threads, o->dtype});
+        Captioner cap({o->model, o->pipeline, o->threads, o->dtype, o->no_mmap});
         GenerateOptions g;
         g.prompt = o->prompt, g.max_new_tokens = o->max_new_tokens, g.temperature = o->temperature;
         g.top_k = o->top_k, g.top_p = o->top_p, g.seed = o->seed, g.stop_at_eos = !o->ignore_eos;

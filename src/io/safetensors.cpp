@@ -123,10 +123,10 @@ int64_t TensorInfo::numel() const {
     return n;
 }
 
-SafeTensors::SafeTensors(const std::string& path) : path_(path) {
+SafeTensors::SafeTensors(const std::string& path, bool in_memory) : path_(path) {
     // The destructor does not run when a constructor throws, so clean up here.
     try {
-        map_file();
+        map_file(in_memory);
         parse_header();
     } catch (...) {
         release();
@@ -174,7 +174,7 @@ void SafeTensors::release() noexcept {
 #define MADV_POPULATE_READ 22  // Linux 5.14; older headers lack it
 #endif
 
-void SafeTensors::map_file() {
+void SafeTensors::map_file(bool in_memory) {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) fail(path_, system_error("cannot open"));
     struct stat st {};
@@ -185,6 +185,7 @@ void SafeTensors::map_file() {
     if (size < 8)
         fail(path_, "file is " + std::to_string(size) +
                         " bytes, too short for a safetensors file (the 8-byte header length is missing)");
+    if (in_memory) return read_file(size);
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd_, 0);
     if (p == MAP_FAILED) fail(path_, system_error("cannot mmap"));
     // Ask for 2 MiB pages: where the kernel backs file pages with large folios
@@ -203,6 +204,26 @@ void SafeTensors::map_file() {
     if (size <= memory_physical()) ::madvise(p, size, MADV_POPULATE_READ);
     map_ = static_cast<const uint8_t*>(p);
     size_ = size;
+}
+
+void SafeTensors::read_file(uint64_t size) {
+    memory_check(path_, "reading the weights into memory (--no-mmap)", size, "map the file instead");
+    // Anonymous pages, released by munmap like a mapped file's.
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail(path_, system_error("cannot allocate memory to read the file into"));
+    map_ = static_cast<const uint8_t*>(p);  // release() frees it if reading fails
+    size_ = size;
+    ::madvise(p, size, MADV_HUGEPAGE);  // advisory, as for a mapping
+    for (uint64_t done = 0; done < size;) {
+        const size_t chunk = size_t(std::min<uint64_t>(size - done, uint64_t(1) << 30));
+        const ssize_t n = ::pread(fd_, static_cast<uint8_t*>(p) + done, chunk, off_t(done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) fail(path_, system_error("cannot read"));
+        if (n == 0)
+            fail(path_, "file ended after " + std::to_string(done) + " of " + std::to_string(size) +
+                            " bytes while it was read (changed on disk?)");
+        done += uint64_t(n);
+    }
 }
 
 void SafeTensors::parse_header() {
@@ -319,8 +340,8 @@ void SafeTensors::read_f32(std::string_view name, const std::vector<int64_t>& ex
 
 namespace tessera {
 
-void SafeTensorsSet::add_file(const std::string& path) {
-    files_.push_back(std::make_unique<SafeTensors>(path));
+void SafeTensorsSet::add_file(const std::string& path, bool in_memory) {
+    files_.push_back(std::make_unique<SafeTensors>(path, in_memory));
     const SafeTensors& f = *files_.back();
     for (const TensorInfo& t : f.tensors()) {
         auto [it, fresh] = entries_.emplace(t.name, Entry{&f, &t});
@@ -337,7 +358,7 @@ SafeTensorsSet SafeTensorsSet::single_file(const std::string& path) {
     return set;
 }
 
-SafeTensorsSet::SafeTensorsSet(const std::string& dir) {
+SafeTensorsSet::SafeTensorsSet(const std::string& dir, bool in_memory) {
     namespace fs = std::filesystem;
     const std::string index_path = dir + "/model.safetensors.index.json";
     if (!path_exists(index_path)) {
@@ -345,7 +366,7 @@ SafeTensorsSet::SafeTensorsSet(const std::string& dir) {
         if (!path_exists(single))
             fail(dir, "no weights: neither model.safetensors nor model.safetensors.index.json");
         where_ = single;
-        add_file(single);
+        add_file(single, in_memory);
         return;
     }
     where_ = index_path;
@@ -370,7 +391,7 @@ SafeTensorsSet::SafeTensorsSet(const std::string& dir) {
         if (!path_exists(path))
             fail(index_path, "shard '" + shard + "' (holding '" + names.front() + "' and " +
                                  std::to_string(names.size() - 1) + " more) is missing from the folder");
-        add_file(path);
+        add_file(path, in_memory);
         for (const std::string& name : names) {
             const Entry* e = find(name);
             if (!e || e->file != files_.back().get())

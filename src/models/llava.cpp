@@ -140,7 +140,7 @@ void llava_load(LlavaModel& m, const std::string& dir, const LlavaLoadOptions& o
         fail(m.preprocess.path, "crop_size " + std::to_string(m.preprocess.crop_height) + "x" +
                                     std::to_string(m.preprocess.crop_width) + " differs from the vision tower's " +
                                     "image_size " + std::to_string(cfg.vision.image_size));
-    m.files = std::make_unique<SafeTensorsSet>(dir);
+    m.files = std::make_unique<SafeTensorsSet>(dir, options.weights_in_memory);
     const LlavaNames names = detect_names(*m.files);
     m.layout = names.layout();
     m.decoder_dtype = dtype_from_option(options.dtype, cfg, *m.files);

@@ -22,6 +22,9 @@ struct LlavaLoadOptions {
     // "auto": f32 when the f32 copy fits comfortably in memory, else the file's.
     std::string dtype = "auto";  // auto | f32 | bf16 | f16
     bool load_tokenizer = true;
+    // Read the weight files into the process's memory instead of mapping
+    // them (SafeTensorsSet; `caption --no-mmap`).
+    bool weights_in_memory = false;
 };
 
 struct LlavaModel {

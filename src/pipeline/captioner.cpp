@@ -62,16 +62,20 @@ PipelineSpec spec_of(const CaptionOptions& options) {
 
 }  // namespace
 
-Captioner::Captioner(const CaptionOptions& options) : Captioner(spec_of(options), options.threads, options.dtype) {}
+Captioner::Captioner(const CaptionOptions& options)
+    : Captioner(spec_of(options), options.threads, options.dtype, options.no_mmap) {}
 
-Captioner::Captioner(const PipelineSpec& given, int threads, const std::string& dtype) : impl_(std::make_unique<Impl>()) {
+Captioner::Captioner(const PipelineSpec& given, int threads, const std::string& dtype, bool no_mmap)
+    : impl_(std::make_unique<Impl>()) {
     PipelineSpec spec = given;
     if (!spec.model.empty()) spec.model = model_resolve(spec.model);
     // The embedded default: the demo model trained on ShapeScenes (models/).
     if (spec.model.empty()) spec.model = model_resolve(default_caption_model);
     threads_init(threads > 0 ? threads : spec.threads);
     impl_->threads = threads_count();
-    llava_load(impl_->model, spec.model, {.dtype = !dtype.empty() ? dtype : !spec.dtype.empty() ? spec.dtype : "auto"});
+    llava_load(impl_->model, spec.model,
+               {.dtype = !dtype.empty() ? dtype : !spec.dtype.empty() ? spec.dtype : "auto",
+                .weights_in_memory = no_mmap});
     impl_->decoder_shape = llama_decoder_shape(impl_->model.text);
     impl_->decoder_shape.model_dir = impl_->model.dir;
     impl_->chains.push_back(stages_build(spec.stages, impl_->model.vision.encoder_shape(), &impl_->decoder_shape));
