@@ -133,6 +133,8 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=4, help="tokens generated per run (>= 2)")
     ap.add_argument("--bandwidth-gbps", type=float, default=0.0, help="memory read bandwidth, GB/s")
     ap.add_argument("--membw", default="", help="bench/membw.cpp binary to measure the bandwidth with")
+    ap.add_argument("--no-mmap", action="store_true",
+                    help="caption --no-mmap: weights read into each process's memory instead of mapped")
     ap.add_argument("--out", default="", help="also write the results as JSON")
     args = ap.parse_args()
     chosen = [p for p in args.pipelines.split(",") if p]
@@ -187,7 +189,7 @@ def main():
                 f.write(json.dumps(line) + "\n")
         cmd = [args.tessera, "caption", "--model", args.model, "--format", "json", "--dtype", "bf16",
                "--max-new-tokens", str(args.max_new_tokens), "--ignore-eos", "--threads", str(args.threads),
-               "--requests", requests]
+               "--requests", requests] + (["--no-mmap"] if args.no_mmap else [])
         probe = lambda: measure_bandwidth(args.membw, args.threads) if args.membw and not bandwidth else 0.0  # noqa: E731
         before = probe()
         weights_bandwidth = measure_bandwidth(args.membw, args.threads, weight_files) if args.membw else 0.0
@@ -317,7 +319,7 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"model": args.model, "threads": args.threads, "repeat": args.repeat, "mode": args.mode,
-                       "requests_per_run": args.requests_per_run, "max_new_tokens": args.max_new_tokens, "bandwidth_gbps": bandwidth or None,
+                       "requests_per_run": args.requests_per_run, "max_new_tokens": args.max_new_tokens, "no_mmap": args.no_mmap, "bandwidth_gbps": bandwidth or None,
                        "membw": args.membw or None,
                        "decode_weight_bytes": weight_bytes, "rows": rows}, f, indent=1)
             f.write("\n")

@@ -376,7 +376,7 @@ def section_llava(a, env, bandwidth):
            "--model", a.llava, "--tessera", a.tessera, "--threads", str(a.threads),
            "--repeat", str(a.llava_repeat), "--requests-per-run", str(a.llava_requests),
            "--pipelines", "full,vtc-cls-64",
-           "--max-new-tokens", str(a.llava_new_tokens), "--out", out_json]
+           "--max-new-tokens", str(a.llava_new_tokens), "--out", out_json] + (["--no-mmap"] if a.llava_no_mmap else [])
     if bandwidth.get("available"):
         cmd += ["--membw", a.membw]  # measured again before each run: the bandwidth drifts
     print(f"  llava: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
@@ -513,7 +513,9 @@ def report(results):
             schedule = (f"{llava['repeat']} processes, each a cold request then {llava.get('requests_per_run', 1)} "
                         "cycles asking every pipeline once in turn" if interleaved else
                         f"{llava['repeat']} rounds of {llava.get('requests_per_run', 1)} requests a process per pipeline")
-            lines += ["", f"LLaVA model: {llava['model']} ({schedule}, {llava.get('max_new_tokens')} new tokens). "
+            weights = "weights read into memory (--no-mmap)" if llava.get("no_mmap") else "weights mapped"
+            lines += ["", f"LLaVA model: {llava['model']} ({schedule}, {llava.get('max_new_tokens')} new tokens, "
+                      f"{weights}). "
                       "Prefill: the median of the later requests; paired: the median over cycles of the full "
                       "prefill over the pipeline's in the same cycle; cold: of a process's first request, which "
                       "also sets up the decoder state" + ("; peak memory: the process's, all pipelines" if interleaved
@@ -592,6 +594,7 @@ def main():
     ap.add_argument("--membw-mib", type=int, default=1024)
     ap.add_argument("--llava", default="none", help="LLaVA model folder, or none")
     ap.add_argument("--llava-repeat", type=int, default=3)
+    ap.add_argument("--llava-no-mmap", action="store_true", help="LLaVA weights read into memory (caption --no-mmap)")
     ap.add_argument("--llava-requests", type=int, default=3,
                     help="requests per LLaVA process; the first is reported as cold")
     ap.add_argument("--llava-new-tokens", type=int, default=16)

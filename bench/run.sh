@@ -8,7 +8,7 @@
 #
 #   bench/run.sh --suite issue7 [--threads T] [--rounds R] [--iters N] [--warmup W]
 #                [--heavy-iters N] [--heavy-warmup W] [--throughput-batch B]
-#                [--llava 7b|none|DIR] [--llava-repeat R] [--llava-requests K]
+#                [--llava 7b|none|DIR] [--llava-repeat R] [--llava-requests K] [--llava-no-mmap]
 #                [--sections LIST] [--paired BLOCKS]
 #                [--no-build]
 #
@@ -30,7 +30,7 @@ VIT_TINY_DIR="${VIT_TINY_DIR:-$ROOT/../shared/models/vit_tiny_patch16_224.augreg
 
 threads=2 iters=20 batch=1 rounds=5 warmup=5 models=tiny,small engines=tessera,ort,pytorch
 build=1 suite="" paired=0 heavy_iters=5 heavy_warmup=2 throughput_batch=16 llava=7b llava_repeat=3
-llava_requests=3
+llava_requests=3 llava_no_mmap=0
 sections=peers,pruned,bf16,paired,bandwidth,llava
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -51,6 +51,7 @@ while [ $# -gt 0 ]; do
     --llava) llava="$2"; shift 2 ;;
     --llava-repeat) llava_repeat="$2"; shift 2 ;;
     --llava-requests) llava_requests="$2"; shift 2 ;;
+    --llava-no-mmap) llava_no_mmap=1; shift ;;
     --sections) sections="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -243,10 +244,13 @@ case "$llava" in
 esac
 paired_blocks=30
 [ "$paired" -gt 0 ] && paired_blocks=$paired
+llava_args=()
+if [ "$llava_no_mmap" = 1 ]; then llava_args+=(--llava-no-mmap); fi
 log "suite issue7: $sections; $rounds rounds, threads=$threads"
 exec "$PY" "$ROOT/bench/perf_suite.py" --root "$ROOT" --tessera "$tessera_bin" \
   --tessera-unavailable "$tessera_unavailable" --gemm-bench "$gemm_bin" --membw "$membw_bin" \
   --vit-bench "$ROOT/build/tessera_vit_bench" --paired-blocks "$paired_blocks" \
   "${suite_args[@]}" --sections "$sections" --threads "$threads" --rounds "$rounds" \
   --iters "$iters" --warmup "$warmup" --heavy-iters "$heavy_iters" --heavy-warmup "$heavy_warmup" \
-  --llava "$llava_dir" --llava-repeat "$llava_repeat" --llava-requests "$llava_requests" --out "$CACHE/perf.json"
+  --llava "$llava_dir" --llava-repeat "$llava_repeat" --llava-requests "$llava_requests" \
+  "${llava_args[@]}" --out "$CACHE/perf.json"
