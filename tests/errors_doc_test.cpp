@@ -1258,6 +1258,8 @@ std::vector<Trigger> memory_triggers() {
          with_limit("64K", [] { LlavaModel m; llava_load(m, fixture(), {.dtype = "f32"}); })},
         {"MEM-5", "LLaVA fixture, bf16 decoder, 64 KiB available",
          with_limit("64K", [] { LlavaModel m; llava_load(m, fixture(), {.dtype = "bf16"}); })},
+        {"MEM-15", "LLaVA fixture read into memory with 1 KiB available",
+         with_limit("1K", [] { LlavaModel m; llava_load(m, fixture(), {.dtype = "bf16", .weights_in_memory = true}); })},
         {"MEM-6", "a 64-token context with 1 KiB available",
          [] {
              const LlavaModel& m = llava_model();  // loaded without the limit
