@@ -126,7 +126,7 @@ int64_t TensorInfo::numel() const {
 SafeTensors::SafeTensors(const std::string& path, bool in_memory) : path_(path) {
     // The destructor does not run when a constructor throws, so clean up here.
     try {
-        map_file(in_memory);
+        open_file(in_memory);
         parse_header();
     } catch (...) {
         release();
@@ -174,7 +174,7 @@ void SafeTensors::release() noexcept {
 #define MADV_POPULATE_READ 22  // Linux 5.14; older headers lack it
 #endif
 
-void SafeTensors::map_file(bool in_memory) {
+void SafeTensors::open_file(bool in_memory) {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) fail(path_, system_error("cannot open"));
     struct stat st {};

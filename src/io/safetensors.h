@@ -49,7 +49,7 @@ public:
     void read_f32(std::string_view name, const std::vector<int64_t>& expected_shape, float* dst) const;
 
 private:
-    void map_file(bool in_memory);
+    void open_file(bool in_memory);
     void read_file(uint64_t size);
     void parse_header();
     void release() noexcept;
