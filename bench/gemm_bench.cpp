@@ -18,8 +18,10 @@
 // (one run: ~2 ms of them at full speed, {peak, bits, threads, gflop_per_run}
 // first): a probe of how fast the host lets these cores run in each block.
 //
-// --gemv-bf16 times the decode GEMV instead (gemv_bandwidth below) and prints
-// {gemv_gbps_best, gemv_gbps_median, bytes, threads, passes}.
+// --gemv-bf16 times the decode GEMV instead (gemv_bandwidth below), against
+// its widening form and a plain read of the same memory, and prints
+// {gemv_gbps_best, gemv_gbps_median, widened_gbps_median, read_gbps_median,
+// gemv_over_read_median, widened_over_read_median, bytes, threads, passes}.
 //
 // --prefill-bf16 times linear_w on bf16 weights read in place (the LLaVA
 // decoder's prefill with `--dtype bf16`) as this CPU runs it ("chosen")
@@ -173,27 +175,57 @@ double flop_of(const Shape& s) { return 2.0 * double(s.rows) * double(s.in) * do
 // The decode step's product: one row of x against bf16 matrices read in
 // place (linear_w's GEMV), `count` distinct [out, in] matrices so that the
 // weights (about 1 GiB for 12 LLaVA-7B MLP matrices) come from memory, not
-// cache. Prints the read rate of the weights, to compare with bench/membw
-// at the same moment.
+// cache. Three reads of the same memory alternate pass by pass: the GEMV as
+// the decoder runs it (scratch given: where the CPU has AVX512-BF16, x split
+// for the bf16 dot product), the widening loop (no scratch), and a plain sum
+// of the words (what the memory gives at that moment, as bench/membw reads
+// it). Prints the rates and each GEMV's median ratio to the plain read over
+// the passes.
+uint64_t sum_words(const uint64_t* p, size_t n) {
+    uint64_t s = 0;
+#pragma omp parallel for simd reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < n; ++i) s += p[i];
+    return s;
+}
+
 int gemv_bandwidth(int64_t in, int64_t out, int64_t count, int passes) {
     const size_t per = size_t(in * out);
     std::vector<uint16_t> w(per * size_t(count));
     for (size_t i = 0; i < w.size(); ++i) w[i] = uint16_t(0x3c00 + (i & 63));  // small bf16 values
     std::vector<float> x(static_cast<size_t>(in), 0.01f), y(static_cast<size_t>(out));
-    std::vector<double> gbps;
-    for (int p = 0; p < passes + 1; ++p) {  // the first pass warms up
+    std::vector<float> scratch(static_cast<size_t>(tessera::linear_w_scratch_floats(in)));
+    const double bytes = double(w.size()) * 2.0;
+    auto timed = [&](const auto& fn) {
         const auto start = std::chrono::steady_clock::now();
+        fn();
+        return bytes / std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 1e9;
+    };
+    auto gemv = [&](float* s) {
         for (int64_t m = 0; m < count; ++m) {
             const tessera::WeightRef ref{w.data() + per * size_t(m), tessera::DType::bf16, out, in};
-            tessera::linear_w(nullptr, y.data(), x.data(), ref, nullptr, 1);
+            tessera::linear_w(nullptr, y.data(), x.data(), ref, nullptr, 1, tessera::Epilogue::none, s);
         }
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (p > 0) gbps.push_back(double(w.size()) * 2.0 / s / 1e9);
+    };
+    uint64_t words = 0;
+    std::vector<double> chosen, widened, read, chosen_rel, widened_rel;
+    for (int p = 0; p < passes + 1; ++p) {  // the first pass warms up
+        const double c = timed([&] { gemv(scratch.data()); });
+        const double v = timed([&] { gemv(nullptr); });
+        const double r = timed([&] { words += sum_words(reinterpret_cast<const uint64_t*>(w.data()), w.size() / 4); });
+        if (p == 0) continue;
+        chosen.push_back(c), widened.push_back(v), read.push_back(r);
+        chosen_rel.push_back(c / r), widened_rel.push_back(v / r);
     }
-    std::sort(gbps.begin(), gbps.end());
-    std::printf("{\"gemv_gbps_best\":%.3f,\"gemv_gbps_median\":%.3f,\"bytes\":%zu,\"threads\":%d,\"passes\":%d}\n",
-                gbps.back(), gbps[gbps.size() / 2], w.size() * 2, tessera::threads_count(), passes);
-    return y[0] == y[0] ? 0 : 1;
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    std::printf("{\"gemv_gbps_best\":%.3f,\"gemv_gbps_median\":%.3f,\"widened_gbps_median\":%.3f,"
+                "\"read_gbps_median\":%.3f,\"gemv_over_read_median\":%.3f,\"widened_over_read_median\":%.3f,"
+                "\"bytes\":%.0f,\"threads\":%d,\"passes\":%d}\n",
+                *std::max_element(chosen.begin(), chosen.end()), median(chosen), median(widened), median(read),
+                median(chosen_rel), median(widened_rel), bytes, tessera::threads_count(), passes);
+    return y[0] == y[0] && words != 1 ? 0 : 1;
 }
 
 // linear_w on bf16 weights as this CPU runs it, against each form it can

@@ -151,7 +151,8 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
     // fly while x is at most 4 MiB (in 1100: three k-chunks), beyond that
     // converted 512-row panels (out 520: two, the second partial). out 13, 33, 37 and 40 leave partial output blocks and panels;
     // out 603 and 1001 leave rows past the GEMV's spaced blocks while its
-    // loop runs in parallel.
+    // loop runs in parallel; in 4113 leaves the bf16 dot product a partial
+    // last vector (and x's split a scalar tail).
     const std::vector<LinearWCase> cases = {
         {1, 40, 13, DType::f16, true, Epilogue::none},       {1, 100, 37, DType::bf16, false, Epilogue::residual},
         {3, 100, 37, DType::f16, true, Epilogue::gelu_erf},  {3, 40, 64, DType::bf16, true, Epilogue::residual},
@@ -166,18 +167,27 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         {1050, 1000, 520, DType::bf16, true, Epilogue::residual}, {1050, 1000, 40, DType::f16, true, Epilogue::gelu_erf},
         {1, 100, 603, DType::bf16, true, Epilogue::residual},   {3, 64, 1001, DType::f16, false, Epilogue::gelu_erf},
         {600, 300, 70, DType::bf16, true, Epilogue::residual},  {16, 1100, 40, DType::bf16, true, Epilogue::none},
+        {1, 4113, 41, DType::bf16, true, Epilogue::residual},   {6, 4113, 9, DType::bf16, false, Epilogue::none},
     };
     // Both forms of bf16 products of more than 128 rows where the CPU has
     // bf16 arithmetic: as chosen here, and oneDNN's bf16 matmul forced
-    // (onednn_bf16_products_pay decides between it and f32 products).
-    std::vector<std::pair<LinearWCase, const char*>> runs;
+    // (onednn_bf16_products_pay decides between it and f32 products). The
+    // GEMV with scratch (bf16 weights: x split for the bf16 dot product where
+    // the build has it) and without (the widening loop).
+    struct Run {
+        LinearWCase c;
+        const char* linear;
+        bool scratch;
+    };
+    std::vector<Run> runs;
     for (const LinearWCase& c : cases) {
-        runs.push_back({c, ""});
-        if (c.dtype == DType::bf16 && c.rows > 128 && onednn_linear_chosen(DType::bf16)) runs.push_back({c, "onednn"});
+        runs.push_back({c, "", true});
+        if (c.rows < 8) runs.push_back({c, "", false});
+        if (c.dtype == DType::bf16 && c.rows > 128 && onednn_linear_chosen(DType::bf16)) runs.push_back({c, "onednn", true});
     }
-    for (const auto& [c, linear] : runs) {
+    for (const auto& [c, linear, with_scratch] : runs) {
         const test::ScopedEnv forced("TESSERA_LINEAR", *linear ? linear : std::getenv("TESSERA_LINEAR"));
-        SCOPED_TRACE(describe(c) + (*linear ? " TESSERA_LINEAR=onednn" : ""));
+        SCOPED_TRACE(describe(c) + (*linear ? " TESSERA_LINEAR=onednn" : "") + (with_scratch ? "" : " no scratch"));
         auto x = random_values(size_t(c.rows * c.in), 6);
         auto w32 = random_values(size_t(c.out * c.in), 7);
         auto b = random_values(size_t(c.out), 8);
@@ -212,7 +222,7 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         std::vector<float> scratch(size_t(linear_w_scratch_floats(c.in)));
         Ledger ledger;
         linear_w(&ledger, y.data(), x.data(), ref_w, c.bias ? b.data() : nullptr, c.rows, c.epilogue,
-                 c.rows >= 8 ? scratch.data() : nullptr);
+                 with_scratch ? scratch.data() : nullptr);
         EXPECT_LT(max_abs_diff(y, ref), 1e-5f * std::sqrt(float(c.in)));
         EXPECT_EQ(ledger.total(), uint64_t(c.rows * c.in * c.out));
     }

@@ -73,8 +73,10 @@ int64_t linear_w_scratch_floats(int64_t in);
 
 // y[rows, w.out] = x[rows, w.in] · W^T + bias, epilogue as linear(); y must
 // not alias x. f32 runs linear(). 16-bit weights are read as stored:
-// - rows < 8: a GEMV-style loop reads the weights once and converts in
-//   registers;
+// - rows < 8: a GEMV-style loop reads the weights once: bf16 weights, where
+//   the build has AVX512-BF16 and scratch is given, through the bf16 dot
+//   product against x split into two bf16 parts (to about 2^-16 of x, an
+//   f32 product's result to rounding); otherwise widened in registers;
 // - where linear_w_in_bf16: bf16 products (x rounded to bf16, f32
 //   accumulation): up to 128 rows without AMX the token-lanes kernel
 //   (token_lanes.h), else one oneDNN bf16 product;
@@ -83,8 +85,9 @@ int64_t linear_w_scratch_floats(int64_t in);
 //   is at most 4 MiB (and the build has the AVX2 tiles), panels packed on the
 //   fly in cache (linear_packing_on_the_fly), and beyond that each 512-row
 //   panel converted into scratch and multiplied by oneDNN in f32.
-// Scratch: linear_w_scratch_floats(w.in) floats, used with rows >= 8 (may be
-// null below). Adds rows * in * out MACs.
+// Scratch: linear_w_scratch_floats(w.in) floats, needed with rows >= 8 (may
+// be null below, where bf16 weights then take the widening loop). Adds
+// rows * in * out MACs.
 void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, const float* bias, int64_t rows,
               Epilogue epilogue = Epilogue::none, float* scratch = nullptr);
 
