@@ -357,11 +357,15 @@ std::vector<float> causal_attention_ref(const CausalCase& c, const std::vector<f
 }
 
 TEST(LlmKernels, CausalAttentionMatchesNaive) {
-    // tokens 1: decoding; 1100 tokens: several query blocks; head_dim 12: the scalar path.
+    // tokens 1: decoding; 1100 tokens: several query blocks; head_dim 12: the
+    // scalar path; head_dim 8 the 8-lane one-row kernels, multiples of 16
+    // the 512-bit ones where the build has them (128: one pass of 8 column
+    // vectors, 80: 5, 272: two passes and one vector).
     const std::vector<CausalCase> cases = {
         {1, 0, 4, 2, 8, false},   {1, 5, 3, 3, 16, false}, {1, 37, 4, 2, 16, true},  {3, 5, 4, 2, 8, false},
         {7, 5, 4, 2, 16, true},   {8, 0, 3, 3, 16, false}, {33, 0, 3, 3, 8, false},  {33, 5, 4, 2, 16, true},
-        {9, 5, 4, 1, 12, false},  {1100, 5, 4, 2, 16, false},
+        {9, 5, 4, 1, 12, false},  {1100, 5, 4, 2, 16, false}, {1, 70, 4, 2, 128, true}, {3, 41, 2, 1, 80, false},
+        {1, 9, 2, 2, 272, false}, {6, 20, 2, 1, 128, false},
     };
     for (const CausalCase& c : cases) {
         SCOPED_TRACE("tokens " + std::to_string(c.tokens) + " past " + std::to_string(c.past) + " heads " +
