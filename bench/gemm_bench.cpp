@@ -176,7 +176,7 @@ double flop_of(const Shape& s) { return 2.0 * double(s.rows) * double(s.in) * do
 // place (linear_w's GEMV), `count` distinct [out, in] matrices so that the
 // weights (about 1 GiB for 12 LLaVA-7B MLP matrices) come from memory, not
 // cache. Three reads of the same memory alternate pass by pass: the GEMV as
-// the decoder runs it (scratch given: where the CPU has AVX512-BF16, x split
+// the decoder runs it (scratch given: where the CPU has AVX512-BF16, x rounded
 // for the bf16 dot product), the widening loop (no scratch), and a plain sum
 // of the words (what the memory gives at that moment, as bench/membw reads
 // it). Prints the rates and each GEMV's median ratio to the plain read over

@@ -152,7 +152,7 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
     // converted 512-row panels (out 520: two, the second partial). out 13, 33, 37 and 40 leave partial output blocks and panels;
     // out 603 and 1001 leave rows past the GEMV's spaced blocks while its
     // loop runs in parallel; in 4113 leaves the bf16 dot product a partial
-    // last vector (and x's split a scalar tail).
+    // last vector (and x's rounding a scalar tail).
     const std::vector<LinearWCase> cases = {
         {1, 40, 13, DType::f16, true, Epilogue::none},       {1, 100, 37, DType::bf16, false, Epilogue::residual},
         {3, 100, 37, DType::f16, true, Epilogue::gelu_erf},  {3, 40, 64, DType::bf16, true, Epilogue::residual},
@@ -172,8 +172,8 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
     // Both forms of bf16 products of more than 128 rows where the CPU has
     // bf16 arithmetic: as chosen here, and oneDNN's bf16 matmul forced
     // (onednn_bf16_products_pay decides between it and f32 products). The
-    // GEMV with scratch (bf16 weights: x split for the bf16 dot product where
-    // the build has it) and without (the widening loop).
+    // GEMV with scratch (bf16 weights: x rounded for the bf16 dot product
+    // where the build has it) and without (the widening loop, x in f32).
     struct Run {
         LinearWCase c;
         const char* linear;
@@ -205,7 +205,7 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
         }
         // Products in bf16 round x to bf16 too.
         auto xr = x;
-        if (linear_w_in_bf16(c.dtype, c.rows))
+        if (c.rows < 8 ? with_scratch && linear_w_gemv_in_bf16(c.dtype) : linear_w_in_bf16(c.dtype, c.rows))
             for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
         std::vector<float> ref(y.size());
         for (int64_t r = 0; r < c.rows; ++r)

@@ -326,62 +326,52 @@ inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const
 
 #if defined(TESSERA_SIMD_MATH_AVX512) && defined(__AVX512BF16__)
 #define TESSERA_GEMV_BF16_DOT 1
-// bf16 weights against x split into two bf16 parts, hi = bf16(x) and lo =
-// bf16(x - hi): hi + lo holds x to about 2^-16 of its size, and the
-// AVX512-BF16 dot product forms each bf16 product exactly and adds in f32,
-// so the result is an f32 GEMV's to rounding. The weights are then used as
-// loaded (32 a vector, no widening): on the 2-core Zen 5, with its FMA rate
-// at half of other days, the widening loop read LLaVA-7B's 4096x11008 at
-// 0.60-0.92x the rate of a plain sum over the same memory and this one at
-// 0.95-1.0x (12 matrices a pass, passes alternated in one process).
-// Software prefetch, which had helped the widening loop, slowed it
-// (0.82-0.93x).
+// bf16 weights against x rounded to bf16, through the AVX512-BF16 dot
+// product: each bf16 product is exact and added in f32, as in the bf16
+// products of a prefill on such a CPU and in transformers' bf16 model. The
+// weights are used as loaded, 32 a vector, one instruction each: on the
+// 2-core Zen 5 (its FMA rate at half of other days) the widening loop
+// (convert, shift, FMA per 16) read LLaVA-7B's 4096x11008 at 0.63-0.84x a
+// plain sum over the same memory where that read 42+ GB/s, this one at
+// 0.90-1.13x. Keeping x to f32 precision as two bf16 parts (hi + lo, two
+// products a weight vector) read at 0.75-0.94x. Software prefetch, which
+// had helped the widening loop, slowed it.
 
-// hi[i] + lo[i] ~ x[i] for i < n (see above).
-void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
-        const __m512bh h = _mm512_cvtne2ps_pbh(b, a);
-        const __m512i bits = (__m512i)h;
-        const __m512 ha = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bits)), 16));
-        const __m512 hb =
-            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bits, 1)), 16));
-        _mm512_storeu_si512(hi + i, bits);
-        _mm512_storeu_si512(lo + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, hb), _mm512_sub_ps(a, ha)));
-    }
-    for (; i < n; ++i) {
-        hi[i] = f32_to_bf16(x[i]);
-        lo[i] = f32_to_bf16(x[i] - bf16_to_f32(hi[i]));
-    }
+// One 64-byte step of bf16 values: 32 (or under a mask those left).
+inline __m512bh load_bf16(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
+inline __m512bh load_bf16(const uint16_t* p, __mmask32 lanes) {
+    return (__m512bh)_mm512_maskz_loadu_epi16(lanes, p);
 }
 
-// dots[r * O + o] = x[r, :] · w[o, :] as gemv_block, x given as its split
-// (hi, lo: [R, in]). The last partial vector is read under a mask (zeros
-// add nothing).
+// out[i] = bf16(x[i]) for i < n, rounded to nearest even (as f32_to_bf16).
+void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    for (; i < n; ++i) out[i] = f32_to_bf16(x[i]);
+}
+
+// dots[r * O + o] = x[r, :] · w[o, :] as gemv_block, x given rounded (xb:
+// [R, in]). The last partial vector is read under a mask (zeros add
+// nothing).
 template <int R, int O>
-inline void gemv_dot_block(const uint16_t* w, const int64_t* rows, int64_t in, const uint16_t* hi, const uint16_t* lo,
-                           float* dots) {
+inline void gemv_dot_block(const uint16_t* w, const int64_t* rows, int64_t in, const uint16_t* xb, float* dots) {
     const uint16_t* wr[O];
     for (int o = 0; o < O; ++o) wr[o] = w + rows[o] * in;
     __m512 acc[R][O];
     for (auto& row : acc)
         for (auto& a : row) a = _mm512_setzero_ps();
-    // load(p) reads 32 values, or under a mask those left in the row.
-    auto step = [&](int64_t i, auto load) {
+    auto step = [&](int64_t i, auto... lanes) {
         __m512bh wv[O];
-        for (int o = 0; o < O; ++o) wv[o] = load(wr[o] + i);
+        for (int o = 0; o < O; ++o) wv[o] = load_bf16(wr[o] + i, lanes...);
         for (int r = 0; r < R; ++r) {
-            const __m512bh h = load(hi + r * in + i), l = load(lo + r * in + i);
-            for (int o = 0; o < O; ++o) acc[r][o] = _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc[r][o], wv[o], h), wv[o], l);
+            const __m512bh xv = load_bf16(xb + r * in + i, lanes...);
+            for (int o = 0; o < O; ++o) acc[r][o] = _mm512_dpbf16_ps(acc[r][o], wv[o], xv);
         }
     };
     int64_t i = 0;
-    for (; i + 32 <= in; i += 32) step(i, [](const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); });
-    if (i < in) {
-        const __mmask32 lanes = __mmask32((uint64_t(1) << (in - i)) - 1);
-        step(i, [lanes](const uint16_t* p) { return (__m512bh)_mm512_maskz_loadu_epi16(lanes, p); });
-    }
+    for (; i + 32 <= in; i += 32) step(i);
+    if (i < in) step(i, __mmask32((uint64_t(1) << (in - i)) - 1));
     for (int r = 0; r < R; ++r)
         for (int o = 0; o < O; ++o) dots[r * O + o] = _mm512_reduce_add_ps(acc[r][o]);
 }
@@ -402,16 +392,16 @@ constexpr int64_t gemv_chunk_blocks = 4;
 // decode waited 9-13% of its samples at the regions' ends; taking over the
 // other's last chunks made decode steps 0.95x as long (this and the token
 // lanes' tiles together; medians of 6 alternated requests in one process).
-// x_split (bf16 weights, where the build has the dot product): x as
-// split_bf16 wrote it, hi [R, in] then lo [R, in]; the products then run on
-// gemv_dot_block. Null: gemv_block widens the weights.
+// x_bf16 (bf16 weights, where the build has the dot product): x rounded
+// to bf16, [R, in]; the products then run on gemv_dot_block. Null:
+// gemv_block widens the weights.
 template <DType T, int R, int O>
 void gemv_rows(float* y, const float* x, const uint16_t* w, const float* bias, int64_t out, int64_t in,
-               Epilogue epilogue, const uint16_t* x_split) {
+               Epilogue epilogue, const uint16_t* x_bf16) {
     const int64_t spacing = out / O, rest = out - spacing * O;
     auto block = [&]<int N>(const int64_t* rows, float* dots) {
 #ifdef TESSERA_GEMV_BF16_DOT
-        if (T == DType::bf16 && x_split) return gemv_dot_block<R, N>(w, rows, in, x_split, x_split + R * in, dots);
+        if (T == DType::bf16 && x_bf16) return gemv_dot_block<R, N>(w, rows, in, x_bf16, dots);
 #endif
         gemv_block<T, R, N>(w, rows, in, x, dots);
     };
@@ -450,15 +440,15 @@ void gemv_rows(float* y, const float* x, const uint16_t* w, const float* bias, i
 // Output rows per block for R rows of x: R * O + O + 1 <= 16 ymm registers.
 template <DType T>
 void gemv(float* y, const float* x, const uint16_t* w, const float* bias, int64_t rows, int64_t out, int64_t in,
-          Epilogue e, const uint16_t* x_split) {
+          Epilogue e, const uint16_t* x_bf16) {
     switch (rows) {
-        case 1: return gemv_rows<T, 1, 4>(y, x, w, bias, out, in, e, x_split);
-        case 2: return gemv_rows<T, 2, 4>(y, x, w, bias, out, in, e, x_split);
-        case 3: return gemv_rows<T, 3, 3>(y, x, w, bias, out, in, e, x_split);
-        case 4: return gemv_rows<T, 4, 2>(y, x, w, bias, out, in, e, x_split);
-        case 5: return gemv_rows<T, 5, 2>(y, x, w, bias, out, in, e, x_split);
-        case 6: return gemv_rows<T, 6, 2>(y, x, w, bias, out, in, e, x_split);
-        case 7: return gemv_rows<T, 7, 1>(y, x, w, bias, out, in, e, x_split);
+        case 1: return gemv_rows<T, 1, 4>(y, x, w, bias, out, in, e, x_bf16);
+        case 2: return gemv_rows<T, 2, 4>(y, x, w, bias, out, in, e, x_bf16);
+        case 3: return gemv_rows<T, 3, 3>(y, x, w, bias, out, in, e, x_bf16);
+        case 4: return gemv_rows<T, 4, 2>(y, x, w, bias, out, in, e, x_bf16);
+        case 5: return gemv_rows<T, 5, 2>(y, x, w, bias, out, in, e, x_bf16);
+        case 6: return gemv_rows<T, 6, 2>(y, x, w, bias, out, in, e, x_bf16);
+        case 7: return gemv_rows<T, 7, 1>(y, x, w, bias, out, in, e, x_bf16);
     }
     assert(false && "gemv takes 1 to 7 rows");
 }
@@ -505,6 +495,15 @@ bool linear_w_wide(float* y, const float* x, const WeightRef& w, const float* bi
 
 int64_t linear_w_scratch_floats(int64_t in) { return linear_w_panel_rows * in; }
 
+bool linear_w_gemv_in_bf16(DType dtype) {
+#ifdef TESSERA_GEMV_BF16_DOT
+    return dtype == DType::bf16;
+#else
+    (void)dtype;
+    return false;
+#endif
+}
+
 bool linear_w_in_bf16(DType dtype, int64_t rows) {
     if (dtype != DType::bf16 || rows <= linear_w_gemv_max_rows || !onednn_linear_chosen(DType::bf16)) return false;
     // On AMX one oneDNN product, which repacks the weights (several times
@@ -532,14 +531,14 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
     if (rows <= linear_w_gemv_max_rows) {
         if (rows <= 0) return;
         if (w.dtype == DType::f16) return gemv<DType::f16>(y, x, w16, bias, rows, w.out, w.in, epilogue, nullptr);
-        uint16_t* x_split = nullptr;
+        uint16_t* x_bf16 = nullptr;
 #ifdef TESSERA_GEMV_BF16_DOT
-        if (scratch) {  // rows * in floats hold both halves of x
-            x_split = reinterpret_cast<uint16_t*>(scratch);
-            split_bf16(x, rows * w.in, x_split, x_split + rows * w.in);
+        if (scratch) {
+            x_bf16 = reinterpret_cast<uint16_t*>(scratch);
+            round_to_bf16(x, rows * w.in, x_bf16);
         }
 #endif
-        gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue, x_split);
+        gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue, x_bf16);
         return;
     }
     if (linear_w_in_bf16(w.dtype, rows)) {

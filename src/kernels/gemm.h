@@ -75,8 +75,8 @@ int64_t linear_w_scratch_floats(int64_t in);
 // not alias x. f32 runs linear(). 16-bit weights are read as stored:
 // - rows < 8: a GEMV-style loop reads the weights once: bf16 weights, where
 //   the build has AVX512-BF16 and scratch is given, through the bf16 dot
-//   product against x split into two bf16 parts (to about 2^-16 of x, an
-//   f32 product's result to rounding); otherwise widened in registers;
+//   product with x rounded to bf16 (linear_w_gemv_in_bf16); otherwise
+//   widened in registers against x in f32;
 // - where linear_w_in_bf16: bf16 products (x rounded to bf16, f32
 //   accumulation): up to 128 rows without AMX the token-lanes kernel
 //   (token_lanes.h), else one oneDNN bf16 product;
@@ -95,6 +95,10 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
 // weights, rows >= 8, a CPU with bf16 arithmetic (onednn_linear_chosen)
 // whose bf16 products pay (AMX, or onednn_bf16_products_pay).
 bool linear_w_in_bf16(DType dtype, int64_t rows);
+
+// Whether linear_w's GEMV (rows < 8, scratch given) rounds x to bf16: bf16
+// weights in a build with AVX512-BF16.
+bool linear_w_gemv_in_bf16(DType dtype);
 
 // linear_w's path for large products on 16-bit weights, callable for any
 // size (benchmarks compare it with linear_packing_on_the_fly): each 512-row
