@@ -76,6 +76,16 @@ TEST(VlmReport, NumbersFollowFromTheCaptionsOnTwoRealScenes) {
     EXPECT_NEAR(full["chair_s"].get<double>(), double(bad_captions) / 2.0, 1e-12);
     for (const char* f : {"report.md", "report.csv", "report.json", "quality-vs-gmacs.png", "hallucination-vs-gmacs.png"})
         EXPECT_TRUE(std::filesystem::exists(dir + "/out/" + f)) << f;
+
+    // no_mmap: the weights read into memory give the same numbers.
+    EXPECT_EQ(r["weights"], "mapped");
+    const std::string in_memory =
+        write_file(dir + "/m.yaml", report_yaml(data, "no_mmap: true\npipelines:\n  full: []\n"));
+    const ReportSpec spec = report_config_read(in_memory);
+    EXPECT_TRUE(spec.no_mmap);
+    const nlohmann::json m = report_run(spec, dir + "/out-memory", false);
+    EXPECT_EQ(m["weights"], "read into memory");
+    for (const char* key : {"caption_f1", "chair_i", "chair_s", "gmacs"}) EXPECT_EQ(m["pipelines"][0][key], full[key]) << key;
 }
 
 TEST(VlmReport, MalformedRequestFilesAreRefusedNamingTheLine) {

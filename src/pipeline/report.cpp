@@ -79,6 +79,7 @@ ReportSpec report_config_read(const std::string& path) {
         if (r.captions.vocabulary.empty()) ds.error("vocabulary", "is missing");
         ds.finish();
         r.max_new_tokens = doc.integer("max_new_tokens", r.max_new_tokens, 1, 1 << 16);
+        r.no_mmap = doc.boolean("no_mmap", false);
     } else {
         doc.error("task", "must be classify or caption, got '" + r.task + "'");
     }

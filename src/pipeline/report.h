@@ -19,6 +19,7 @@
 //   task: caption
 //   dataset: {requests: FILE.jsonl, vocabulary: FILE.json, images: N}
 //   max_new_tokens: 80
+//   no_mmap: true              # optional: read the weights into memory (caption --no-mmap)
 //
 // requests.jsonl: {"id", "image" (relative to the file), "prompt", "task":
 // "caption" | "yesno" | "count", "answer" (yes/no, or the count's word),
@@ -55,6 +56,7 @@ struct ReportSpec {
     DatasetSpec dataset;            // classify
     CaptionDatasetSpec captions;    // caption
     int max_new_tokens = 64;        // caption
+    bool no_mmap = false;           // caption: weights read into memory instead of mapped
     std::string baseline;
     int threads = 0;
     std::vector<ReportPipeline> pipelines;

@@ -173,7 +173,7 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
     const auto groups = requests_read(spec.captions);
     const std::vector<std::string> vocabulary = vocabulary_read(spec.captions.vocabulary);
     // One loaded model; each pipeline is a stage chain on it.
-    Captioner cap(report_pipeline_spec(spec, spec.pipelines[0]), spec.threads);
+    Captioner cap(report_pipeline_spec(spec, spec.pipelines[0]), spec.threads, "", spec.no_mmap);
     for (size_t p = 1; p < spec.pipelines.size(); ++p) cap.add_stages(report_pipeline_spec(spec, spec.pipelines[p]));
     const size_t pipelines = spec.pipelines.size();
     fs::create_directories(out_dir);
@@ -322,6 +322,7 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
                    {"max_new_tokens", spec.max_new_tokens},
                    {"baseline", spec.baseline},
                    {"threads", cap.threads()},
+                   {"weights", spec.no_mmap ? "read into memory" : "mapped"},
                    {"pipelines", rows}};
 
     std::ostringstream md;
@@ -329,7 +330,8 @@ json vlm_report_run(const ReportSpec& spec, const std::string& out_dir, bool pro
        << "- model: `" << spec.model << "`\n- requests: `" << spec.captions.requests << "` (" << images << " images, "
        << total_requests << " requests: captions, yes/no, counts), greedy, at most " << spec.max_new_tokens
        << " new tokens\n"
-       << "- threads: " << cap.threads() << "; one loaded model, every image through every pipeline in turn\n"
+       << "- threads: " << cap.threads() << "; one loaded model (weights "
+       << (spec.no_mmap ? "read into memory" : "mapped") << "), every image through every pipeline in turn\n"
        << "- caption F1: objects mentioned (vocabulary phrases) against the objects present; CHAIR_s: captions "
           "mentioning an absent object; CHAIR_i: mentions of absent objects / all mentions\n"
        << "- yes/no per negative kind: the positives plus that kind's negatives (POPE)\n"
