@@ -329,13 +329,15 @@ inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const
 // bf16 weights against x rounded to bf16, through the AVX512-BF16 dot
 // product: each bf16 product is exact and added in f32, as in the bf16
 // products of a prefill on such a CPU and in transformers' bf16 model. The
-// weights are used as loaded, 32 a vector, one instruction each: on the
-// 2-core Zen 5 (its FMA rate at half of other days) the widening loop
-// (convert, shift, FMA per 16) read LLaVA-7B's 4096x11008 at 0.63-0.84x a
-// plain sum over the same memory where that read 42+ GB/s, this one at
-// 0.90-1.13x. Keeping x to f32 precision as two bf16 parts (hi + lo, two
-// products a weight vector) read at 0.75-0.94x. Software prefetch, which
-// had helped the widening loop, slowed it.
+// weights are used as loaded, 32 a vector, one instruction each. On the
+// 2-core Zen 5 (its FMA rate at half of other days), against a plain sum
+// over the same memory, pass by pass, LLaVA-7B's 4096x11008 read at
+// 0.59-0.83x through the widening loop (convert, shift, FMA per 16) and
+// 0.76-0.98x through this one (tessera_gemm_bench --gemv-bf16); where the
+// sum read 42+ GB/s, stand-alone loops of the two forms read at 0.63-0.84x
+// and 0.90-1.13x. Keeping x to f32 precision as two bf16 parts (hi + lo,
+// two products a weight vector) read at 0.75-0.94x there. Software
+// prefetch, which had helped the widening loop, slowed it.
 
 // One 64-byte step of bf16 values: 32 (or under a mask those left).
 inline __m512bh load_bf16(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
