@@ -16,6 +16,7 @@
 #include "kernels/primitive_cache.h"
 #include "kernels/row_shares.h"
 
+#include "kernels/elementwise.h"
 #include "kernels/onednn_linear.h"
 #include "kernels/packed_gemm.h"
 #include "kernels/simd_math.h"
@@ -345,14 +346,6 @@ inline __m512bh load_bf16(const uint16_t* p, __mmask32 lanes) {
     return (__m512bh)_mm512_maskz_loadu_epi16(lanes, p);
 }
 
-// out[i] = bf16(x[i]) for i < n, rounded to nearest even (as f32_to_bf16).
-void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
-    for (; i < n; ++i) out[i] = f32_to_bf16(x[i]);
-}
-
 // dots[r * O + o] = x[r, :] · w[o, :] as gemv_block, x given rounded (xb:
 // [R, in]). The last partial vector is read under a mask (zeros add
 // nothing).
@@ -537,7 +530,7 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
 #ifdef TESSERA_GEMV_BF16_DOT
         if (scratch) {
             x_bf16 = reinterpret_cast<uint16_t*>(scratch);
-            round_to_bf16(x, rows * w.in, x_bf16);
+            scale_to_bf16(x_bf16, x, rows * w.in, 1.0f);
         }
 #endif
         gemv<DType::bf16>(y, x, w16, bias, rows, w.out, w.in, epilogue, x_bf16);
