@@ -228,6 +228,53 @@ TEST(LlmKernels, LinearWMatchesNaiveOverConvertedWeights) {
     }
 }
 
+TEST(LlmKernels, DecodeGemvReadsWeightsAtAnyOffsetWithinACacheLine) {
+    // Weights read in place start wherever the file put them (safetensors:
+    // 8-byte steps); the GEMV does the elements before the first whole cache
+    // line apart (gemv_head). Every 16-bit offset in a line, for widths
+    // shorter than the head (20), a multiple of 32 (64: every row at the
+    // same offset), and not (4113: rows at different offsets, a partial last
+    // vector).
+    for (const DType dtype : {DType::bf16, DType::f16})
+        for (const int64_t in : {int64_t(20), int64_t(64), int64_t(4113)})
+            for (const int64_t rows : {int64_t(1), int64_t(3)})
+                for (const bool with_scratch : {true, false})
+                    for (int offset = 0; offset < 32; ++offset) {
+                        const int64_t out = 9;
+                        SCOPED_TRACE(std::string(dtype == DType::bf16 ? "bf16" : "f16") + " in " +
+                                     std::to_string(in) + " rows " + std::to_string(rows) + " offset " +
+                                     std::to_string(offset) + (with_scratch ? "" : " no scratch"));
+                        const auto x = random_values(size_t(rows * in), 26);
+                        const auto w32 = random_values(size_t(out * in), 27);
+                        std::vector<uint16_t> store(w32.size() + 64);
+                        const uintptr_t line = (reinterpret_cast<uintptr_t>(store.data()) + 63) & ~uintptr_t(63);
+                        uint16_t* w16 = reinterpret_cast<uint16_t*>(line) + offset;
+                        std::vector<float> w(w32.size());
+                        for (size_t i = 0; i < w32.size(); ++i) {
+                            w16[i] = dtype == DType::f16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
+                            w[i] = dtype == DType::f16 ? f16_to_f32(w16[i]) : bf16_to_f32(w16[i]);
+                        }
+                        const bool x_rounded = with_scratch && linear_w_gemv_in_bf16(dtype);
+                        std::vector<float> ref(size_t(rows * out));
+                        for (int64_t r = 0; r < rows; ++r)
+                            for (int64_t o = 0; o < out; ++o) {
+                                double acc = 0.0;
+                                for (int64_t i = 0; i < in; ++i) {
+                                    const float xi = x[size_t(r * in + i)];
+                                    acc += double(x_rounded ? bf16_to_f32(f32_to_bf16(xi)) : xi) * w[size_t(o * in + i)];
+                                }
+                                ref[size_t(r * out + o)] = float(acc);
+                            }
+                        WeightRef ref_w;
+                        ref_w.data = w16, ref_w.dtype = dtype, ref_w.out = out, ref_w.in = in;
+                        std::vector<float> scratch(size_t(linear_w_scratch_floats(in)));
+                        std::vector<float> y(ref.size(), std::nanf(""));
+                        linear_w(nullptr, y.data(), x.data(), ref_w, nullptr, rows, Epilogue::none,
+                                 with_scratch ? scratch.data() : nullptr);
+                        EXPECT_LT(max_abs_diff(y, ref), 1e-5f * std::sqrt(float(in)));
+                    }
+}
+
 TEST(LlmKernels, TokenLanesMatchesNaiveBf16Product) {
     if (!token_lanes_available()) GTEST_SKIP() << "this build has no AVX512-BF16 code (token_lanes.h)";
     // Chunks of 1 to 5 token vectors (rows 8, 20, 40, 64, 76), rows past one

@@ -278,6 +278,16 @@ void widen_rows(const uint16_t* src, float* dst, int64_t rows, int64_t in) {
 // too few lines in flight for O interleaved streams).
 constexpr int64_t gemv_prefetch_ahead = 1024;  // elements
 
+// Elements of 16 bits before p's next 64-byte boundary, which the GEMVs do
+// apart so that their vector loads never span two cache lines. Safetensors
+// files place tensors 8 bytes apart, so weights read in place rarely start
+// on a line, and a load across two costs two: LLaVA-7B's 4096x11008 bf16
+// read at 45-47 GB/s through the dot product from an address 16 bytes past
+// a line, and at 58-66 from one on a line (2-core Zen 5, tessera_gemm_bench
+// --gemv-bf16, alternating). The rows of a matrix whose width is a multiple
+// of 32 share the first row's offset.
+inline int64_t gemv_head(const uint16_t* p) { return int64_t((64 - reinterpret_cast<uintptr_t>(p) % 64) % 64) / 2; }
+
 #ifdef TESSERA_GEMM_AVX2
 // gemv_block's vector loop on the lane width of L (simd_math.h): adds to
 // dots and moves i past the whole vectors it did. Always inlined: as a call
@@ -290,8 +300,9 @@ __attribute__((always_inline)) inline void gemv_lanes(const uint16_t* const (&w)
     V acc[R][O];
     for (auto& row : acc)
         for (auto& a : row) a = L::zero();
+    const int64_t start = i;
     for (; i + L::width <= in; i += L::width) {
-        if ((i & 31) == 0)
+        if (((i - start) & 31) == 0)
             for (int o = 0; o < O; ++o)
                 _mm_prefetch(reinterpret_cast<const char*>(w[o] + i + gemv_prefetch_ahead), _MM_HINT_T0);
         V wv[O];
@@ -310,19 +321,23 @@ template <DType T, int R, int O>
 inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const float* x, float* dots) {
     const uint16_t* wr[O];
     for (int o = 0; o < O; ++o) wr[o] = w + rows[o] * in;
-    int64_t i = 0;
     std::fill(dots, dots + R * O, 0.0f);
+    auto one_at_a_time = [&](int64_t from, int64_t to) {
+        for (int64_t i = from; i < to; ++i)
+            for (int o = 0; o < O; ++o) {
+                const float wo = widen1<T>(wr[o][i]);
+                for (int r = 0; r < R; ++r) dots[r * O + o] += wo * x[r * in + i];
+            }
+    };
+    int64_t i = std::min(in, gemv_head(wr[0]));
+    one_at_a_time(0, i);
 #ifdef TESSERA_SIMD_MATH_AVX512
     gemv_lanes<simd::Lanes16, T, R, O>(wr, in, x, dots, i);
 #endif
 #ifdef TESSERA_GEMM_AVX2
     gemv_lanes<simd::Lanes8, T, R, O>(wr, in, x, dots, i);
 #endif
-    for (; i < in; ++i)
-        for (int o = 0; o < O; ++o) {
-            const float wo = widen1<T>(wr[o][i]);
-            for (int r = 0; r < R; ++r) dots[r * O + o] += wo * x[r * in + i];
-        }
+    one_at_a_time(i, in);
 }
 
 #if defined(TESSERA_SIMD_MATH_AVX512) && defined(__AVX512BF16__)
@@ -338,7 +353,11 @@ inline void gemv_block(const uint16_t* w, const int64_t* rows, int64_t in, const
 // sum read 42+ GB/s, stand-alone loops of the two forms read at 0.63-0.84x
 // and 0.90-1.13x. Keeping x to f32 precision as two bf16 parts (hi + lo,
 // two products a weight vector) read at 0.75-0.94x there. Software
-// prefetch, which had helped the widening loop, slowed it.
+// prefetch, which had helped the widening loop, slowed it. (Those figures
+// predate gemv_head: the bench's matrices, and so the GEMVs' loads, started
+// off a cache line then. With the head and the sum from the first whole
+// line, the dot product read 4096-wide matrices at 1.07-1.18x the sum
+// and level with the widening loop, 55-67 GB/s where membw read 63-80.)
 
 // One 64-byte step of bf16 values: 32 (or under a mask those left).
 inline __m512bh load_bf16(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
@@ -364,9 +383,13 @@ inline void gemv_dot_block(const uint16_t* w, const int64_t* rows, int64_t in, c
             for (int o = 0; o < O; ++o) acc[r][o] = _mm512_dpbf16_ps(acc[r][o], wv[o], xv);
         }
     };
-    int64_t i = 0;
+    auto first = [](int64_t n) { return __mmask32((uint64_t(1) << n) - 1); };
+    // A masked head up to the first row's next 64-byte boundary: from there
+    // each weight load is one whole cache line (see gemv_head).
+    int64_t i = std::min(in, gemv_head(wr[0]));
+    if (i > 0) step(0, first(i));
     for (; i + 32 <= in; i += 32) step(i);
-    if (i < in) step(i, __mmask32((uint64_t(1) << (in - i)) - 1));
+    if (i < in) step(i, first(in - i));
     for (int r = 0; r < R; ++r)
         for (int o = 0; o < O; ++o) dots[r * O + o] = _mm512_reduce_add_ps(acc[r][o]);
 }
@@ -529,7 +552,10 @@ void linear_w(Ledger* ledger, float* y, const float* x, const WeightRef& w, cons
         uint16_t* x_bf16 = nullptr;
 #ifdef TESSERA_GEMV_BF16_DOT
         if (scratch) {
-            x_bf16 = reinterpret_cast<uint16_t*>(scratch);
+            // At the weights' offset within a cache line, so that after the
+            // head both are read in whole lines (gemv_head).
+            const uintptr_t line = (reinterpret_cast<uintptr_t>(scratch) + 63) & ~uintptr_t(63);
+            x_bf16 = reinterpret_cast<uint16_t*>(line + (reinterpret_cast<uintptr_t>(w.data) % 64 & ~uintptr_t(1)));
             scale_to_bf16(x_bf16, x, rows * w.in, 1.0f);
         }
 #endif
