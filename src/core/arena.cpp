@@ -36,6 +36,21 @@ void Arena::reserve(size_t capacity_bytes) {
     used_ = 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1
+#endif
+
+void Arena::commit() {
+    if (capacity_ < huge_page_min_arena) return;
+    // Advice, as in reserve(): a kernel without these leaves the pages to
+    // fault in at first touch.
+    ::madvise(base_.get(), capacity_, MADV_POPULATE_WRITE);
+    ::madvise(base_.get(), capacity_, MADV_COLLAPSE);
+}
+
 void* Arena::alloc_bytes(size_t bytes) {
     size_t rounded = (bytes + 63) / 64 * 64;
     if (used_ + rounded > capacity_)
