@@ -12,10 +12,12 @@ public:
     Arena() = default;
     explicit Arena(size_t capacity_bytes) { reserve(capacity_bytes); }
     void reserve(size_t capacity_bytes);   // drops everything allocated so far
-    // Faults every page in now, in 2 MiB pages where the arena has them and
-    // the kernel can form them (pages first touched while memory is short
-    // come as 4 KiB ones otherwise). For buffers that will be filled anyway.
-    void commit();
+    // Faults every page of a large arena in now, in 2 MiB pages where the
+    // kernel can form them (pages first touched while memory is short come
+    // as 4 KiB ones otherwise), keeping what was written. For buffers that
+    // will be filled anyway. Returns whether the pages were faulted in
+    // (false: a small arena, or a kernel before 5.14).
+    bool commit();
 
     // 64-byte aligned; throws tessera::Error when the arena is exhausted.
     void* alloc_bytes(size_t bytes);

@@ -43,12 +43,12 @@ void Arena::reserve(size_t capacity_bytes) {
 #define MADV_COLLAPSE 25  // Linux 6.1
 #endif
 
-void Arena::commit() {
-    if (capacity_ < huge_page_min_arena) return;
-    // Advice, as in reserve(): a kernel without these leaves the pages to
-    // fault in at first touch.
-    ::madvise(base_.get(), capacity_, MADV_POPULATE_WRITE);
-    ::madvise(base_.get(), capacity_, MADV_COLLAPSE);
+bool Arena::commit() {
+    if (capacity_ < huge_page_min_arena) return false;
+    // A kernel without these leaves the pages to fault in at first touch.
+    const bool populated = ::madvise(base_.get(), capacity_, MADV_POPULATE_WRITE) == 0;
+    ::madvise(base_.get(), capacity_, MADV_COLLAPSE);  // advice, as in reserve()
+    return populated;
 }
 
 void* Arena::alloc_bytes(size_t bytes) {
